@@ -1,0 +1,453 @@
+//! The JSON shapes Weft speaks over REST and the WebSocket, defined once for the server
+//! and the browser alike.
+//!
+//! The prototype's contract (`POST /graph/create`, `POST /graph/run`, `GET /graph/state`,
+//! `WS /ws/{run_id}`) fixes the names of the fields it had; everything added here is
+//! additive, so an old client never meets a shape it cannot read.
+//!
+//! Types that carry a run's state are generic over how the state is held: the server
+//! serializes a borrowed, already-encoded state without copying it, while the browser
+//! and the tests read it back as a [`serde_json::Value`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A run's shared JSON state: an object whose keys the nodes read and update.
+pub type State = serde_json::Map<String, Value>;
+
+/// Where a run stands. The legal moves between these live in the server's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, waiting for a free worker.
+    Queued,
+    /// A node is executing or about to.
+    Running,
+    /// Reached a node with nowhere to go.
+    Completed,
+    /// A node failed, the step limit was hit, or the graph was broken at run time.
+    Failed,
+    /// Stopped on request at a safe point.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Reads the name written by [`RunStatus::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run has ended and will never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// `200` answer of `POST /graph/create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphCreated {
+    /// The id to pass to `POST /graph/run`.
+    pub graph_id: String,
+}
+
+/// Body of `POST /graph/run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// A graph created by `POST /graph/create`.
+    pub graph_id: String,
+    /// The state the start node sees; `{}` when absent.
+    #[serde(default)]
+    pub initial_state: State,
+    /// `true`: answer when the run has ended; `false` (the default): answer at once.
+    #[serde(default)]
+    pub wait: bool,
+    /// Overrides the graph's step limit for this run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+/// `200` answer of `POST /graph/run` with `wait: false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStarted {
+    /// Queryable at once with `GET /graph/state/{run_id}`.
+    pub run_id: String,
+}
+
+/// `202` answer of `POST /runs/{run_id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAccepted {
+    /// The run.
+    pub run_id: String,
+    /// Always `true`: the run will end `cancelled` at its next safe point.
+    pub cancel_requested: bool,
+}
+
+/// `200` answer of `POST /graph/run` with `wait: true`, once the run has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinished<S = Value> {
+    /// The run's id.
+    pub run_id: String,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// The final state.
+    pub state: S,
+    /// Every log line, in order.
+    pub log: Vec<String>,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `200` answer of `GET /graph/state/{run_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSnapshot<S = Value> {
+    /// The run's id.
+    pub run_id: String,
+    /// The graph it runs.
+    pub graph_id: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The state after the latest executed node (the initial state before the first).
+    pub state: S,
+    /// Every log line so far, in order.
+    pub log: Vec<String>,
+    /// Nodes executed so far.
+    pub steps: u64,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One run in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// The graph it runs.
+    pub graph_id: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Nodes executed so far.
+    pub steps: u64,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// When it ended, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `200` answer of `GET /runs`: a page of runs, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunSummary>,
+    /// Pass as `?before=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// `200` answer of `GET /runs/{run_id}`: the run and every event it produced, each
+/// step event holding the state after that step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail<S = Value, E = RunEvent> {
+    /// The run as `GET /graph/state` shows it.
+    pub run: RunSnapshot<S>,
+    /// Its events in order, ending with `end` once the run has ended.
+    pub events: Vec<E>,
+}
+
+/// One event of a run: what `WS /ws/{run_id}` streams and `GET /runs/{run_id}` lists.
+///
+/// Every event but `error` is stored, with a sequence number that grows by one per event
+/// of the run; `?since=<seq>` resumes a stream after that event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent<S = Value> {
+    /// The run was accepted (always the first event).
+    RunQueued(RunQueuedEvent),
+    /// The run got a slot and starts, or starts again after a restart.
+    RunStarted(RunStartedEvent),
+    /// A node starts an attempt.
+    NodeStarted(NodeStartedEvent),
+    /// A node finished: exactly one per executed node, in execution order (the
+    /// prototype's message, which old clients read).
+    Step(StepEvent<S>),
+    /// An attempt of a node failed; `retry_in_ms` says whether another follows.
+    NodeFailed(NodeFailedEvent),
+    /// The run has ended: always the last event.
+    End(EndEvent<S>),
+    /// The stream cannot be served (for example, the run does not exist); the socket closes.
+    Error(ErrorEvent),
+}
+
+impl<S> RunEvent<S> {
+    /// The event's `type`, as written in its JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RunQueued(_) => "run_queued",
+            Self::RunStarted(_) => "run_started",
+            Self::NodeStarted(_) => "node_started",
+            Self::Step(_) => "step",
+            Self::NodeFailed(_) => "node_failed",
+            Self::End(_) => "end",
+            Self::Error(_) => "error",
+        }
+    }
+
+    /// The node the event is about, for node events.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::NodeStarted(event) => Some(&event.node),
+            Self::Step(event) => Some(&event.node),
+            Self::NodeFailed(event) => Some(&event.node),
+            Self::RunQueued(_) | Self::RunStarted(_) | Self::End(_) | Self::Error(_) => None,
+        }
+    }
+}
+
+/// The run was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQueuedEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run.
+    pub seq: u64,
+    /// The graph it runs.
+    pub graph_id: String,
+}
+
+/// The run starts executing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStartedEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run.
+    pub seq: u64,
+    /// Whether it goes on from a checkpoint after the server restarted.
+    #[serde(default)]
+    pub resumed: bool,
+}
+
+/// A node starts an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStartedEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run.
+    pub seq: u64,
+    /// The step this node is: 1 for the first node the run executes.
+    pub step: u64,
+    /// The node's name.
+    pub node: String,
+    /// 1 for the first try, then +1 per retry.
+    pub attempt: u32,
+}
+
+/// An attempt of a node failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFailedEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run.
+    pub seq: u64,
+    /// The step this node is.
+    pub step: u64,
+    /// The node's name.
+    pub node: String,
+    /// Which attempt failed.
+    pub attempt: u32,
+    /// Why.
+    pub error: String,
+    /// When the next attempt starts; absent when this was the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// A node has executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent<S = Value> {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run: clients resume with `?since=<seq>`.
+    pub seq: u64,
+    /// The step this node is: 1 for the first node the run executes, then +1 per node.
+    #[serde(default)]
+    pub step: u64,
+    /// The node's name.
+    pub node: String,
+    /// The state after the node.
+    pub state: S,
+    /// The keys the node wrote, with the values it wrote.
+    pub update: S,
+    /// The attempt that produced this result.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// `"[RUNNING] <node>"`, the prototype's log line.
+    pub log: String,
+    /// Further log lines the node wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The top-level state keys the node wrote.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// `running` while the run goes on; the final status when this node ended it.
+    pub status: RunStatus,
+    /// Wall time the node took, in microseconds.
+    #[serde(default)]
+    pub duration_us: u64,
+    /// Why the node failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// The run has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndEvent<S = Value> {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run: the last one.
+    pub seq: u64,
+    /// Nodes executed in all.
+    #[serde(default)]
+    pub steps: u64,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// The final state.
+    pub state: S,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The stream cannot be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    /// What went wrong, for a person.
+    pub detail: String,
+}
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// What is wrong, for a person (the prototype's field).
+    pub detail: String,
+    /// A stable machine-readable code, such as `graph_not_found` or `invalid_graph`.
+    pub code: String,
+    /// Every problem found in the request, each with where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Problem>,
+}
+
+/// One thing wrong with a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A JSON pointer into the request body, such as `/edges/extract`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// A registered tool, as `GET /tools` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// The name nodes refer to.
+    pub name: String,
+    /// One line on what it does.
+    pub description: String,
+}
+
+/// A ready-made graph, as `GET /presets` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresetInfo {
+    /// The name to pass as `{"preset": ...}`.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its nodes, in order.
+    pub nodes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_event_has_the_prototype_shape() {
+        let event: RunEvent = RunEvent::Step(StepEvent {
+            run_id: "r1".into(),
+            seq: 3,
+            step: 1,
+            node: "extract".into(),
+            state: serde_json::json!({"code": "x"}),
+            update: serde_json::json!({"functions": []}),
+            attempt: 1,
+            log: "[RUNNING] extract".into(),
+            notes: vec![],
+            changed: vec!["functions".into()],
+            status: RunStatus::Running,
+            duration_us: 7,
+            error: None,
+        });
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "step");
+        assert_eq!(event.kind(), "step");
+        assert_eq!(event.node(), Some("extract"));
+        assert_eq!(json["node"], "extract");
+        assert_eq!(json["log"], "[RUNNING] extract");
+        assert_eq!(json["status"], "running");
+        assert_eq!(json["state"]["code"], "x");
+        assert!(json.get("notes").is_none());
+        let back: RunEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ] {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(RunStatus::parse("done"), None);
+        assert!(RunStatus::Failed.is_terminal());
+        assert!(!RunStatus::Queued.is_terminal());
+    }
+
+    #[test]
+    fn run_request_defaults_and_rejects_unknown_fields() {
+        let req: RunRequest = serde_json::from_str(r#"{"graph_id":"g"}"#).unwrap();
+        assert!(!req.wait);
+        assert!(req.initial_state.is_empty());
+        assert!(serde_json::from_str::<RunRequest>(r#"{"graph_id":"g","wiat":true}"#).is_err());
+    }
+}
