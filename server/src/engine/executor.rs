@@ -1,0 +1,630 @@
+//! The step loop: runs a graph's nodes one after another over a shared state.
+//!
+//! Each step calls the node's tool with the state (an `Arc`, so no copy is made), merges
+//! the tool's update into the state at the top level, decides the next node (the tool's
+//! explicit choice, else the static edge) and hands a borrowed view of the step to a
+//! [`StepSink`] before the next step starts. The sink is where persistence and live
+//! streaming plug in; the engine itself knows nothing of storage or HTTP.
+//!
+//! Every run has a step limit, so no loop can run forever: reaching it fails the run with
+//! an error naming the limit and the nodes the run was cycling through.
+
+use std::{future::Future, sync::Arc, task::Poll, time::Duration, time::Instant};
+
+use weft_app::wire::{RunStatus, State};
+
+use super::{
+    graph::{Graph, Node, NodeId},
+    tool::{Next, Outcome, ToolError, ToolInput},
+};
+
+/// One executed node, as the sink sees it. Everything is borrowed: a sink that needs
+/// to keep something copies just that.
+#[derive(Debug)]
+pub struct StepView<'a> {
+    /// 1 for the first node executed in the run, then +1 per node.
+    pub step: u64,
+    /// The node's name.
+    pub node: &'a str,
+    /// The state after the node.
+    pub state: &'a State,
+    /// Log lines the tool wrote.
+    pub notes: &'a [String],
+    /// The top-level keys the node wrote.
+    pub changed: &'a [String],
+    /// `Running` while the run goes on, else how this step ended it.
+    pub status: RunStatus,
+    /// The attempt that produced this result.
+    pub attempt: u32,
+    /// Where the run goes next (`None`: it ends after this step).
+    pub next: Option<&'a str>,
+    /// Wall time the node took.
+    pub duration: Duration,
+    /// Why the node failed, when it did.
+    pub error: Option<&'a str>,
+}
+
+/// What the sink tells the loop after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on with the next node.
+    Continue,
+    /// Stop at this safe point: the run ends `cancelled`.
+    Cancel,
+}
+
+/// Why the sink could not take a step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the step could not be recorded: {0}")]
+pub struct SinkError(pub String);
+
+/// A node starting an attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeStart<'a> {
+    /// The step this node is (1-based).
+    pub step: u64,
+    /// The node's name.
+    pub node: &'a str,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// A failed attempt of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeFailure<'a> {
+    /// The step this node is.
+    pub step: u64,
+    /// The node's name.
+    pub node: &'a str,
+    /// Which attempt failed.
+    pub attempt: u32,
+    /// Why.
+    pub error: &'a ToolError,
+    /// The wait before the next attempt; `None` when this was the last.
+    pub retry_in: Option<Duration>,
+}
+
+/// Receives everything a run does, as it happens; the loop waits for each call.
+pub trait StepSink: Send {
+    /// A node starts an attempt.
+    fn node_started(&mut self, _start: NodeStart<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// An attempt of a node failed.
+    fn node_failed(&mut self, _failure: NodeFailure<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// A node finished (or failed for good): exactly once per executed node.
+    fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send;
+}
+
+/// A sink that keeps nothing, for benchmarks and tests of the loop itself.
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl StepSink for NullSink {
+    fn step(&mut self, _step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send {
+        std::future::ready(Ok(Control::Continue))
+    }
+}
+
+/// Where a run starts from: the beginning, or a checkpoint after a restart.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The state before `next` runs.
+    pub state: State,
+    /// The node to run next (`None`: nothing is left to run).
+    pub next: Option<NodeId>,
+    /// Steps already executed.
+    pub steps: u64,
+}
+
+impl Checkpoint {
+    /// The start of a run of `graph` over `state`.
+    pub fn start(graph: &Graph, state: State) -> Self {
+        Self {
+            state,
+            next: Some(graph.start()),
+            steps: 0,
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The run executed as many nodes as it may.
+    #[error("step limit of {limit} reached; the run was cycling through {}", .cycle.join(" → "))]
+    StepLimit {
+        /// The limit in force.
+        limit: u32,
+        /// The nodes of the loop, first node repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A node's tool failed on its last attempt.
+    #[error("node `{node}` failed{}: {source}", attempts_said(*.attempts))]
+    NodeFailed {
+        /// The node.
+        node: String,
+        /// What its tool said the last time.
+        source: ToolError,
+        /// How many times it was tried.
+        attempts: u32,
+    },
+    /// A tool sent the run to a node the graph does not have.
+    #[error("node `{node}` sent the run to `{target}`, which is not in the graph")]
+    UnknownNext {
+        /// The node whose tool chose.
+        node: String,
+        /// The name it chose.
+        target: String,
+    },
+}
+
+fn attempts_said(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunEnd {
+    /// `Completed`, `Failed` or `Cancelled`.
+    pub status: RunStatus,
+    /// The final state.
+    pub state: State,
+    /// Nodes executed, in all.
+    pub steps: u64,
+    /// Why it failed, when it did.
+    pub error: Option<RunError>,
+}
+
+/// Runs `graph` from `checkpoint` until it ends, handing each step to `sink`.
+///
+/// `max_steps` bounds the total steps of the run, counting those before the checkpoint.
+/// A sink error stops the run at once and is returned: the run's fate is then unknown
+/// to the store, and the caller decides what to do.
+pub async fn execute<S: StepSink>(
+    graph: &Graph,
+    checkpoint: Checkpoint,
+    max_steps: u32,
+    sink: &mut S,
+) -> Result<RunEnd, SinkError> {
+    let Checkpoint {
+        state,
+        mut next,
+        mut steps,
+    } = checkpoint;
+    let mut state = Arc::new(state);
+    // The nodes executed by this process, to name the loop if the limit is hit.
+    let mut trail: Vec<NodeId> = Vec::new();
+
+    while let Some(id) = next {
+        if steps >= u64::from(max_steps) {
+            let error = RunError::StepLimit {
+                limit: max_steps,
+                cycle: cycle_names(graph, &trail, id),
+            };
+            return Ok(ended(RunStatus::Failed, state, steps, Some(error)));
+        }
+        let node = graph.node(id);
+        steps += 1;
+        trail.push(id);
+
+        let started = Instant::now();
+        let (result, attempts) = attempt(node, &state, steps, sink).await?;
+        let duration = started.elapsed();
+
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(source) => {
+                let error = RunError::NodeFailed {
+                    node: node.name.clone(),
+                    source,
+                    attempts,
+                };
+                let message = error.to_string();
+                sink.step(StepView {
+                    step: steps,
+                    node: &node.name,
+                    state: &state,
+                    notes: &[],
+                    changed: &[],
+                    status: RunStatus::Failed,
+                    attempt: attempts,
+                    next: None,
+                    duration,
+                    error: Some(&message),
+                })
+                .await?;
+                return Ok(ended(RunStatus::Failed, state, steps, Some(error)));
+            }
+        };
+
+        next = match &outcome.next {
+            Next::Edge => node.edge,
+            Next::End => None,
+            Next::Node(target) => match graph.find(target) {
+                Some(target) => Some(target),
+                None => {
+                    let error = RunError::UnknownNext {
+                        node: node.name.clone(),
+                        target: target.clone(),
+                    };
+                    let message = error.to_string();
+                    sink.step(StepView {
+                        step: steps,
+                        node: &node.name,
+                        state: &state,
+                        notes: &outcome.notes,
+                        changed: &[],
+                        status: RunStatus::Failed,
+                        attempt: attempts,
+                        next: None,
+                        duration,
+                        error: Some(&message),
+                    })
+                    .await?;
+                    return Ok(ended(RunStatus::Failed, state, steps, Some(error)));
+                }
+            },
+        };
+
+        // The tool's clone of the state is gone by now, so this writes in place.
+        let changed: Vec<String> = outcome.update.keys().cloned().collect();
+        let current = Arc::make_mut(&mut state);
+        for (key, value) in outcome.update {
+            current.insert(key, value);
+        }
+
+        let status = if next.is_some() {
+            RunStatus::Running
+        } else {
+            RunStatus::Completed
+        };
+        let control = sink
+            .step(StepView {
+                step: steps,
+                node: &node.name,
+                state: &state,
+                notes: &outcome.notes,
+                changed: &changed,
+                status,
+                attempt: attempts,
+                next: next.map(|id| graph.node(id).name.as_str()),
+                duration,
+                error: None,
+            })
+            .await?;
+        if control == Control::Cancel && next.is_some() {
+            return Ok(ended(RunStatus::Cancelled, state, steps, None));
+        }
+    }
+    Ok(ended(RunStatus::Completed, state, steps, None))
+}
+
+/// Runs a node's tool under its timeout, retrying as its policy says, and tells the
+/// sink of each attempt. Answers the last result and the attempts made.
+async fn attempt<S: StepSink>(
+    node: &Node,
+    state: &Arc<State>,
+    step: u64,
+    sink: &mut S,
+) -> Result<(Result<Outcome, ToolError>, u32), SinkError> {
+    let mut attempt = 1;
+    loop {
+        sink.node_started(NodeStart {
+            step,
+            node: &node.name,
+            attempt,
+        })
+        .await?;
+        let mut call = node.tool.call(ToolInput {
+            state: Arc::clone(state),
+            config: Arc::clone(&node.config),
+        });
+        // A tool that finishes without waiting (most do) needs no timer: arm one only
+        // for a call that is still pending after its first poll.
+        let result = match futures::poll!(call.as_mut()) {
+            Poll::Ready(result) => result,
+            Poll::Pending => match tokio::time::timeout(node.policy.timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(ToolError::TimedOut(node.policy.timeout)),
+            },
+        };
+        let error = match result {
+            Ok(outcome) => return Ok((Ok(outcome), attempt)),
+            Err(error) => error,
+        };
+        let retry_in = node.policy.retry.delay_after(attempt);
+        sink.node_failed(NodeFailure {
+            step,
+            node: &node.name,
+            attempt,
+            error: &error,
+            retry_in,
+        })
+        .await?;
+        match retry_in {
+            None => return Ok((Err(error), attempt)),
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn ended(status: RunStatus, state: Arc<State>, steps: u64, error: Option<RunError>) -> RunEnd {
+    RunEnd {
+        status,
+        state: Arc::unwrap_or_clone(state),
+        steps,
+        error,
+    }
+}
+
+/// The loop the run was caught in: from the last time `next` ran up to now, then `next`
+/// again. Falls back to the last few nodes when `next` never ran in this process.
+fn cycle_names(graph: &Graph, trail: &[NodeId], next: NodeId) -> Vec<String> {
+    let from = trail
+        .iter()
+        .rposition(|&id| id == next)
+        .unwrap_or_else(|| trail.len().saturating_sub(5));
+    trail[from..]
+        .iter()
+        .chain(std::iter::once(&next))
+        .map(|&id| graph.node(id).name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::engine::tool::{FnTool, Outcome, Registry};
+
+    /// Records each step's node, status and the value of `n` after it.
+    #[derive(Default)]
+    struct Recorder {
+        steps: Vec<(u64, String, RunStatus, Value)>,
+        cancel_after: Option<u64>,
+    }
+
+    impl StepSink for Recorder {
+        fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send {
+            self.steps.push((
+                step.step,
+                step.node.to_owned(),
+                step.status,
+                step.state.get("n").cloned().unwrap_or(Value::Null),
+            ));
+            let control = match self.cancel_after {
+                Some(seq) if seq == step.step => Control::Cancel,
+                _ => Control::Continue,
+            };
+            std::future::ready(Ok(control))
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry
+            .register(
+                "inc",
+                FnTool::inline("adds 1 to n", |state, _| {
+                    let n = state.get("n").and_then(Value::as_i64).unwrap_or(0);
+                    let mut update = State::new();
+                    update.insert("n".into(), json!(n + 1));
+                    Ok(Outcome::update(update))
+                }),
+            )
+            .register(
+                "until3",
+                FnTool::inline("loops back to inc until n is 3", |state, _| {
+                    let done = state.get("n").and_then(Value::as_i64) >= Some(3);
+                    Ok(Outcome::default().then(if done { Next::End } else { Next::Node("inc".into()) }))
+                }),
+            )
+            .register(
+                "fail",
+                FnTool::inline("fails", |_, _| Err(ToolError::Failed("no luck".into()))),
+            );
+        registry
+    }
+
+    async fn run(spec: Value, max_steps: Option<u32>, sink: &mut Recorder) -> RunEnd {
+        let graph = Graph::parse(&spec, &registry()).unwrap();
+        let limit = max_steps.unwrap_or(graph.max_steps());
+        execute(&graph, Checkpoint::start(&graph, State::new()), limit, sink)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn follows_explicit_next_until_the_tool_ends_the_run() {
+        let mut sink = Recorder::default();
+        let end = run(
+            json!({"nodes": {"inc": {}, "until3": {}}, "edges": {"inc": "until3"}}),
+            None,
+            &mut sink,
+        )
+        .await;
+        assert_eq!(end.status, RunStatus::Completed);
+        assert_eq!(end.state["n"], 3);
+        assert_eq!(end.steps, 6);
+        let trace: Vec<_> = sink
+            .steps
+            .iter()
+            .map(|(seq, node, status, n)| (*seq, node.as_str(), *status, n.clone()))
+            .collect();
+        assert_eq!(
+            trace,
+            vec![
+                (1, "inc", RunStatus::Running, json!(1)),
+                (2, "until3", RunStatus::Running, json!(1)),
+                (3, "inc", RunStatus::Running, json!(2)),
+                (4, "until3", RunStatus::Running, json!(2)),
+                (5, "inc", RunStatus::Running, json!(3)),
+                (6, "until3", RunStatus::Completed, json!(3)),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_step_limit_ends_a_loop_and_names_it() {
+        let mut sink = Recorder::default();
+        let spec = json!({"nodes": {"start": "inc", "inc": {}, "again": "inc"}, "edges": {"start": "inc", "inc": "again", "again": "inc"}});
+        let end = run(spec, Some(7), &mut sink).await;
+        assert_eq!(end.status, RunStatus::Failed);
+        assert_eq!(end.steps, 7);
+        assert_eq!(end.state["n"], 7);
+        assert_eq!(
+            end.error.unwrap().to_string(),
+            "step limit of 7 reached; the run was cycling through inc → again → inc"
+        );
+        assert_eq!(sink.steps.len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_failing_node_fails_the_run_with_its_error() {
+        let mut sink = Recorder::default();
+        let end = run(
+            json!({"nodes": {"inc": {}, "fail": {}}, "edges": {"inc": "fail"}}),
+            None,
+            &mut sink,
+        )
+        .await;
+        assert_eq!(end.status, RunStatus::Failed);
+        assert_eq!(end.error.unwrap().to_string(), "node `fail` failed: no luck");
+        assert_eq!(sink.steps.last().unwrap().2, RunStatus::Failed);
+        assert_eq!(end.state["n"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_node_is_retried_with_backoff_then_succeeds() {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = Arc::clone(&calls);
+        let mut registry = registry();
+        registry.register(
+            "flaky",
+            FnTool::inline("fails twice", move |_, _| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    Err(ToolError::Failed("not yet".into()))
+                } else {
+                    Ok(Outcome::default())
+                }
+            }),
+        );
+        let spec = json!({"nodes": {"flaky": {"retry": {"attempts": 3, "backoff_ms": 100}}}, "edges": {}});
+        let graph = Graph::parse(&spec, &registry).unwrap();
+        let started = tokio::time::Instant::now();
+        let mut sink = NotesRecorder::default();
+        let end = execute(&graph, Checkpoint::start(&graph, State::new()), 100, &mut sink)
+            .await
+            .unwrap();
+        assert_eq!(end.status, RunStatus::Completed);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(300), "waited 100 then 200 ms");
+        assert_eq!(
+            sink.notes,
+            vec![
+                "attempt 1 failed: not yet; retrying in 100 ms".to_owned(),
+                "attempt 2 failed: not yet; retrying in 200 ms".to_owned()
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_past_its_timeout_fails_after_its_last_attempt() {
+        let mut registry = registry();
+        crate::engine::builtin::register(&mut registry);
+        let spec = json!({
+            "nodes": {"slow": {"tool": "sleep", "config": {"ms": 5000}, "timeout_ms": 50, "retry": {"attempts": 2, "backoff_ms": 10}}},
+            "edges": {}
+        });
+        let graph = Graph::parse(&spec, &registry).unwrap();
+        let mut sink = NotesRecorder::default();
+        let end = execute(&graph, Checkpoint::start(&graph, State::new()), 100, &mut sink)
+            .await
+            .unwrap();
+        assert_eq!(end.status, RunStatus::Failed);
+        assert_eq!(
+            end.error.unwrap().to_string(),
+            "node `slow` failed after 2 attempts: timed out after 50 ms"
+        );
+        assert_eq!(
+            sink.notes,
+            vec![
+                "attempt 1 failed: timed out after 50 ms; retrying in 10 ms".to_owned(),
+                "attempt 2 failed: timed out after 50 ms; giving up".to_owned()
+            ]
+        );
+    }
+
+    /// Keeps every step's notes.
+    #[derive(Default)]
+    struct NotesRecorder {
+        notes: Vec<String>,
+    }
+
+    impl StepSink for NotesRecorder {
+        fn node_failed(&mut self, failure: NodeFailure<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
+            let next = match failure.retry_in {
+                Some(delay) => format!("retrying in {} ms", delay.as_millis()),
+                None => "giving up".to_owned(),
+            };
+            self.notes
+                .push(format!("attempt {} failed: {}; {next}", failure.attempt, failure.error));
+            std::future::ready(Ok(()))
+        }
+
+        fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send {
+            self.notes.extend(step.notes.iter().cloned());
+            std::future::ready(Ok(Control::Continue))
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_at_the_next_safe_point() {
+        let mut sink = Recorder {
+            cancel_after: Some(2),
+            ..Recorder::default()
+        };
+        let end = run(
+            json!({"nodes": {"inc": {}, "until3": {}}, "edges": {"inc": "until3"}}),
+            None,
+            &mut sink,
+        )
+        .await;
+        assert_eq!(end.status, RunStatus::Cancelled);
+        assert_eq!(end.steps, 2);
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_checkpoint_counting_earlier_steps() {
+        let graph = Graph::parse(
+            &json!({"nodes": {"inc": {}, "until3": {}}, "edges": {"inc": "until3"}}),
+            &registry(),
+        )
+        .unwrap();
+        let mut state = State::new();
+        state.insert("n".into(), json!(2));
+        let checkpoint = Checkpoint {
+            state,
+            next: graph.find("inc"),
+            steps: 4,
+        };
+        let mut sink = Recorder::default();
+        let end = execute(&graph, checkpoint, 100, &mut sink).await.unwrap();
+        assert_eq!(end.state["n"], 3);
+        assert_eq!(end.steps, 6);
+        assert_eq!(sink.steps[0].0, 5);
+    }
+}

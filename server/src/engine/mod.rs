@@ -1,0 +1,32 @@
+//! The workflow engine: graphs of named nodes over a shared JSON state.
+//!
+//! - [`graph`] parses a JSON spec into a [`Graph`] that can run, or every problem found.
+//! - [`tool`] defines what a node runs, the [`Registry`] of tools, and the [`CpuPool`]
+//!   that keeps CPU-heavy tools off the async runtime.
+//! - [`executor`] is the step loop, with its step limit and the [`StepSink`] through
+//!   which the server persists and streams each step.
+//! - [`builtin`], [`code_review`] and [`presets`] are the tools and graphs Weft ships.
+//!
+//! The engine knows nothing of HTTP or storage: those live in `api` and `store`.
+
+pub mod builtin;
+pub mod code_review;
+pub mod executor;
+pub mod graph;
+pub mod policy;
+pub mod presets;
+pub mod tool;
+
+pub use executor::{
+    execute, Checkpoint, Control, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink, StepView,
+};
+pub use graph::{Graph, GraphError, NodeId};
+pub use tool::{CpuPool, Registry};
+
+/// A registry with every tool Weft ships.
+pub fn default_registry(pool: &CpuPool) -> Registry {
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    code_review::register(&mut registry, pool);
+    registry
+}

@@ -1,0 +1,325 @@
+//! Tools: the named units of work a graph's nodes run.
+//!
+//! A tool reads the run's shared state and answers with an [`Outcome`]: the keys to
+//! write (merged into the state at the top level), an optional explicit next node, and
+//! log notes. The state is handed over as an `Arc`, so a tool that only reads costs no
+//! copy, and a CPU-heavy tool can move it to the [`CpuPool`] without cloning it.
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use weft_app::wire::{State, ToolInfo};
+
+/// The future a tool returns.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Outcome, ToolError>> + Send>>;
+
+/// What a node's tool is given.
+#[derive(Debug, Clone)]
+pub struct ToolInput {
+    /// The run's state before the node.
+    pub state: Arc<State>,
+    /// The node's own configuration from the graph spec (`null` when it has none).
+    pub config: Arc<Value>,
+}
+
+/// Where the run goes after a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Next {
+    /// Follow the graph's static edge (or end if the node has none).
+    #[default]
+    Edge,
+    /// Go to the named node, whatever the edges say.
+    Node(String),
+    /// End the run here.
+    End,
+}
+
+/// What a tool answers.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Top-level keys to write into the state.
+    pub update: State,
+    /// Where to go next.
+    pub next: Next,
+    /// Lines for the run's log.
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// An outcome that writes `update` and follows the edges.
+    pub fn update(update: State) -> Self {
+        Self {
+            update,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a log note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Sets where the run goes next.
+    pub fn then(mut self, next: Next) -> Self {
+        self.next = next;
+        self
+    }
+}
+
+/// Why a tool failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    /// The state lacks something the tool needs, or holds it in the wrong shape.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The tool ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The tool took longer than the node's timeout.
+    #[error("timed out after {} ms", .0.as_millis())]
+    TimedOut(std::time::Duration),
+    /// The tool panicked or its worker was lost; the details are in the server's log.
+    #[error("the tool crashed")]
+    Crashed,
+}
+
+/// A unit of work a node can run.
+pub trait Tool: Send + Sync + 'static {
+    /// One line on what the tool does, listed by the tool registry.
+    fn description(&self) -> &str;
+    /// Runs the tool over the state.
+    fn call(&self, input: ToolInput) -> ToolFuture;
+}
+
+/// A bounded pool for CPU-heavy tools, so they never block the async runtime's workers
+/// and never take more threads than the machine has cores for.
+#[derive(Debug, Clone)]
+pub struct CpuPool {
+    permits: Arc<Semaphore>,
+}
+
+impl CpuPool {
+    /// A pool running at most `threads` jobs at once.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(threads.max(1))),
+        }
+    }
+
+    /// A pool sized to the machine's cores.
+    pub fn for_this_machine() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Runs `job` on a blocking thread once a permit is free.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, ToolError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ToolError::Crashed)?;
+        tokio::task::spawn_blocking(job).await.map_err(|err| {
+            tracing::error!(error = %err, "a CPU tool panicked");
+            ToolError::Crashed
+        })
+    }
+}
+
+type SyncFn = dyn Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync;
+
+/// How much work a call will be, in the tool's own unit (bytes of input, say).
+pub type Weigh = fn(&State) -> usize;
+
+/// When a pooled tool goes to the pool: calls weighing at least `threshold` by `weigh`.
+/// Lighter calls run inline, where a hop to another thread would cost more than the work.
+#[derive(Debug, Clone, Copy)]
+pub struct Heavy {
+    /// Measures a call.
+    pub weigh: Weigh,
+    /// The weight from which a call goes to the pool.
+    pub threshold: usize,
+}
+
+/// A tool made of a plain function, run either inline (for work that takes
+/// microseconds) or on a [`CpuPool`] (for work that grows with the input).
+pub struct FnTool {
+    description: String,
+    run: Arc<SyncFn>,
+    pool: Option<(CpuPool, Option<Heavy>)>,
+}
+
+impl FnTool {
+    /// A cheap tool, run inline on the async runtime.
+    pub fn inline<F>(description: &str, run: F) -> Self
+    where
+        F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
+    {
+        Self {
+            description: description.to_owned(),
+            run: Arc::new(run),
+            pool: None,
+        }
+    }
+
+    /// A CPU-heavy tool, always run on `pool`.
+    pub fn on_pool<F>(description: &str, pool: CpuPool, run: F) -> Self
+    where
+        F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
+    {
+        Self {
+            pool: Some((pool, None)),
+            ..Self::inline(description, run)
+        }
+    }
+
+    /// A tool whose cost grows with its input: run on `pool` when `heavy` says the call
+    /// is heavy, inline otherwise.
+    pub fn on_pool_when<F>(description: &str, pool: CpuPool, heavy: Heavy, run: F) -> Self
+    where
+        F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
+    {
+        Self {
+            pool: Some((pool, Some(heavy))),
+            ..Self::inline(description, run)
+        }
+    }
+}
+
+impl Tool for FnTool {
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn call(&self, input: ToolInput) -> ToolFuture {
+        let run = Arc::clone(&self.run);
+        let pool = match &self.pool {
+            Some((pool, None)) => Some(pool),
+            Some((pool, Some(heavy))) if (heavy.weigh)(&input.state) >= heavy.threshold => Some(pool),
+            _ => None,
+        };
+        match pool {
+            None => {
+                let outcome = run(&input.state, &input.config);
+                Box::pin(std::future::ready(outcome))
+            }
+            Some(pool) => {
+                let pool = pool.clone();
+                Box::pin(async move { pool.run(move || run(&input.state, &input.config)).await? })
+            }
+        }
+    }
+}
+
+/// The tools nodes may name, each with a one-line description.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `tool` under `name`, replacing any tool of that name.
+    pub fn register(&mut self, name: &str, tool: impl Tool) -> &mut Self {
+        self.tools.insert(name.to_owned(), Arc::new(tool));
+        self
+    }
+
+    /// The tool registered as `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// Every tool, sorted by name.
+    pub fn list(&self) -> Vec<ToolInfo> {
+        self.tools
+            .iter()
+            .map(|(name, tool)| ToolInfo {
+                name: name.clone(),
+                description: tool.description().to_owned(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(state: State) -> ToolInput {
+        ToolInput {
+            state: Arc::new(state),
+            config: Arc::new(Value::Null),
+        }
+    }
+
+    #[tokio::test]
+    async fn pooled_tool_runs_off_the_runtime_and_returns_its_outcome() {
+        let tool = FnTool::on_pool("doubles n", CpuPool::new(1), |state, _| {
+            let n = state["n"].as_i64().unwrap_or(0);
+            let mut update = State::new();
+            update.insert("n".into(), (n * 2).into());
+            Ok(Outcome::update(update).note("doubled"))
+        });
+        let mut state = State::new();
+        state.insert("n".into(), 21.into());
+        let outcome = tool.call(input(state)).await.unwrap();
+        assert_eq!(outcome.update["n"], 42);
+        assert_eq!(outcome.notes, vec!["doubled".to_owned()]);
+        assert_eq!(outcome.next, Next::Edge);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_pooled_tool_becomes_a_crash_error() {
+        let tool = FnTool::on_pool("panics", CpuPool::new(1), |_, _| panic!("boom"));
+        let err = tool.call(input(State::new())).await.unwrap_err();
+        assert_eq!(err, ToolError::Crashed);
+    }
+
+    #[tokio::test]
+    async fn a_weighed_tool_goes_to_the_pool_only_when_heavy() {
+        // A pool with no permits would never run a job: a light call must not need one.
+        let pool = CpuPool {
+            permits: Arc::new(Semaphore::new(0)),
+        };
+        let heavy = Heavy {
+            weigh: |state| state.get("n").and_then(Value::as_u64).unwrap_or(0) as usize,
+            threshold: 10,
+        };
+        let tool = FnTool::on_pool_when("echo", pool, heavy, |_, _| Ok(Outcome::default().note("ran")));
+        let mut light = State::new();
+        light.insert("n".into(), 3.into());
+        assert_eq!(tool.call(input(light)).await.unwrap().notes, ["ran"]);
+        let mut big = State::new();
+        big.insert("n".into(), 10.into());
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), tool.call(input(big))).await;
+        assert!(waiting.is_err(), "a heavy call waits for a pool permit");
+    }
+
+    #[test]
+    fn registry_lists_tools_sorted_with_descriptions() {
+        let mut registry = Registry::new();
+        registry
+            .register("b", FnTool::inline("second", |_, _| Ok(Outcome::default())))
+            .register("a", FnTool::inline("first", |_, _| Ok(Outcome::default())));
+        let names: Vec<_> = registry.list().into_iter().map(|t| (t.name, t.description)).collect();
+        assert_eq!(names, vec![("a".into(), "first".into()), ("b".into(), "second".into())]);
+        assert!(registry.get("c").is_none());
+    }
+}
