@@ -1,0 +1,97 @@
+//! Engine benchmarks (`cargo bench -p weft-server`):
+//!
+//! - `step_overhead`: a chain of `noop` nodes with a sink that keeps nothing, so the time
+//!   per element is the engine's own cost per step (tool call, state merge, next node).
+//! - `code_review`: the whole Code Review preset over generated Python of 1k, 10k and
+//!   100k lines, tools on the CPU pool as in the server.
+//!
+//! Results are recorded in `docs/benchmarks.md`.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use serde_json::{json, Map, Value};
+use weft_server::engine::{default_registry, execute, executor::NullSink, presets, Checkpoint, CpuPool, Graph};
+
+fn chain(len: usize) -> Value {
+    let nodes: Map<String, Value> = (0..len).map(|i| (format!("n{i}"), json!({"tool": "noop"}))).collect();
+    let edges: Map<String, Value> = (1..len)
+        .map(|i| (format!("n{}", i - 1), json!(format!("n{i}"))))
+        .collect();
+    json!({"nodes": nodes, "edges": edges, "max_steps": 10_000})
+}
+
+/// Python with a realistic mix: small and branchy functions, notes, long lines.
+pub fn python_source(lines: usize) -> String {
+    let mut code = String::with_capacity(lines * 40);
+    let mut i = 0;
+    // Each function below is 11 lines.
+    while i * 11 < lines {
+        code.push_str(&format!(
+            "def handler_{i}(request, user, retries=3):\n    # TODO: validate request {i}\n    if request is None or user is None:\n        return None\n    for attempt in range(retries):\n        if attempt > 1 and user.active:\n            log = \"{}\"\n        elif attempt == 0:\n            continue\n    return [x for x in request if x]\n\n",
+            "x".repeat(100)
+        ));
+        i += 1;
+    }
+    code
+}
+
+fn step_overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = default_registry(&CpuPool::new(2));
+    let mut group = c.benchmark_group("step_overhead");
+    for len in [10usize, 1_000] {
+        let graph = Graph::parse(&chain(len), &registry).unwrap();
+        let mut state = Map::new();
+        state.insert("payload".into(), json!({"items": (0..100).collect::<Vec<_>>()}));
+        group.throughput(Throughput::Elements(len as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(len), &graph, |b, graph| {
+            b.to_async(&rt).iter(|| {
+                let checkpoint = Checkpoint::start(graph, state.clone());
+                async move { execute(graph, checkpoint, 10_000, &mut NullSink).await.unwrap() }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn code_review(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = default_registry(&CpuPool::new(2));
+    let spec = presets::find("code_review").unwrap().spec();
+    let graph = Graph::parse(&spec, &registry).unwrap();
+    let mut group = c.benchmark_group("code_review");
+    group.sample_size(10);
+    for lines in [1_000usize, 10_000, 100_000] {
+        let source = python_source(lines);
+        let counter = std::cell::Cell::new(0u64);
+        group.throughput(Throughput::Elements(lines as u64));
+        group.bench_function(BenchmarkId::from_parameter(lines), |b| {
+            b.to_async(&rt).iter_batched(
+                || {
+                    // Code no earlier iteration reviewed, so no cached analysis applies.
+                    counter.set(counter.get() + 1);
+                    let mut state = Map::new();
+                    state.insert("code".into(), format!("{source}# run {}\n", counter.get()).into());
+                    Checkpoint::start(&graph, state)
+                },
+                |checkpoint| {
+                    let graph = &graph;
+                    async move { execute(graph, checkpoint, 100, &mut NullSink).await.unwrap() }
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, step_overhead, code_review);
+criterion_main!(benches);

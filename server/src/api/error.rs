@@ -1,0 +1,170 @@
+//! The one mapping from what went wrong to an HTTP answer.
+//!
+//! Every error body is an [`ApiErrorBody`]: `detail` for people (the prototype's field),
+//! `code` for programs, `errors` for per-field problems. 5xx bodies say nothing of the
+//! cause; the cause goes to the server's log.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use weft_app::wire::{ApiErrorBody, Problem};
+
+use crate::runner::RunnerError;
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or lacks what the request needs.
+    BadRequest(String),
+    /// 404: the thing named does not exist.
+    NotFound {
+        /// A stable code such as `run_not_found`.
+        code: &'static str,
+        /// What was not found.
+        detail: String,
+    },
+    /// 405: the path exists, but not for this method.
+    MethodNotAllowed,
+    /// 409: the request conflicts with where the thing stands (a run already ended).
+    Conflict {
+        /// A stable code such as `run_ended`.
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// 503: at capacity; the client should retry after the given seconds.
+    Unavailable {
+        /// Why.
+        detail: String,
+        /// Seconds to wait before retrying.
+        retry_after: u32,
+    },
+    /// 413: the body is larger than the server accepts.
+    PayloadTooLarge(String),
+    /// 415: the body is not sent as `application/json`.
+    UnsupportedMediaType(String),
+    /// 422: well-formed JSON whose content is wrong.
+    Invalid {
+        /// A stable code such as `invalid_graph`.
+        code: &'static str,
+        /// A summary.
+        detail: String,
+        /// Each problem, with where it is.
+        errors: Vec<Problem>,
+    },
+    /// 500: our fault; details are logged, not sent.
+    Internal,
+}
+
+impl ApiError {
+    /// A 422 with one problem.
+    pub fn invalid(code: &'static str, path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::Invalid {
+            code,
+            detail: if path.is_empty() {
+                message.clone()
+            } else {
+                format!("{path}: {message}")
+            },
+            errors: vec![Problem {
+                path: path.to_owned(),
+                message,
+            }],
+        }
+    }
+}
+
+impl From<RunnerError> for ApiError {
+    fn from(err: RunnerError) -> Self {
+        match err {
+            RunnerError::GraphNotFound(_) => Self::NotFound {
+                code: "graph_not_found",
+                detail: err.to_string(),
+            },
+            RunnerError::RunNotFound(_) => Self::NotFound {
+                code: "run_not_found",
+                detail: err.to_string(),
+            },
+            RunnerError::UnknownPreset(ref name) => {
+                let known: Vec<&str> = crate::engine::presets::PRESETS.iter().map(|p| p.name).collect();
+                Self::invalid(
+                    "unknown_preset",
+                    "/preset",
+                    format!("no preset named `{name}` (known: {})", known.join(", ")),
+                )
+            }
+            RunnerError::InvalidGraph(graph) => Self::Invalid {
+                code: "invalid_graph",
+                detail: graph.to_string(),
+                errors: graph.problems,
+            },
+            RunnerError::AlreadyEnded(_) => Self::Conflict {
+                code: "run_ended",
+                detail: err.to_string(),
+            },
+            RunnerError::NotLive(_) => Self::Conflict {
+                code: "run_not_live",
+                detail: err.to_string(),
+            },
+            RunnerError::QueueFull { .. } => Self::Unavailable {
+                detail: err.to_string(),
+                retry_after: 1,
+            },
+            RunnerError::InvalidMaxSteps => Self::invalid("invalid_request", "/max_steps", err.to_string()),
+            RunnerError::Store(store) => {
+                tracing::error!(error = %store, "store error");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = match &self {
+            Self::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let (status, code, detail, errors) = match self {
+            Self::Conflict { code, detail } => (StatusCode::CONFLICT, code, detail, Vec::new()),
+            Self::Unavailable { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity", detail, Vec::new()),
+            Self::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail, Vec::new()),
+            Self::NotFound { code, detail } => (StatusCode::NOT_FOUND, code, detail, Vec::new()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method".to_owned(),
+                Vec::new(),
+            ),
+            Self::PayloadTooLarge(detail) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail, Vec::new()),
+            Self::UnsupportedMediaType(detail) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                detail,
+                Vec::new(),
+            ),
+            Self::Invalid { code, detail, errors } => (StatusCode::UNPROCESSABLE_ENTITY, code, detail, errors),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on our side; it has been logged".to_owned(),
+                Vec::new(),
+            ),
+        };
+        let body = ApiErrorBody {
+            detail,
+            code: code.to_owned(),
+            errors,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

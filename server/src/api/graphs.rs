@@ -1,0 +1,43 @@
+//! `POST /graph/create` and the discovery endpoints.
+
+use axum::{extract::State, Json};
+use serde_json::Value;
+use weft_app::wire::{GraphCreated, PresetInfo, ToolInfo};
+
+use super::{error::ApiError, json::ApiJson};
+use crate::{engine::presets::PRESETS, runner::Runner};
+
+/// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
+pub async fn create_graph(
+    State(runner): State<Runner>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<GraphCreated>, ApiError> {
+    let Value::Object(fields) = &body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object: {\"preset\": NAME} or {\"nodes\": {...}, \"edges\": {...}}".into(),
+        ));
+    };
+    let id = match fields.get("preset") {
+        Some(Value::String(name)) => runner.create_preset(name).await?,
+        Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
+        None if fields.contains_key("nodes") && fields.contains_key("edges") => runner.create_graph(&body).await?,
+        None => {
+            return Err(ApiError::BadRequest(
+                "give either `preset` or both `nodes` and `edges`".into(),
+            ))
+        }
+    };
+    Ok(Json(GraphCreated {
+        graph_id: id.to_string(),
+    }))
+}
+
+/// `GET /tools`: every registered tool.
+pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
+    Json(runner.registry().list())
+}
+
+/// `GET /presets`: every preset.
+pub async fn list_presets() -> Json<Vec<PresetInfo>> {
+    Json(PRESETS.iter().map(|preset| preset.info()).collect())
+}

@@ -1,0 +1,152 @@
+//! Runs: `POST /graph/run`, `GET /graph/state/{run_id}`, the run history
+//! (`GET /runs`, `GET /runs/{run_id}`) and `POST /runs/{run_id}/cancel`.
+
+use axum::{
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use weft_app::wire::{
+    CancelAccepted, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus, RunSummary,
+};
+
+use super::{error::ApiError, json::ApiJson};
+use crate::{
+    ids::{GraphId, RunId},
+    runner::{Runner, Snapshot, StartRun},
+    store::RunFilter,
+};
+
+/// `POST /graph/run`: starts a run; with `wait: true`, answers once it has ended.
+pub async fn run_graph(
+    State(runner): State<Runner>,
+    ApiJson(request): ApiJson<RunRequest>,
+) -> Result<Response, ApiError> {
+    let started = runner
+        .start_run(StartRun {
+            graph_id: GraphId::from(request.graph_id),
+            initial_state: request.initial_state,
+            max_steps: request.max_steps,
+        })
+        .await?;
+    let run_id = started.run_id.to_string();
+    if !request.wait {
+        return Ok(Json(RunStarted { run_id }).into_response());
+    }
+    let finished = started.finished.await.map_err(|err| {
+        tracing::error!(%run_id, error = %err, "run task lost");
+        ApiError::Internal
+    })?;
+    Ok(Json(RunFinished {
+        run_id,
+        status: finished.status,
+        state: finished.state,
+        log: finished.log,
+        error: finished.error,
+    })
+    .into_response())
+}
+
+fn snapshot_body(snapshot: Snapshot) -> RunSnapshot<Box<RawValue>> {
+    RunSnapshot {
+        run_id: snapshot.run.id.to_string(),
+        graph_id: snapshot.run.graph_id.to_string(),
+        status: snapshot.run.status,
+        state: snapshot.state,
+        log: snapshot.log,
+        steps: snapshot.run.step_count,
+        error: snapshot.run.error,
+    }
+}
+
+/// `GET /graph/state/{run_id}`: where a run stands.
+pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
+    Ok(Json(snapshot_body(snapshot)).into_response())
+}
+
+/// `GET /runs/{run_id}`: the run and every event it produced, with the state after each step.
+pub async fn run_detail(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
+    let events = runner.events(&snapshot.run).await?;
+    Ok(Json(RunDetail {
+        run: snapshot_body(snapshot),
+        events,
+    })
+    .into_response())
+}
+
+/// The most runs one page of `GET /runs` holds.
+pub const MAX_PAGE: u32 = 500;
+
+/// `GET /runs` query: every field optional.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    graph_id: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /runs?graph_id=&status=&before=&limit=`: runs, newest first.
+pub async fn list_runs(
+    State(runner): State<Runner>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RunPage>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(name) => Some(RunStatus::parse(name).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_request",
+                "status",
+                format!("`{name}` is no status; use queued, running, completed, failed or cancelled"),
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let filter = RunFilter {
+        graph_id: query.graph_id.map(GraphId::from),
+        status,
+        before: query.before.map(RunId::from),
+        limit,
+    };
+    let (runs, next) = runner.list_runs(&filter).await?;
+    Ok(Json(RunPage {
+        runs: runs
+            .into_iter()
+            .map(|run| RunSummary {
+                run_id: run.id.to_string(),
+                graph_id: run.graph_id.to_string(),
+                status: run.status,
+                steps: run.step_count,
+                created_at: run.created_at,
+                finished_at: run.finished_at,
+                error: run.error,
+            })
+            .collect(),
+        next_before: next.map(|id| id.to_string()),
+    }))
+}
+
+/// `POST /runs/{run_id}/cancel`: stops a queued run at once, a running one after the
+/// node it is executing. `202` when the request is taken, `409` when the run has ended.
+pub async fn cancel_run(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let run_id = RunId::from(run_id);
+    runner.cancel(&run_id).await?;
+    let body = CancelAccepted {
+        run_id: run_id.to_string(),
+        cancel_requested: true,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

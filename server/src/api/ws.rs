@@ -1,0 +1,190 @@
+//! `WS /ws/{run_id}`: a run's events from the start (or after `?since=<seq>`), then live
+//! until the run ends, with no gap and no repeat however late the client attaches.
+//!
+//! The handler subscribes to the live channel *before* reading the store, so an event is
+//! always in one or the other; sequence numbers drop what arrives twice. A client that
+//! falls behind the live channel is resynced from the store rather than dropped, and a
+//! slow client never holds up the run: the run only ever writes to a broadcast channel.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        rejection::QueryRejection,
+        ws::{Message, Utf8Bytes, WebSocket},
+        Path, Query, State, WebSocketUpgrade,
+    },
+    response::Response,
+};
+use futures::{stream::SplitSink, SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use weft_app::wire::{ErrorEvent, RunEvent};
+
+use super::error::ApiError;
+use crate::{
+    ids::RunId,
+    runner::{end_event, Runner},
+    store::{StoreError, StoredRun},
+};
+
+/// Steps read from the store per query while replaying.
+const REPLAY_PAGE: u32 = 256;
+/// How often a run that is not live in this process is polled.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// `?since=<seq>`: send only events after this step.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    since: Option<u64>,
+}
+
+/// Upgrades to a WebSocket streaming the run's events.
+pub async fn stream(
+    State(runner): State<Runner>,
+    Path(run_id): Path<String>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
+    let since = query.since.unwrap_or(0);
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let run_id = RunId::from(run_id);
+        let (mut sender, mut receiver) = socket.split();
+        let streaming = send_events(&runner, &run_id, since, &mut sender);
+        // The client only ever closes; reading lets us notice that and stop.
+        let client_gone = async {
+            while let Some(Ok(message)) = receiver.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            result = streaming => {
+                if let Err(err) = result {
+                    tracing::debug!(%run_id, error = %err, "stream ended early");
+                }
+                let _ = sender.close().await;
+            }
+            () = client_gone => {}
+        }
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("the client went away")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Sender = SplitSink<WebSocket, Message>;
+
+async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
+    sender
+        .send(Message::Text(Utf8Bytes::from(text)))
+        .await
+        .map_err(|_| StreamError::Gone)
+}
+
+/// Sends every stored event after `last`; answers the new `last`, and whether the run's
+/// `end` was among them.
+async fn replay(
+    runner: &Runner,
+    run_id: &RunId,
+    mut last: u64,
+    sender: &mut Sender,
+) -> Result<(u64, bool), StreamError> {
+    loop {
+        let events = runner.store().events_after(run_id, last, REPLAY_PAGE).await?;
+        let full = events.len() == REPLAY_PAGE as usize;
+        for event in events {
+            last = event.seq;
+            let end = event.kind == "end";
+            send(sender, event.event).await?;
+            if end {
+                return Ok((last, true));
+            }
+        }
+        if !full {
+            return Ok((last, false));
+        }
+    }
+}
+
+/// Ends a stream whose run's `end` is not stored (runs recorded before it was).
+async fn send_end(runner: &Runner, run: &StoredRun, sender: &mut Sender) -> Result<(), StreamError> {
+    send(sender, end_event(runner.store().as_ref(), run).await?).await
+}
+
+async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut Sender) -> Result<(), StreamError> {
+    // Subscribe first, read second: see the module docs.
+    let live = runner.hub().subscribe(run_id);
+    let Some(run) = runner.store().run(run_id).await? else {
+        let event: RunEvent = RunEvent::Error(ErrorEvent {
+            detail: format!("no run with id `{run_id}`"),
+        });
+        return send(sender, serde_json::to_string(&event).unwrap_or_default()).await;
+    };
+    let (mut last, ended) = replay(runner, run_id, since, sender).await?;
+    if ended {
+        return Ok(());
+    }
+
+    let Some(mut live) = live else {
+        // Not in flight here: ended already, or about to be resumed. Poll until it ends.
+        let mut run = run;
+        while !run.status.is_terminal() {
+            tokio::time::sleep(POLL_EVERY).await;
+            let (seen, ended) = replay(runner, run_id, last, sender).await?;
+            if ended {
+                return Ok(());
+            }
+            last = seen;
+            run = runner
+                .store()
+                .run(run_id)
+                .await?
+                .ok_or(StoreError::Corrupt("run vanished".into()))?;
+        }
+        if replay(runner, run_id, last, sender).await?.1 {
+            return Ok(());
+        }
+        return send_end(runner, &run, sender).await;
+    };
+
+    loop {
+        match live.recv().await {
+            Ok(event) if event.seq <= last => {}
+            Ok(event) if event.seq == last + 1 => {
+                last = event.seq;
+                send(sender, event.text.clone()).await?;
+                if event.end {
+                    return Ok(());
+                }
+            }
+            // A gap (we fell behind, or the channel dropped what we had not read): the store has it all.
+            Ok(_) | Err(RecvError::Lagged(_)) => {
+                let (seen, ended) = replay(runner, run_id, last, sender).await?;
+                if ended {
+                    return Ok(());
+                }
+                last = seen;
+            }
+            Err(RecvError::Closed) => {
+                // The run's task is gone; the store has the rest, including how it ended.
+                if replay(runner, run_id, last, sender).await?.1 {
+                    return Ok(());
+                }
+                let run = runner
+                    .store()
+                    .run(run_id)
+                    .await?
+                    .ok_or(StoreError::Corrupt("run vanished".into()))?;
+                return send_end(runner, &run, sender).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Settings, read from the environment with defaults that need nothing else to run.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `WEFT_ADDR` (else `LEPTOS_SITE_ADDR`) | `127.0.0.1:3000` | where to listen |
+//! | `WEFT_DATABASE` | `weft.db` | the SQLite file (or a `sqlite:` URL) |
+//! | `LEPTOS_SITE_ROOT` | `target/site` | the built site (cargo-leptos sets it) |
+//! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
+//! | `WEFT_MAX_RUNNING` | 256 | runs executing at once |
+//! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot before new ones get 503 |
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::{api::DEFAULT_MAX_BODY_BYTES, runner::RunLimits};
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name} is `{value}`: {why}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    why: &'static str,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// The SQLite database: a file path or a `sqlite:` URL.
+    pub database: String,
+    /// The directory cargo-leptos built the site into (holding `pkg/`).
+    pub site_root: PathBuf,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Whether to resume runs a previous stop interrupted.
+    pub resume_runs: bool,
+    /// How many runs execute and wait at once.
+    pub limits: RunLimits,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: listen on `addr`, store in `database`.
+    pub fn new(addr: SocketAddr, database: impl Into<String>) -> Self {
+        Self {
+            addr,
+            database: database.into(),
+            site_root: PathBuf::from("target/site"),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            resume_runs: true,
+            limits: RunLimits::default(),
+        }
+    }
+
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        let addr_var = if var("WEFT_ADDR").is_some() {
+            "WEFT_ADDR"
+        } else {
+            "LEPTOS_SITE_ADDR"
+        };
+        let addr = match var(addr_var) {
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+            Some(value) => value.parse().map_err(|_| ConfigError {
+                name: addr_var,
+                value,
+                why: "expected an address such as 127.0.0.1:3000",
+            })?,
+        };
+        let number = |name: &'static str, default: usize| match var(name) {
+            None => Ok(default),
+            Some(value) => value.parse::<usize>().ok().filter(|n| *n > 0).ok_or(ConfigError {
+                name,
+                value,
+                why: "expected a whole number above 0",
+            }),
+        };
+        let max_body_bytes = number("WEFT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
+        let defaults = RunLimits::default();
+        let limits = RunLimits {
+            max_running: number("WEFT_MAX_RUNNING", defaults.max_running)?,
+            max_queued: number("WEFT_MAX_QUEUED", defaults.max_queued)?,
+        };
+        let mut settings = Self::new(addr, var("WEFT_DATABASE").unwrap_or_else(|| "weft.db".into()));
+        if let Some(root) = var("LEPTOS_SITE_ROOT") {
+            settings.site_root = PathBuf::from(root);
+        }
+        settings.max_body_bytes = max_body_bytes;
+        settings.limits = limits;
+        Ok(settings)
+    }
+}

@@ -1,0 +1,156 @@
+//! The live side of runs: one broadcast channel per run in flight.
+//!
+//! Events are published only after the store has committed them, and a subscriber
+//! subscribes *before* it reads the store. So every event is either in what it reads or
+//! in what it receives (both, at worst, and sequence numbers drop the repeat): no gap.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+};
+
+use tokio::sync::{broadcast, Notify};
+
+use crate::ids::RunId;
+
+/// How many events a subscriber may fall behind before it must resync from the store.
+pub const CHANNEL_CAPACITY: usize = 256;
+
+/// One streamed event, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The step's number; for the end event, the number of the last step.
+    pub seq: u64,
+    /// Whether this is the run's last event.
+    pub end: bool,
+    /// The JSON text sent to clients.
+    pub text: String,
+}
+
+/// A run's cancel request: a flag read between steps, and a wake-up for a queued run.
+#[derive(Default)]
+struct CancelSignal {
+    requested: AtomicBool,
+    wake: Notify,
+}
+
+struct Entry {
+    sender: broadcast::Sender<Arc<LiveEvent>>,
+    cancel: Arc<CancelSignal>,
+}
+
+/// The runs in flight, by id.
+#[derive(Clone, Default)]
+pub struct Hub {
+    runs: Arc<Mutex<HashMap<RunId, Entry>>>,
+}
+
+/// A run's handle in the hub, held by the task that executes it.
+pub struct Publisher {
+    hub: Hub,
+    run_id: RunId,
+    sender: broadcast::Sender<Arc<LiveEvent>>,
+    cancel: Arc<CancelSignal>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Entry>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a run as live; it stays live until its [`Publisher`] is dropped.
+    pub fn register(&self, run_id: &RunId) -> Publisher {
+        let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let cancel = Arc::new(CancelSignal::default());
+        self.lock().insert(
+            run_id.clone(),
+            Entry {
+                sender: sender.clone(),
+                cancel: Arc::clone(&cancel),
+            },
+        );
+        Publisher {
+            hub: self.clone(),
+            run_id: run_id.clone(),
+            sender,
+            cancel,
+        }
+    }
+
+    /// Subscribes to a live run's events; `None` when the run is not in flight here.
+    pub fn subscribe(&self, run_id: &RunId) -> Option<broadcast::Receiver<Arc<LiveEvent>>> {
+        self.lock().get(run_id).map(|entry| entry.sender.subscribe())
+    }
+
+    /// Asks a live run to stop at its next safe point. `false` when it is not live.
+    pub fn cancel(&self, run_id: &RunId) -> bool {
+        self.lock()
+            .get(run_id)
+            .map(|entry| {
+                entry.cancel.requested.store(true, Ordering::SeqCst);
+                // Stored if nobody waits yet, so a run about to wait still wakes.
+                entry.cancel.wake.notify_one();
+            })
+            .is_some()
+    }
+
+    /// How many runs are in flight.
+    pub fn live_runs(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Publisher {
+    /// Sends a committed event to every subscriber (none listening is fine).
+    pub fn publish(&self, event: LiveEvent) {
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    /// Whether someone asked the run to stop.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.requested.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once someone asks the run to stop.
+    pub async fn cancelled(&self) {
+        if !self.cancel_requested() {
+            self.cancel.wake.notified().await;
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.hub.lock().remove(&self.run_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_get_events_until_the_publisher_goes() {
+        let hub = Hub::default();
+        let run = RunId::generate();
+        assert!(hub.subscribe(&run).is_none());
+        let publisher = hub.register(&run);
+        let mut rx = hub.subscribe(&run).unwrap();
+        publisher.publish(LiveEvent {
+            seq: 1,
+            end: false,
+            text: "one".into(),
+        });
+        assert!(hub.cancel(&run));
+        assert!(publisher.cancel_requested());
+        drop(publisher);
+        assert_eq!(rx.recv().await.unwrap().text, "one");
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+        assert!(hub.subscribe(&run).is_none());
+        assert_eq!(hub.live_runs(), 0);
+        assert!(!hub.cancel(&run));
+    }
+}

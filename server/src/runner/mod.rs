@@ -1,0 +1,712 @@
+//! Runs, end to end: creating graphs, starting runs, recording and publishing each
+//! step, ending runs, and resuming the runs a crash interrupted.
+//!
+//! A run's task drives the engine with a [`RunSink`]: each event is serialized once into
+//! the text clients receive, committed to the store with its effect on the run (a step's
+//! checkpoint, the end), and only then published live. Nothing is streamed that the
+//! store could lose.
+
+pub mod hub;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+};
+
+use tokio::sync::Semaphore;
+
+use futures::FutureExt;
+use serde::{ser::SerializeMap, Deserialize, Serialize};
+use serde_json::{value::RawValue, Value};
+use weft_app::wire::{
+    EndEvent, NodeFailedEvent, NodeStartedEvent, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State, StepEvent,
+};
+
+use self::hub::{Hub, LiveEvent, Publisher};
+use crate::{
+    engine::{
+        execute,
+        graph::{parse_max_steps, MAX_STEPS_CEILING},
+        presets, Checkpoint, Control, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
+        StepView,
+    },
+    ids::{GraphId, RunId},
+    store::{now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredGraph, StoredRun},
+};
+
+/// Why the runner refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// No graph has this id.
+    #[error("no graph with id `{0}`")]
+    GraphNotFound(GraphId),
+    /// No run has this id.
+    #[error("no run with id `{0}`")]
+    RunNotFound(RunId),
+    /// No preset has this name.
+    #[error("no preset named `{0}`")]
+    UnknownPreset(String),
+    /// The graph spec is not a runnable graph.
+    #[error(transparent)]
+    InvalidGraph(#[from] GraphError),
+    /// A run request's step limit is out of range.
+    #[error("`max_steps` must be a whole number from 1 to {MAX_STEPS_CEILING}")]
+    InvalidMaxSteps,
+    /// As many runs as allowed are running and waiting: try again later.
+    #[error("the server is at capacity: {running} runs running and {queued} waiting; try again shortly")]
+    QueueFull {
+        /// Runs executing.
+        running: usize,
+        /// Runs waiting for a slot.
+        queued: usize,
+    },
+    /// The run has ended; there is nothing to cancel.
+    #[error("run `{0}` has already ended")]
+    AlreadyEnded(RunId),
+    /// The run is not executing in this server process.
+    #[error("run `{0}` is not running in this server")]
+    NotLive(RunId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many runs execute at once, and how many may wait for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Runs executing at once; more wait, `queued`.
+    pub max_running: usize,
+    /// Runs waiting at most; past it, new runs are refused rather than piling up in memory.
+    pub max_queued: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_running: 256,
+            max_queued: 4_096,
+        }
+    }
+}
+
+/// How a finished run ended, for `POST /graph/run` with `wait: true`.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// How it ended.
+    pub status: RunStatus,
+    /// The final state.
+    pub state: State,
+    /// Every log line.
+    pub log: Vec<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What [`Runner::start_run`] needs.
+#[derive(Debug, Clone)]
+pub struct StartRun {
+    /// The graph to run.
+    pub graph_id: GraphId,
+    /// The state the start node sees.
+    pub initial_state: State,
+    /// Overrides the graph's step limit.
+    pub max_steps: Option<u32>,
+}
+
+/// A started run.
+pub struct Started {
+    /// Its id, readable in the store already.
+    pub run_id: RunId,
+    /// Resolves when the run ends.
+    pub finished: tokio::task::JoinHandle<Finished>,
+}
+
+/// The most parsed graphs kept in memory; past it the cache starts over.
+const GRAPH_CACHE_SIZE: usize = 1_024;
+
+/// Starts and tracks runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Runner {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    hub: Hub,
+    graphs: Arc<RwLock<HashMap<GraphId, Arc<Graph>>>>,
+    limits: RunLimits,
+    /// One permit per run allowed to execute.
+    slots: Arc<Semaphore>,
+    /// Runs accepted but waiting for a slot.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Runner {
+    /// A runner over `store` with the tools in `registry`, running at most
+    /// `limits.max_running` runs at once.
+    pub fn new(store: Arc<dyn Store>, registry: Registry, limits: RunLimits) -> Self {
+        Self {
+            store,
+            registry: Arc::new(registry),
+            hub: Hub::default(),
+            graphs: Arc::default(),
+            slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
+            waiting: Arc::default(),
+            limits,
+        }
+    }
+
+    /// Asks a run to stop: a queued run ends at once, a running one at its next safe
+    /// point (after the node it is executing). Both end `cancelled`.
+    pub async fn cancel(&self, id: &RunId) -> Result<(), RunnerError> {
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))?;
+        if run.status.is_terminal() {
+            return Err(RunnerError::AlreadyEnded(id.clone()));
+        }
+        if self.hub.cancel(id) {
+            Ok(())
+        } else if self.store.run(id).await?.is_some_and(|run| run.status.is_terminal()) {
+            // It ended between the two reads.
+            Err(RunnerError::AlreadyEnded(id.clone()))
+        } else {
+            Err(RunnerError::NotLive(id.clone()))
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The runs in flight.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The tools.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Checks `spec` and stores it as a new graph.
+    pub async fn create_graph(&self, spec: &Value) -> Result<GraphId, RunnerError> {
+        let graph = Arc::new(Graph::parse(spec, &self.registry)?);
+        let id = GraphId::generate();
+        self.store
+            .insert_graph(StoredGraph {
+                id: id.clone(),
+                spec: spec.to_string(),
+                created_at: now_millis(),
+            })
+            .await?;
+        self.cache(&id, graph);
+        Ok(id)
+    }
+
+    /// Stores a new graph made from the named preset.
+    pub async fn create_preset(&self, name: &str) -> Result<GraphId, RunnerError> {
+        let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
+        self.create_graph(&preset.spec()).await
+    }
+
+    fn cache(&self, id: &GraphId, graph: Arc<Graph>) {
+        let mut graphs = self.graphs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if graphs.len() >= GRAPH_CACHE_SIZE {
+            graphs.clear();
+        }
+        graphs.insert(id.clone(), graph);
+    }
+
+    /// The parsed graph of this id, from memory or the store.
+    pub async fn graph(&self, id: &GraphId) -> Result<Arc<Graph>, RunnerError> {
+        let cached = self
+            .graphs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        if let Some(graph) = cached {
+            return Ok(graph);
+        }
+        let stored = self
+            .store
+            .graph(id)
+            .await?
+            .ok_or_else(|| RunnerError::GraphNotFound(id.clone()))?;
+        let spec: Value =
+            serde_json::from_str(&stored.spec).map_err(|err| StoreError::Corrupt(format!("graph spec: {err}")))?;
+        let graph = Arc::new(Graph::parse(&spec, &self.registry)?);
+        self.cache(id, Arc::clone(&graph));
+        Ok(graph)
+    }
+
+    /// Stores a new run and starts it in the background.
+    pub async fn start_run(&self, request: StartRun) -> Result<Started, RunnerError> {
+        let graph = self.graph(&request.graph_id).await?;
+        let max_steps = match request.max_steps {
+            None => graph.max_steps(),
+            Some(n) => parse_max_steps(&n.into()).map_err(|_| RunnerError::InvalidMaxSteps)?,
+        };
+        let queued = self.waiting.load(Ordering::SeqCst);
+        let full = self.slots.available_permits() == 0;
+        if full && queued >= self.limits.max_queued {
+            return Err(RunnerError::QueueFull {
+                running: self.limits.max_running,
+                queued,
+            });
+        }
+        let run_id = RunId::generate();
+        let start = graph.start();
+        let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
+            run_id: run_id.to_string(),
+            seq: 1,
+            graph_id: request.graph_id.to_string(),
+        });
+        self.store
+            .insert_run(NewRun {
+                id: run_id.clone(),
+                event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                graph_id: request.graph_id,
+                status: if full { RunStatus::Queued } else { RunStatus::Running },
+                initial_state: state_text(&request.initial_state),
+                next_node: graph.node(start).name.clone(),
+                max_steps,
+                created_at: now_millis(),
+            })
+            .await?;
+        let checkpoint = Checkpoint::start(&graph, request.initial_state);
+        let finished = self.spawn(run_id.clone(), graph, checkpoint, max_steps, Resume::No);
+        Ok(Started { run_id, finished })
+    }
+
+    /// Starts again every run a stop interrupted, from its last checkpoint.
+    /// Answers how many were resumed.
+    pub async fn resume_unfinished(&self) -> Result<usize, RunnerError> {
+        let runs = self.store.unfinished_runs().await?;
+        let count = runs.len();
+        for run in runs {
+            let run_id = run.id.clone();
+            if let Err(err) = self.resume(run).await {
+                tracing::error!(%run_id, error = %err, "could not resume run");
+            }
+        }
+        Ok(count)
+    }
+
+    async fn resume(&self, run: StoredRun) -> Result<(), RunnerError> {
+        let graph = self.graph(&run.graph_id).await?;
+        let state = current_state(self.store.as_ref(), &run).await?;
+        let state: State =
+            serde_json::from_str(state.get()).map_err(|err| StoreError::Corrupt(format!("run state: {err}")))?;
+        let next = match run.next_node.as_deref() {
+            None => None,
+            Some(name) => Some(graph.find(name).ok_or_else(|| {
+                StoreError::Corrupt(format!("run {} checkpoint names missing node `{name}`", run.id))
+            })?),
+        };
+        tracing::info!(run_id = %run.id, steps = run.step_count, "resuming run");
+        // A node that had started when the server stopped has had its "[RUNNING]" line.
+        let last = self
+            .store
+            .events_after(&run.id, run.last_seq.saturating_sub(1), 1)
+            .await?;
+        let announced = last
+            .first()
+            .is_some_and(|event| matches!(event.kind.as_str(), "node_started" | "node_failed"))
+            .then_some(run.step_count + 1);
+        let checkpoint = Checkpoint {
+            state,
+            next,
+            steps: run.step_count,
+        };
+        let resume = Resume::Yes {
+            last_seq: run.last_seq,
+            announced,
+        };
+        drop(self.spawn(run.id, graph, checkpoint, run.max_steps, resume));
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        run_id: RunId,
+        graph: Arc<Graph>,
+        checkpoint: Checkpoint,
+        max_steps: u32,
+        resume: Resume,
+    ) -> tokio::task::JoinHandle<Finished> {
+        let (last_seq, announced) = match resume {
+            // A new run has its `run_queued` event.
+            Resume::No => (1, None),
+            Resume::Yes { last_seq, announced } => (last_seq, announced),
+        };
+        // Registered before the task starts, so a subscriber never misses the run.
+        let publisher = self.hub.register(&run_id);
+        let store = Arc::clone(&self.store);
+        let slots = Arc::clone(&self.slots);
+        let waiting = Arc::clone(&self.waiting);
+        waiting.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let mut sink = RunSink {
+                run_id: run_id.clone(),
+                store: Arc::clone(&store),
+                publisher,
+                seq: last_seq,
+                announced,
+                log: Vec::new(),
+            };
+            // Wait for a slot, unless the run is cancelled while it waits.
+            let slot = tokio::select! {
+                slot = slots.acquire_owned() => slot.ok(),
+                () = sink.publisher.cancelled() => None,
+            };
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            let Some(_slot) = slot else {
+                let end = RunEnd {
+                    status: RunStatus::Cancelled,
+                    state: checkpoint.state,
+                    steps: checkpoint.steps,
+                    error: None,
+                };
+                return sink.finish(end).await;
+            };
+            let started: RunEvent = RunEvent::RunStarted(RunStartedEvent {
+                run_id: run_id.to_string(),
+                seq: sink.seq + 1,
+                resumed: matches!(resume, Resume::Yes { .. }),
+            });
+            if let Err(err) = sink.emit(&started, &[], RunEffect::Started).await {
+                tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
+                return sink.abandon("the run's start could not be recorded");
+            }
+            let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, max_steps, &mut sink))
+                .catch_unwind()
+                .await;
+            let end = match outcome {
+                Ok(Ok(end)) => end,
+                Ok(Err(err)) => {
+                    // The store refused a step: the run cannot go on, and its record may lag.
+                    tracing::error!(%run_id, error = %err, "run stopped: its steps cannot be recorded");
+                    return sink.abandon("the run's steps could not be recorded");
+                }
+                Err(_) => {
+                    tracing::error!(%run_id, "run panicked");
+                    return sink.abandon("the run crashed");
+                }
+            };
+            sink.finish(end).await
+        })
+    }
+}
+
+/// A state as JSON text, serialized in place (no copy of the state is made).
+fn state_text(state: &State) -> String {
+    // Cannot fail: the keys are strings and a `Value` holds no non-finite number.
+    serde_json::to_string(state).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Whether a run starts fresh or goes on after a restart.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    No,
+    Yes {
+        /// The number of its last recorded event.
+        last_seq: u64,
+        /// The step whose node had started (and logged "[RUNNING]") when the server stopped.
+        announced: Option<u64>,
+    },
+}
+
+/// Serializes the state keys a node wrote, from the state after it, without copying them.
+struct Pick<'a> {
+    state: &'a State,
+    keys: &'a [String],
+}
+
+impl Serialize for Pick<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.keys.len()))?;
+        for key in self.keys {
+            if let Some(value) = self.state.get(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+fn raw(value: &impl Serialize) -> Result<Box<RawValue>, SinkError> {
+    serde_json::value::to_raw_value(value).map_err(|err| SinkError(err.to_string()))
+}
+
+/// Records and publishes one run's events.
+struct RunSink {
+    run_id: RunId,
+    store: Arc<dyn Store>,
+    publisher: Publisher,
+    /// The number of the last event recorded.
+    seq: u64,
+    /// The step whose "[RUNNING]" line was logged before a restart, not to be repeated.
+    announced: Option<u64>,
+    /// The run's log lines, for the `wait: true` answer.
+    log: Vec<String>,
+}
+
+impl RunSink {
+    /// Records `event` (numbered `self.seq + 1`) with its log lines and effect, then
+    /// publishes it: nothing is streamed that the store could lose.
+    async fn emit<S: Serialize>(
+        &mut self,
+        event: &RunEvent<S>,
+        lines: &[String],
+        effect: RunEffect,
+    ) -> Result<(), StoreError> {
+        let seq = self.seq + 1;
+        let end = matches!(effect, RunEffect::Ended { .. });
+        let text = serde_json::to_string(event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let log = serde_json::to_string(lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        self.store
+            .append_event(EventRecord {
+                run_id: self.run_id.clone(),
+                seq,
+                kind: event.kind(),
+                node: event.node().map(str::to_owned),
+                log,
+                event: text.clone(),
+                effect,
+            })
+            .await?;
+        self.seq = seq;
+        self.log.extend_from_slice(lines);
+        self.publisher.publish(LiveEvent { seq, end, text });
+        Ok(())
+    }
+
+    async fn finish(mut self, end: RunEnd) -> Finished {
+        let RunEnd {
+            status,
+            state,
+            steps,
+            error,
+        } = end;
+        let error = error.map(|err| err.to_string());
+        let lines: Vec<String> = error.iter().map(|error| format!("[FAILED] {error}")).collect();
+        let event: RunEvent<&State> = RunEvent::End(EndEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            steps,
+            status,
+            state: &state,
+            error: error.clone(),
+        });
+        let effect = RunEffect::Ended {
+            status,
+            final_state: state_text(&state),
+            steps,
+            error: error.clone(),
+        };
+        if let Err(err) = self.emit(&event, &lines, effect).await {
+            tracing::error!(run_id = %self.run_id, error = %err, "could not record the end of a run");
+        }
+        Finished {
+            status,
+            state,
+            log: self.log,
+            error,
+        }
+    }
+
+    fn abandon(self, why: &str) -> Finished {
+        Finished {
+            status: RunStatus::Failed,
+            state: State::new(),
+            log: self.log,
+            error: Some(why.to_owned()),
+        }
+    }
+}
+
+fn sink_error(err: StoreError) -> SinkError {
+    SinkError(err.to_string())
+}
+
+impl StepSink for RunSink {
+    async fn node_started(&mut self, start: NodeStart<'_>) -> Result<(), SinkError> {
+        let event: RunEvent = RunEvent::NodeStarted(NodeStartedEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            step: start.step,
+            node: start.node.to_owned(),
+            attempt: start.attempt,
+        });
+        // The prototype's one "[RUNNING]" line per executed node: on its first attempt.
+        let lines = if start.attempt == 1 && self.announced != Some(start.step) {
+            vec![format!("[RUNNING] {}", start.node)]
+        } else {
+            Vec::new()
+        };
+        self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
+    }
+
+    async fn node_failed(&mut self, failure: NodeFailure<'_>) -> Result<(), SinkError> {
+        let retry_in_ms = failure
+            .retry_in
+            .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let event: RunEvent = RunEvent::NodeFailed(NodeFailedEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            step: failure.step,
+            node: failure.node.to_owned(),
+            attempt: failure.attempt,
+            error: failure.error.to_string(),
+            retry_in_ms,
+        });
+        // The last failure is told by the run's end; retried ones get a line of their own.
+        let lines: Vec<String> = retry_in_ms
+            .map(|ms| {
+                format!(
+                    "{}: attempt {} failed: {}; retrying in {ms} ms",
+                    failure.node, failure.attempt, failure.error
+                )
+            })
+            .into_iter()
+            .collect();
+        self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
+    }
+
+    async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
+        let lines: Vec<String> = step.notes.iter().map(|note| format!("{}: {note}", step.node)).collect();
+        // Serialized once each; the event then copies the text as it is.
+        let state = raw(step.state)?;
+        let update = raw(&Pick {
+            state: step.state,
+            keys: step.changed,
+        })?;
+        let event: RunEvent<&RawValue> = RunEvent::Step(StepEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            step: step.step,
+            node: step.node.to_owned(),
+            state: &state,
+            update: &update,
+            attempt: step.attempt,
+            log: format!("[RUNNING] {}", step.node),
+            notes: step.notes.to_vec(),
+            changed: step.changed.to_vec(),
+            status: step.status,
+            duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
+            error: step.error.map(str::to_owned),
+        });
+        let effect = RunEffect::Checkpoint {
+            step_count: step.step,
+            next_node: step.next.map(str::to_owned),
+        };
+        self.emit(&event, &lines, effect).await.map_err(sink_error)?;
+        Ok(if self.publisher.cancel_requested() {
+            Control::Cancel
+        } else {
+            Control::Continue
+        })
+    }
+}
+
+/// A run as `GET /graph/state` shows it, with the state kept as JSON text.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The stored run.
+    pub run: StoredRun,
+    /// The current state: final, after the latest step, or initial.
+    pub state: Box<RawValue>,
+    /// Every log line so far.
+    pub log: Vec<String>,
+}
+
+impl Runner {
+    /// The run's current state and log.
+    pub async fn snapshot(&self, id: &RunId) -> Result<Snapshot, RunnerError> {
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))?;
+        let state = current_state(self.store.as_ref(), &run).await?;
+        let log = self.store.run_log(id).await?;
+        Ok(Snapshot { run, state, log })
+    }
+}
+
+/// The `end` event of an ended run, as JSON text, rebuilt from the store.
+pub async fn end_event(store: &dyn Store, run: &StoredRun) -> Result<String, StoreError> {
+    let state = current_state(store, run).await?;
+    let event = RunEvent::End(EndEvent {
+        run_id: run.id.to_string(),
+        seq: run.last_seq + 1,
+        steps: run.step_count,
+        status: run.status,
+        state: &*state,
+        error: run.error.clone(),
+    });
+    serde_json::to_string(&event).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+/// Steps read from the store per query when reading a whole run.
+const EVENT_PAGE: u32 = 256;
+
+impl Runner {
+    /// A page of runs, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<StoredRun>, Option<RunId>), RunnerError> {
+        let runs = self.store.list_runs(filter).await?;
+        let next = (runs.len() == filter.limit as usize)
+            .then(|| runs.last().map(|run| run.id.clone()))
+            .flatten();
+        Ok((runs, next))
+    }
+
+    /// Every event of a run so far, as streamed: its steps, then `end` once it has ended.
+    pub async fn events(&self, run: &StoredRun) -> Result<Vec<Box<RawValue>>, RunnerError> {
+        let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("stored event: {err}"));
+        let mut events = Vec::new();
+        let (mut last, mut ended) = (0, false);
+        loop {
+            let page = self.store.events_after(&run.id, last, EVENT_PAGE).await?;
+            let full = page.len() == EVENT_PAGE as usize;
+            for event in page {
+                last = event.seq;
+                ended |= event.kind == "end";
+                events.push(RawValue::from_string(event.event).map_err(corrupt)?);
+            }
+            if !full {
+                break;
+            }
+        }
+        // Runs recorded before `end` was an event of its own get it rebuilt.
+        if run.status.is_terminal() && !ended {
+            events.push(RawValue::from_string(end_event(self.store.as_ref(), run).await?).map_err(corrupt)?);
+        }
+        Ok(events)
+    }
+}
+
+/// The state of a stored run, as JSON text: final once ended, else after its latest step.
+pub async fn current_state(store: &dyn Store, run: &StoredRun) -> Result<Box<RawValue>, StoreError> {
+    let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("run state: {err}"));
+    if let Some(state) = &run.final_state {
+        return RawValue::from_string(state.clone()).map_err(corrupt);
+    }
+    match store.last_step(&run.id).await? {
+        Some(step) => {
+            #[derive(Deserialize)]
+            struct WithState<'a> {
+                #[serde(borrow)]
+                state: &'a RawValue,
+            }
+            let event: WithState<'_> = serde_json::from_str(&step.event).map_err(corrupt)?;
+            Ok(event.state.to_owned())
+        }
+        None => RawValue::from_string(run.initial_state.clone()).map_err(corrupt),
+    }
+}

@@ -1,0 +1,151 @@
+//! Building and running the server: the store, the engine, the API and the site.
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
+
+use axum::Router;
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use weft_app::{shell, App};
+
+use crate::{
+    config::Settings,
+    engine::{default_registry, CpuPool},
+    runner::{Runner, RunnerError},
+    store::{sqlite::SqliteStore, Store, StoreError},
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened or migrated.
+    #[error("could not open the database: {0}")]
+    Store(#[from] StoreError),
+    /// Interrupted runs could not be listed.
+    #[error("could not resume interrupted runs: {0}")]
+    Resume(#[from] RunnerError),
+    /// The address could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A built server, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    runner: Runner,
+}
+
+impl Application {
+    /// Opens the store, resumes interrupted runs and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store: Arc<dyn Store> = Arc::new(if settings.database.starts_with("sqlite:") {
+            SqliteStore::open_url(&settings.database).await?
+        } else {
+            SqliteStore::open(settings.database.as_ref()).await?
+        });
+        let runner = Runner::new(store, default_registry(&CpuPool::for_this_machine()), settings.limits);
+        if settings.resume_runs {
+            let resumed = runner.resume_unfinished().await?;
+            if resumed > 0 {
+                tracing::info!(resumed, "resumed interrupted runs");
+            }
+        }
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.addr,
+                source,
+            })?;
+        let router = router(runner.clone(), &settings);
+        Ok(Self {
+            listener,
+            router,
+            runner,
+        })
+    }
+
+    /// The port it listens on (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |addr| addr.port())
+    }
+
+    /// The runner, for embedding and tests.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and finishes open requests.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Builds the server from `settings` and serves until Ctrl-C or SIGTERM: what the
+/// `weft-server` binary does.
+pub async fn serve_until_signal(settings: Settings) -> Result<(), StartupError> {
+    let app = Application::build(settings.clone()).await?;
+    tracing::info!("Weft listening on http://{}:{}", settings.addr.ip(), app.port());
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// The leptos options for the site built into `settings.site_root`.
+fn leptos_options(settings: &Settings) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("weft")
+        .site_root(settings.site_root.to_string_lossy().as_ref())
+        .site_pkg_dir("pkg")
+        .site_addr(settings.addr)
+        .build()
+}
+
+/// The whole server's routes: the API, then the SSR site and its static files.
+pub fn router(runner: Runner, settings: &Settings) -> Router {
+    let options = leptos_options(settings);
+    let routes = generate_route_list(App);
+    let site = Router::new()
+        .leptos_routes(&options, routes, {
+            let options = options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(shell))
+        .with_state(options);
+    crate::api::router(runner, settings.max_body_bytes)
+        .merge(site)
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,202 @@
+//! Persistence: graphs, runs with their checkpoints, and every executed step.
+//!
+//! [`Store`] is what the rest of the server sees; [`sqlite::SqliteStore`] is the embedded
+//! default. A step is written together with the run's checkpoint (next node, step count)
+//! in one transaction, so after a crash a run resumes from exactly its last recorded step.
+//!
+//! JSON travels through the store as text: the state is serialized once per step by the
+//! server and stored as the very event text clients receive.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use weft_app::wire::RunStatus;
+
+use crate::ids::{GraphId, RunId};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed; the details are for the server's log only.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The writer's database failed; the details are for the server's log only.
+    #[error("database write error: {0}")]
+    Write(#[from] rusqlite::Error),
+    /// The schema could not be brought up to date.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stored data is not what this version of Weft wrote.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The writer task has stopped (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A graph as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGraph {
+    /// Its id.
+    pub id: GraphId,
+    /// Its spec, as JSON text.
+    pub spec: String,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// A run about to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id.
+    pub id: RunId,
+    /// The graph it runs.
+    pub graph_id: GraphId,
+    /// `Queued` or `Running`.
+    pub status: RunStatus,
+    /// The initial state, as JSON text.
+    pub initial_state: String,
+    /// The first node.
+    pub next_node: String,
+    /// The `run_queued` event (event 1), JSON text.
+    pub event: String,
+    /// Its step limit.
+    pub max_steps: u32,
+    /// When it was accepted.
+    pub created_at: Millis,
+}
+
+/// What an event does to its run's record, in the same transaction as the event.
+#[derive(Debug, Clone)]
+pub enum RunEffect {
+    /// Nothing beyond counting the event.
+    None,
+    /// The run is now running.
+    Started,
+    /// A node finished: the checkpoint to resume from.
+    Checkpoint {
+        /// Steps executed so far.
+        step_count: u64,
+        /// The node to run next (`None`: the run ends).
+        next_node: Option<String>,
+    },
+    /// The run ended.
+    Ended {
+        /// `Completed`, `Failed` or `Cancelled`.
+        status: RunStatus,
+        /// The final state, as JSON text.
+        final_state: String,
+        /// Steps executed in all.
+        steps: u64,
+        /// Why it failed.
+        error: Option<String>,
+    },
+}
+
+/// One event of a run, to append.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// The event's number in the run: one more than the last.
+    pub seq: u64,
+    /// The event's type, as in its JSON (`step`, `node_started`, ...).
+    pub kind: &'static str,
+    /// The node it is about, if any.
+    pub node: Option<String>,
+    /// The event's log lines, as a JSON array.
+    pub log: String,
+    /// The event as streamed, JSON text.
+    pub event: String,
+    /// What it does to the run's record.
+    pub effect: RunEffect,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRun {
+    /// Its id.
+    pub id: RunId,
+    /// The graph it runs.
+    pub graph_id: GraphId,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The initial state, JSON text.
+    pub initial_state: String,
+    /// The final state once ended, JSON text.
+    pub final_state: Option<String>,
+    /// The checkpoint's next node.
+    pub next_node: Option<String>,
+    /// Steps executed so far.
+    pub step_count: u64,
+    /// Events recorded so far (the number of the last one).
+    pub last_seq: u64,
+    /// Its step limit.
+    pub max_steps: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was accepted.
+    pub created_at: Millis,
+    /// When it ended.
+    pub finished_at: Option<Millis>,
+}
+
+/// Which runs to list: newest first, `limit` at most, older than `before` when given.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs of this graph.
+    pub graph_id: Option<GraphId>,
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs older than this one (the previous page's last run).
+    pub before: Option<RunId>,
+    /// The most runs to answer.
+    pub limit: u32,
+}
+
+/// A recorded event, for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its number in the run.
+    pub seq: u64,
+    /// Its type.
+    pub kind: String,
+    /// The event as streamed.
+    pub event: String,
+}
+
+/// Where graphs and runs live.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Saves a new graph.
+    async fn insert_graph(&self, graph: StoredGraph) -> Result<(), StoreError>;
+    /// Reads a graph.
+    async fn graph(&self, id: &GraphId) -> Result<Option<StoredGraph>, StoreError>;
+    /// Saves a new run with its `run_queued` event; it is readable once this returns.
+    async fn insert_run(&self, run: NewRun) -> Result<(), StoreError>;
+    /// Appends an event and applies its effect to the run, atomically; durable once this
+    /// returns.
+    async fn append_event(&self, event: EventRecord) -> Result<(), StoreError>;
+    /// Reads a run.
+    async fn run(&self, id: &RunId) -> Result<Option<StoredRun>, StoreError>;
+    /// Every log line of a run, in order.
+    async fn run_log(&self, id: &RunId) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` events of a run after `after_seq`, in order.
+    async fn events_after(&self, id: &RunId, after_seq: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The latest `step` event of a run.
+    async fn last_step(&self, id: &RunId) -> Result<Option<StoredEvent>, StoreError>;
+    /// Runs matching `filter`, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError>;
+    /// Runs that had not ended when the server stopped, oldest first.
+    async fn unfinished_runs(&self) -> Result<Vec<StoredRun>, StoreError>;
+}
