@@ -1,0 +1,223 @@
+//! Helpers for the end-to-end tests: the real server on `127.0.0.1:0` with a fresh
+//! SQLite file, and small clients for its REST API and WebSocket.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::tungstenite::Message;
+use weft_server::{config::Settings, startup::Application};
+
+/// How long any single wait in a test may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server with its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Where its database lives.
+    pub database: PathBuf,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts a server with a fresh database in a temporary directory.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = dir.path().join("weft.db");
+    let mut app = spawn_app_on(database, Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "")).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts a server on the database at `database`, with `settings` otherwise.
+pub async fn spawn_app_on(database: PathBuf, mut settings: Settings) -> TestApp {
+    settings.database = database.to_string_lossy().into_owned();
+    let app = Application::build(settings).await.expect("the server starts");
+    let port = app.port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        database,
+        client: reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .expect("HTTP client"),
+        stop: Some(stop),
+        serving: Some(serving),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// A client of a server already listening on `port` (started by someone else).
+    pub fn connect(port: u16) -> Self {
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            database: PathBuf::new(),
+            client: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .expect("HTTP client"),
+            stop: None,
+            serving: None,
+            _dir: None,
+        }
+    }
+
+    /// Stops serving and waits for open requests to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = tokio::time::timeout(TIMEOUT, serving).await;
+        }
+    }
+
+    /// Takes ownership of the temporary directory, so it outlives this app.
+    pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+
+    /// POSTs `body` as JSON to `path`; answers the status and the JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        json_answer(response).await
+    }
+
+    /// POSTs raw bytes with a content type; answers the status and the JSON body.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        json_answer(response).await
+    }
+
+    /// GETs `path`; answers the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        json_answer(response).await
+    }
+
+    /// Creates a graph; answers its id.
+    pub async fn create_graph(&self, spec: Value) -> String {
+        let (status, body) = self.post("/graph/create", &spec).await;
+        assert_eq!(status, 200, "create failed: {body}");
+        body["graph_id"].as_str().expect("graph_id").to_owned()
+    }
+
+    /// Runs a graph with `wait: true`; answers the body.
+    pub async fn run_and_wait(&self, graph_id: &str, initial_state: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/graph/run",
+                &json!({"graph_id": graph_id, "initial_state": initial_state, "wait": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "run failed: {body}");
+        body
+    }
+
+    /// Starts a run with `wait: false`; answers its id.
+    pub async fn start_run(&self, graph_id: &str, initial_state: Value) -> String {
+        let (status, body) = self
+            .post(
+                "/graph/run",
+                &json!({"graph_id": graph_id, "initial_state": initial_state}),
+            )
+            .await;
+        assert_eq!(status, 200, "run failed: {body}");
+        body["run_id"].as_str().expect("run_id").to_owned()
+    }
+
+    /// Polls `GET /graph/state` until the run has ended; answers the last snapshot.
+    pub async fn wait_for_end(&self, run_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (status, body) = self.get(&format!("/graph/state/{run_id}")).await;
+            assert_eq!(status, 200, "state failed: {body}");
+            if !matches!(body["status"].as_str(), Some("running" | "queued")) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not end: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens `WS /ws/{run_id}{query}` and reads every message until the server closes it.
+    pub async fn stream(&self, run_id: &str, query: &str) -> anyhow::Result<Vec<Value>> {
+        let url = format!("ws://127.0.0.1:{}/ws/{run_id}{query}", self.port);
+        let (mut socket, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .context("connect timed out")??;
+        let mut messages = Vec::new();
+        loop {
+            let next = tokio::time::timeout(TIMEOUT, socket.next())
+                .await
+                .context("the stream stalled")?;
+            match next {
+                None | Some(Ok(Message::Close(_))) => return Ok(messages),
+                Some(Ok(Message::Text(text))) => messages.push(serde_json::from_str(&text)?),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => bail!("socket error: {err}"),
+            }
+        }
+    }
+}
+
+/// The status and JSON body of an answer.
+async fn json_answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A graph of `count` nodes chained in order, each running the `increment` tool.
+pub fn counter_chain(count: usize) -> Value {
+    let nodes: serde_json::Map<String, Value> = (0..count)
+        .map(|i| (format!("n{i}"), json!({"tool": "increment"})))
+        .collect();
+    let edges: serde_json::Map<String, Value> = (1..count)
+        .map(|i| (format!("n{}", i - 1), json!(format!("n{i}"))))
+        .collect();
+    json!({"nodes": nodes, "edges": edges})
+}

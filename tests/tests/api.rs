@@ -1,0 +1,280 @@
+//! The REST API against the real server: the prototype's contract, and every kind of
+//! bad request answered with a JSON error.
+
+use serde_json::{json, Value};
+use weft_tests::{counter_chain, spawn_app};
+
+const FIVE_TODOS: &str = "# TODO one\n# TODO two\n# TODO three\n# TODO four\n# TODO five\n";
+
+fn running_lines(log: &Value) -> Vec<String> {
+    log.as_array()
+        .expect("the log is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|line| line.starts_with("[RUNNING] "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn code_review_preset_runs_to_the_end_with_the_contract_keys() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(json!({"preset": "code_review"})).await;
+    let code = "def add(a, b):\n    # TODO: check types\n    return a + b\n\ndef neg(x):\n    return -x if x else 0\n";
+    let body = app.run_and_wait(&graph, json!({"code": code})).await;
+
+    assert_eq!(body["status"], "completed");
+    assert!(body["run_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let state = &body["state"];
+    assert_eq!(state["code"], code);
+    assert_eq!(state["functions"], json!(["add", "neg"]));
+    assert_eq!(state["complexities"], json!({"add": 1, "neg": 2}));
+    assert_eq!(
+        state["issues"],
+        json!([{"line": 2, "type": "todo/fixme", "severity": "low", "text": "# TODO: check types"}])
+    );
+    assert_eq!(state["issues_count"], 1);
+    assert_eq!(state["suggestions"][0]["line"], 2);
+    assert_eq!(state["quality_score"], 98);
+    assert_eq!(state["assessment"]["verdict"], "threshold_met");
+    assert_eq!(
+        running_lines(&body["log"]),
+        [
+            "[RUNNING] extract",
+            "[RUNNING] complexity",
+            "[RUNNING] detect",
+            "[RUNNING] suggest",
+            "[RUNNING] assess_loop"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_prototypes_endless_input_ends_with_a_clear_result() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(json!({"preset": "code_review"})).await;
+    // The prototype looped forever on more than two issues; at threshold 100 nothing can
+    // reach the bar either, so the loop must stop on its own and say why.
+    let body = app
+        .run_and_wait(&graph, json!({"code": FIVE_TODOS, "threshold": 100}))
+        .await;
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["state"]["issues_count"], 5);
+    assert_eq!(body["state"]["quality_score"], 90);
+    assert_eq!(body["state"]["assessment"]["verdict"], "no_further_fixes");
+    assert_eq!(body["state"]["assessment"]["passes"], 0);
+    assert_eq!(running_lines(&body["log"]).len(), 5);
+}
+
+#[tokio::test]
+async fn a_background_run_is_queryable_at_once_and_ends_completed() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(counter_chain(3)).await;
+    let run_id = app.start_run(&graph, json!({"count": 10})).await;
+
+    let (status, first) = app.get(&format!("/graph/state/{run_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["run_id"], run_id.as_str());
+    assert!(
+        ["running", "completed"].contains(&first["status"].as_str().unwrap()),
+        "{first}"
+    );
+
+    let done = app.wait_for_end(&run_id).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["state"], json!({"count": 13}));
+    assert_eq!(done["steps"], 3);
+    assert_eq!(done["graph_id"], graph.as_str());
+    assert_eq!(done["log"], json!(["[RUNNING] n0", "[RUNNING] n1", "[RUNNING] n2"]));
+}
+
+#[tokio::test]
+async fn a_loop_without_exit_fails_at_the_step_limit_naming_the_loop() {
+    let app = spawn_app().await;
+    let graph = app
+        .create_graph(json!({
+            "nodes": {"start": {"tool": "noop"}, "ping": {"tool": "increment"}, "pong": {"tool": "noop"}},
+            "edges": {"start": "ping", "ping": "pong", "pong": "ping"},
+            "max_steps": 9
+        }))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["status"], "failed");
+    assert_eq!(
+        body["error"],
+        "step limit of 9 reached; the run was cycling through ping → pong → ping"
+    );
+    assert_eq!(body["state"]["count"], 4);
+    assert_eq!(running_lines(&body["log"]).len(), 9);
+
+    // A run may lower the limit further.
+    let (status, body) = app
+        .post("/graph/run", &json!({"graph_id": graph, "wait": true, "max_steps": 3}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["error"],
+        "step limit of 3 reached; the run was cycling through ping → pong → ping"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_node_fails_the_run_and_says_why() {
+    let app = spawn_app().await;
+    let graph = app
+        .create_graph(json!({"nodes": {"increment": {}, "fail": {"config": {"message": "disk full"}}}, "edges": {"increment": "fail"}}))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["error"], "node `fail` failed: disk full");
+    assert_eq!(body["state"], json!({"count": 1}));
+    let (_, snapshot) = app
+        .get(&format!("/graph/state/{}", body["run_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(snapshot["status"], "failed");
+    assert_eq!(snapshot["error"], "node `fail` failed: disk full");
+}
+
+#[tokio::test]
+async fn bad_code_review_input_fails_the_run_not_the_server() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(json!({"preset": "code_review"})).await;
+    let body = app.run_and_wait(&graph, json!({"code": 42})).await;
+    assert_eq!(body["status"], "failed");
+    assert_eq!(
+        body["error"],
+        "node `extract` failed: invalid input: `code` must be a string"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_answer_404_with_a_json_detail() {
+    let app = spawn_app().await;
+    let (status, body) = app.post("/graph/run", &json!({"graph_id": "no-such-graph"})).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("graph_not_found")));
+    assert_eq!(body["detail"], "no graph with id `no-such-graph`");
+    let (status, body) = app.get("/graph/state/no-such-run").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("run_not_found")));
+}
+
+#[tokio::test]
+async fn malformed_or_mistyped_bodies_answer_4xx_json() {
+    let app = spawn_app().await;
+    let (status, body) = app.post_raw("/graph/create", "application/json", "{\"nodes\": ").await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().starts_with("malformed JSON"), "{body}");
+
+    let (status, body) = app.post_raw("/graph/create", "text/plain", "{}").await;
+    assert_eq!((status, body["code"].as_str()), (415, Some("unsupported_media_type")));
+
+    let (status, body) = app.post("/graph/run", &json!({"graph_id": 7})).await;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap().contains("graph_id"), "{body}");
+
+    let (status, _) = app
+        .post("/graph/run", &json!({"graph_id": "g", "initial_state": [1]}))
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = app.post("/graph/run", &json!({"graph_id": "g", "wait": "yes"})).await;
+    assert_eq!(status, 422);
+
+    let graph = app.create_graph(counter_chain(1)).await;
+    let (status, body) = app
+        .post("/graph/run", &json!({"graph_id": graph, "max_steps": 0}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"][0]["path"], "/max_steps");
+}
+
+#[tokio::test]
+async fn invalid_graphs_answer_every_problem_with_its_path() {
+    let app = spawn_app().await;
+    let (status, body) = app.post("/graph/create", &json!({"edges": {}})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["detail"], "give either `preset` or both `nodes` and `edges`");
+
+    let (status, body) = app.post("/graph/create", &json!({"nodes": {}, "edges": {}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["errors"],
+        json!([{"path": "/nodes", "message": "a graph needs at least one node"}])
+    );
+
+    let (status, body) = app
+        .post(
+            "/graph/create",
+            &json!({"nodes": {"extract": {}, "teleport": {}}, "edges": {"extract": "nowhere", "ghost": "extract"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["code"], "invalid_graph");
+    assert_eq!(
+        body["errors"],
+        json!([
+            {"path": "/nodes/teleport", "message": "`teleport` is not a registered tool (GET /tools lists them)"},
+            {"path": "/edges/extract", "message": "edge to `nowhere`, which is not a node"},
+            {"path": "/edges/ghost", "message": "edge from `ghost`, which is not a node"}
+        ])
+    );
+
+    let (status, body) = app.post("/graph/create", &json!({"preset": "poetry"})).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["detail"], "/preset: no preset named `poetry` (known: code_review)");
+
+    let (status, _) = app.post("/graph/create", &json!([1, 2])).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn oversized_bodies_answer_413() {
+    let app = spawn_app().await;
+    let huge = format!(
+        "{{\"graph_id\": \"g\", \"initial_state\": {{\"code\": \"{}\"}}}}",
+        "x".repeat(17 * 1024 * 1024)
+    );
+    let (status, body) = app.post_raw("/graph/run", "application/json", huge).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")));
+}
+
+#[tokio::test]
+async fn tools_and_presets_are_listed() {
+    let app = spawn_app().await;
+    let (status, tools) = app.get("/tools").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "assess_loop",
+        "complexity",
+        "detect",
+        "extract",
+        "fail",
+        "increment",
+        "noop",
+        "sleep",
+        "suggest",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    assert!(tools[0]["description"].as_str().is_some_and(|d| !d.is_empty()));
+    let (_, presets) = app.get("/presets").await;
+    assert_eq!(presets[0]["name"], "code_review");
+    assert_eq!(
+        presets[0]["nodes"],
+        json!(["extract", "complexity", "detect", "suggest", "assess_loop"])
+    );
+}
+
+#[tokio::test]
+async fn node_order_in_the_spec_picks_the_start_node() {
+    let app = spawn_app().await;
+    let graph = app
+        .create_graph(json!({"nodes": {"second": {"tool": "increment"}, "first": {"tool": "noop"}}, "edges": {"second": "first"}}))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["log"], json!(["[RUNNING] second", "[RUNNING] first"]));
+}
