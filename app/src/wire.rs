@@ -135,6 +135,15 @@ pub struct RunSnapshot<S = Value> {
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The graph's name (a preset's name for preset graphs), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_name: Option<String>,
+    /// When the run was accepted, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub created_at: i64,
+    /// When it ended, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
 }
 
 /// One run in a listing.
@@ -144,6 +153,9 @@ pub struct RunSummary {
     pub run_id: String,
     /// The graph it runs.
     pub graph_id: String,
+    /// The graph's name (a preset's name for preset graphs), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_name: Option<String>,
     /// Where it stands.
     pub status: RunStatus,
     /// Nodes executed so far.
@@ -391,6 +403,84 @@ pub struct PresetInfo {
     pub description: String,
     /// Its nodes, in order.
     pub nodes: Vec<String>,
+    /// How to draw it.
+    pub view: GraphView,
+}
+
+/// `200` answer of `GET /graphs/{graph_id}`: a stored graph, its spec as posted, and
+/// how to draw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphDetail {
+    /// The graph's id.
+    pub graph_id: String,
+    /// Its name (the preset's, for preset graphs), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The spec exactly as it was posted.
+    pub spec: Value,
+    /// How to draw it.
+    pub view: GraphView,
+}
+
+/// A graph laid out for drawing: every node with its centre, every edge, and the size
+/// of the whole drawing, in pixels. Nodes are [`GraphView::NODE_WIDTH`] by
+/// [`GraphView::NODE_HEIGHT`]; runs flow from left to right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphView {
+    /// The nodes, in spec order.
+    pub nodes: Vec<NodeView>,
+    /// The edges: static ones first, then the jumps tools may take.
+    pub edges: Vec<EdgeView>,
+    /// The drawing's width.
+    pub width: f64,
+    /// The drawing's height.
+    pub height: f64,
+}
+
+impl GraphView {
+    /// The width of a node's box.
+    pub const NODE_WIDTH: f64 = 128.0;
+    /// The height of a node's box.
+    pub const NODE_HEIGHT: f64 = 40.0;
+
+    /// The node of this id.
+    pub fn node(&self, id: &str) -> Option<&NodeView> {
+        self.nodes.iter().find(|node| node.id == id)
+    }
+}
+
+/// One node of a [`GraphView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node's name.
+    pub id: String,
+    /// The tool it runs.
+    pub tool: String,
+    /// Its centre, from the left.
+    pub x: f64,
+    /// Its centre, from the top.
+    pub y: f64,
+}
+
+/// One edge of a [`GraphView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeView {
+    /// Where it starts.
+    pub from: String,
+    /// Where it goes.
+    pub to: String,
+    /// What kind of edge it is.
+    pub kind: EdgeKind,
+}
+
+/// Why a run may go along an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeKind {
+    /// The node's static edge: always taken unless the tool says otherwise.
+    Next,
+    /// A jump the node's tool may take instead (the Code Review's refine loop, say).
+    Jump,
 }
 
 #[cfg(test)]

@@ -278,3 +278,40 @@ async fn node_order_in_the_spec_picks_the_start_node() {
     let body = app.run_and_wait(&graph, json!({})).await;
     assert_eq!(body["log"], json!(["[RUNNING] second", "[RUNNING] first"]));
 }
+
+#[tokio::test]
+async fn a_graph_is_read_back_with_its_name_spec_and_drawing() {
+    let app = spawn_app().await;
+    let (_, created) = app.post("/graph/create", &json!({"preset": "code_review"})).await;
+    let graph_id = created["graph_id"].as_str().unwrap();
+
+    let (status, graph) = app.get(&format!("/graphs/{graph_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(graph["name"], "code_review");
+    assert_eq!(graph["spec"]["edges"]["extract"], "complexity");
+    let nodes: Vec<&str> = graph["view"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["extract", "complexity", "detect", "suggest", "assess_loop"]);
+    let jumps: Vec<(&str, &str)> = graph["view"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|edge| edge["kind"] == "jump")
+        .map(|edge| (edge["from"].as_str().unwrap(), edge["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(jumps, [("assess_loop", "complexity")]);
+
+    // Runs of it carry its name in the history.
+    app.run_and_wait(graph_id, json!({"code": "def f():\n    return 1\n"}))
+        .await;
+    let (_, page) = app.get(&format!("/runs?graph_id={graph_id}")).await;
+    assert_eq!(page["runs"][0]["graph_name"], "code_review");
+
+    let (status, missing) = app.get("/graphs/no-such-graph").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["code"], "graph_not_found");
+}

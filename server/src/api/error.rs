@@ -122,12 +122,9 @@ impl From<RunnerError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let retry_after = match &self {
-            Self::Unavailable { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
+impl ApiError {
+    /// The status and the body this error answers with.
+    fn parts(self) -> (StatusCode, ApiErrorBody) {
         let (status, code, detail, errors) = match self {
             Self::Conflict { code, detail } => (StatusCode::CONFLICT, code, detail, Vec::new()),
             Self::Unavailable { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity", detail, Vec::new()),
@@ -159,6 +156,23 @@ impl IntoResponse for ApiError {
             code: code.to_owned(),
             errors,
         };
+        (status, body)
+    }
+
+    /// The body this error answers with, for callers that speak no HTTP (the
+    /// server-rendered UI).
+    pub fn into_body(self) -> ApiErrorBody {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = match &self {
+            Self::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let (status, body) = self.parts();
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response

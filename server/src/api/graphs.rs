@@ -1,11 +1,14 @@
 //! `POST /graph/create` and the discovery endpoints.
 
-use axum::{extract::State, Json};
+use axum::{
+    extract::{Path, State},
+    Json,
+};
 use serde_json::Value;
-use weft_app::wire::{GraphCreated, PresetInfo, ToolInfo};
+use weft_app::wire::{GraphCreated, GraphDetail, PresetInfo, ToolInfo};
 
 use super::{error::ApiError, json::ApiJson};
-use crate::{engine::presets::PRESETS, runner::Runner};
+use crate::{ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
 pub async fn create_graph(
@@ -38,6 +41,14 @@ pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
 }
 
 /// `GET /presets`: every preset.
-pub async fn list_presets() -> Json<Vec<PresetInfo>> {
-    Json(PRESETS.iter().map(|preset| preset.info()).collect())
+pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>> {
+    Json(runner.presets())
+}
+
+/// `GET /graphs/{graph_id}`: a stored graph's spec as posted, and its drawing.
+pub async fn graph_detail(
+    State(runner): State<Runner>,
+    Path(graph_id): Path<String>,
+) -> Result<Json<GraphDetail>, ApiError> {
+    Ok(Json(runner.graph_view(&GraphId::from(graph_id)).await?))
 }

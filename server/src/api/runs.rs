@@ -8,15 +8,12 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use weft_app::wire::{
-    CancelAccepted, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus, RunSummary,
-};
+use weft_app::wire::{CancelAccepted, RunFinished, RunPage, RunRequest, RunStarted, RunStatus};
 
 use super::{error::ApiError, json::ApiJson};
 use crate::{
     ids::{GraphId, RunId},
-    runner::{Runner, Snapshot, StartRun},
+    runner::{Runner, StartRun},
     store::RunFilter,
 };
 
@@ -50,33 +47,15 @@ pub async fn run_graph(
     .into_response())
 }
 
-fn snapshot_body(snapshot: Snapshot) -> RunSnapshot<Box<RawValue>> {
-    RunSnapshot {
-        run_id: snapshot.run.id.to_string(),
-        graph_id: snapshot.run.graph_id.to_string(),
-        status: snapshot.run.status,
-        state: snapshot.state,
-        log: snapshot.log,
-        steps: snapshot.run.step_count,
-        error: snapshot.run.error,
-    }
-}
-
 /// `GET /graph/state/{run_id}`: where a run stands.
 pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
-    Ok(Json(snapshot_body(snapshot)).into_response())
+    Ok(Json(snapshot.into_wire()).into_response())
 }
 
 /// `GET /runs/{run_id}`: the run and every event it produced, with the state after each step.
 pub async fn run_detail(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
-    let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
-    let events = runner.events(&snapshot.run).await?;
-    Ok(Json(RunDetail {
-        run: snapshot_body(snapshot),
-        events,
-    })
-    .into_response())
+    Ok(Json(runner.run_detail(&RunId::from(run_id)).await?).into_response())
 }
 
 /// The most runs one page of `GET /runs` holds.
@@ -121,22 +100,7 @@ pub async fn list_runs(
         before: query.before.map(RunId::from),
         limit,
     };
-    let (runs, next) = runner.list_runs(&filter).await?;
-    Ok(Json(RunPage {
-        runs: runs
-            .into_iter()
-            .map(|run| RunSummary {
-                run_id: run.id.to_string(),
-                graph_id: run.graph_id.to_string(),
-                status: run.status,
-                steps: run.step_count,
-                created_at: run.created_at,
-                finished_at: run.finished_at,
-                error: run.error,
-            })
-            .collect(),
-        next_before: next.map(|id| id.to_string()),
-    }))
+    Ok(Json(runner.run_page(&filter).await?))
 }
 
 /// `POST /runs/{run_id}/cancel`: stops a queued run at once, a running one after the

@@ -13,6 +13,7 @@ pub mod builtin;
 pub mod code_review;
 pub mod executor;
 pub mod graph;
+pub mod layout;
 pub mod policy;
 pub mod presets;
 pub mod tool;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use weft_app::wire::PresetInfo;
 
-use super::code_review;
+use super::{code_review, Graph, GraphError, Registry};
 
 /// A named, ready-made graph spec.
 #[derive(Debug, Clone, Copy)]
@@ -21,18 +21,15 @@ impl Preset {
         (self.spec)()
     }
 
-    /// The preset as `GET /presets` lists it.
-    pub fn info(&self) -> PresetInfo {
-        let spec = self.spec();
-        let nodes = spec["nodes"]
-            .as_object()
-            .map(|nodes| nodes.keys().cloned().collect())
-            .unwrap_or_default();
-        PresetInfo {
+    /// The preset as `GET /presets` lists it, its graph laid out for drawing.
+    pub fn info(&self, registry: &Registry) -> Result<PresetInfo, GraphError> {
+        let graph = Graph::parse(&self.spec(), registry)?;
+        Ok(PresetInfo {
             name: self.name.to_owned(),
             description: self.description.to_owned(),
-            nodes,
-        }
+            nodes: graph.node_names().map(str::to_owned).collect(),
+            view: graph.view(),
+        })
     }
 }
 

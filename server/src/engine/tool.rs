@@ -91,6 +91,11 @@ pub trait Tool: Send + Sync + 'static {
     fn description(&self) -> &str;
     /// Runs the tool over the state.
     fn call(&self, input: ToolInput) -> ToolFuture;
+    /// The nodes, by name, this tool may send a run to instead of following the node's
+    /// edge ([`Next::Node`]); drawn as jump edges where the graph has such a node.
+    fn jumps(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// A bounded pool for CPU-heavy tools, so they never block the async runtime's workers
@@ -153,6 +158,7 @@ pub struct FnTool {
     description: String,
     run: Arc<SyncFn>,
     pool: Option<(CpuPool, Option<Heavy>)>,
+    jumps: Vec<String>,
 }
 
 impl FnTool {
@@ -165,7 +171,14 @@ impl FnTool {
             description: description.to_owned(),
             run: Arc::new(run),
             pool: None,
+            jumps: Vec::new(),
         }
+    }
+
+    /// Declares the nodes the tool may jump to (see [`Tool::jumps`]).
+    pub fn may_jump_to(mut self, nodes: &[&str]) -> Self {
+        self.jumps = nodes.iter().map(|&node| node.to_owned()).collect();
+        self
     }
 
     /// A CPU-heavy tool, always run on `pool`.
@@ -195,6 +208,10 @@ impl FnTool {
 impl Tool for FnTool {
     fn description(&self) -> &str {
         &self.description
+    }
+
+    fn jumps(&self) -> &[String] {
+        &self.jumps
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {

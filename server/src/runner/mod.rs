@@ -7,6 +7,7 @@
 //! store could lose.
 
 pub mod hub;
+mod views;
 
 use std::{
     collections::HashMap,
@@ -194,11 +195,16 @@ impl Runner {
 
     /// Checks `spec` and stores it as a new graph.
     pub async fn create_graph(&self, spec: &Value) -> Result<GraphId, RunnerError> {
+        self.insert_graph(spec, None).await
+    }
+
+    async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<GraphId, RunnerError> {
         let graph = Arc::new(Graph::parse(spec, &self.registry)?);
         let id = GraphId::generate();
         self.store
             .insert_graph(StoredGraph {
                 id: id.clone(),
+                name: name.map(str::to_owned),
                 spec: spec.to_string(),
                 created_at: now_millis(),
             })
@@ -210,7 +216,18 @@ impl Runner {
     /// Stores a new graph made from the named preset.
     pub async fn create_preset(&self, name: &str) -> Result<GraphId, RunnerError> {
         let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
-        self.create_graph(&preset.spec()).await
+        self.insert_graph(&preset.spec(), Some(preset.name)).await
+    }
+
+    /// A stored graph as posted, and its parsed form.
+    pub async fn graph_detail(&self, id: &GraphId) -> Result<(StoredGraph, Arc<Graph>), RunnerError> {
+        let stored = self
+            .store
+            .graph(id)
+            .await?
+            .ok_or_else(|| RunnerError::GraphNotFound(id.clone()))?;
+        let graph = self.graph(id).await?;
+        Ok((stored, graph))
     }
 
     fn cache(&self, id: &GraphId, graph: Arc<Graph>) {

@@ -49,6 +49,8 @@ pub fn now_millis() -> Millis {
 pub struct StoredGraph {
     /// Its id.
     pub id: GraphId,
+    /// Its name, when it has one.
+    pub name: Option<String>,
     /// Its spec, as JSON text.
     pub spec: String,
     /// When it was created.
@@ -129,6 +131,8 @@ pub struct StoredRun {
     pub id: RunId,
     /// The graph it runs.
     pub graph_id: GraphId,
+    /// The graph's name, when it has one.
+    pub graph_name: Option<String>,
     /// Where it stands.
     pub status: RunStatus,
     /// The initial state, JSON text.

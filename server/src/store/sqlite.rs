@@ -149,8 +149,8 @@ fn as_i64(n: u64) -> i64 {
 fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
     match write {
         Write::Graph(graph) => {
-            conn.prepare_cached("INSERT INTO graphs (id, spec, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![graph.id.as_str(), graph.spec, graph.created_at])?;
+            conn.prepare_cached("INSERT INTO graphs (id, name, spec, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![graph.id.as_str(), graph.name, graph.spec, graph.created_at])?;
         }
         Write::Run(run) => {
             conn.prepare_cached(
@@ -257,6 +257,7 @@ fn run_from_row(row: &SqliteRow) -> Result<StoredRun, StoreError> {
     Ok(StoredRun {
         id: RunId::from(row.try_get::<String, _>("id")?),
         graph_id: GraphId::from(row.try_get::<String, _>("graph_id")?),
+        graph_name: row.try_get("graph_name")?,
         status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
         initial_state: row.try_get("initial_state")?,
         final_state: row.try_get("final_state")?,
@@ -280,6 +281,7 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
 
 const RUN_COLUMNS: &str = "id, graph_id, status, initial_state, final_state, next_node, step_count, max_steps, \
                            error, created_at, finished_at, \
+                           (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
 #[async_trait]
@@ -289,13 +291,14 @@ impl Store for SqliteStore {
     }
 
     async fn graph(&self, id: &GraphId) -> Result<Option<StoredGraph>, StoreError> {
-        let row = sqlx::query("SELECT id, spec, created_at FROM graphs WHERE id = ?")
+        let row = sqlx::query("SELECT id, name, spec, created_at FROM graphs WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&self.reads)
             .await?;
         row.map(|row| {
             Ok(StoredGraph {
                 id: GraphId::from(row.try_get::<String, _>("id")?),
+                name: row.try_get("name")?,
                 spec: row.try_get("spec")?,
                 created_at: row.try_get("created_at")?,
             })
@@ -396,6 +399,7 @@ mod tests {
         let graph = GraphId::generate();
         store
             .insert_graph(StoredGraph {
+                name: None,
                 id: graph.clone(),
                 spec: "{}".into(),
                 created_at: 1,
@@ -519,6 +523,7 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             store
                 .insert_graph(StoredGraph {
+                    name: None,
                     id: graph.clone(),
                     spec: r#"{"x":1}"#.into(),
                     created_at: 5,

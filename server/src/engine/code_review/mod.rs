@@ -96,7 +96,10 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
         threshold: INLINE_BELOW_BYTES,
     };
     for (name, description, run) in tools {
-        let tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _| run(state));
+        let mut tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _| run(state));
+        if name == "assess_loop" {
+            tool = tool.may_jump_to(&["complexity"]);
+        }
         registry.register(name, tool);
     }
 }

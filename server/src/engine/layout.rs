@@ -1,0 +1,169 @@
+//! Drawing a graph: a layered (Sugiyama) layout of its nodes, flowing left to right.
+//!
+//! The layout is computed here, once per graph, rather than in the browser: the
+//! `rust-sugiyama` crate (and `petgraph` under it) would otherwise double the wasm.
+//! Edges that go back against the flow (loops) are laid out as if reversed, which is
+//! what the crate does with a cycle's feedback edges; the browser draws them as arcs.
+
+use std::collections::HashSet;
+
+use rust_sugiyama::configure::Config;
+use weft_app::wire::{EdgeKind, EdgeView, GraphView, NodeView};
+
+use super::graph::Graph;
+
+/// Space between two layers (columns), edge to edge.
+const LAYER_GAP: f64 = 56.0;
+/// Space between two nodes of one layer (row), edge to edge.
+const ROW_GAP: f64 = 28.0;
+/// Space around the drawing, room for loop arcs above and below.
+const MARGIN: f64 = 36.0;
+/// Space between two unconnected parts of a graph.
+const PART_GAP: f64 = 32.0;
+
+impl Graph {
+    /// The graph laid out for drawing.
+    pub fn view(&self) -> GraphView {
+        let mut edges = Vec::new();
+        let mut seen = HashSet::new();
+        for node in self.nodes() {
+            if let Some(next) = node.edge {
+                let to = &self.node(next).name;
+                if seen.insert((node.name.as_str(), to.as_str())) {
+                    edges.push(EdgeView {
+                        from: node.name.clone(),
+                        to: to.clone(),
+                        kind: EdgeKind::Next,
+                    });
+                }
+            }
+        }
+        for node in self.nodes() {
+            for to in node.tool.jumps() {
+                if self.find(to).is_some() && seen.insert((node.name.as_str(), to.as_str())) {
+                    edges.push(EdgeView {
+                        from: node.name.clone(),
+                        to: to.clone(),
+                        kind: EdgeKind::Jump,
+                    });
+                }
+            }
+        }
+        lay_out(self, edges)
+    }
+}
+
+fn lay_out(graph: &Graph, edges: Vec<EdgeView>) -> GraphView {
+    let ids: Vec<u32> = (0..graph.len() as u32).collect();
+    let index = |name: &str| graph.find(name).map(|id| id.0);
+    // Nodes are placed along the static edges; jumps (loops back, mostly) are drawn as
+    // arcs over that, and self-loops carry nothing for placing nodes.
+    let pairs: Vec<(u32, u32)> = edges
+        .iter()
+        .filter(|edge| edge.kind == EdgeKind::Next && edge.from != edge.to)
+        .filter_map(|edge| Some((index(&edge.from)?, index(&edge.to)?)))
+        .collect();
+    // The crate lays out top to bottom; sizes are given turned by a quarter so that,
+    // once x and y are swapped, layers become columns.
+    let size = (GraphView::NODE_HEIGHT + ROW_GAP, GraphView::NODE_WIDTH + LAYER_GAP);
+    let vertices: Vec<(u32, (f64, f64))> = ids.iter().map(|&id| (id, size)).collect();
+    let config = Config {
+        vertex_spacing: 1.0,
+        ..Config::default()
+    };
+    let parts = rust_sugiyama::from_vertices_and_edges(&vertices, &pairs, &config);
+
+    let mut centres = vec![(0.0, 0.0); ids.len()];
+    let (mut width, mut height) = (0.0_f64, 0.0_f64);
+    for (positions, _, _) in parts {
+        if positions.is_empty() {
+            continue;
+        }
+        // Swap axes: the crate's layers (rows, top to bottom) become columns.
+        let turned: Vec<(usize, f64, f64)> = positions.iter().map(|&(id, (x, y))| (id, y, x)).collect();
+        let min_x = turned.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let min_y = turned.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+        let max_x = turned.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let max_y = turned.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+        let top = if height > 0.0 { height + PART_GAP } else { 0.0 };
+        for (id, x, y) in turned {
+            if let Some(centre) = centres.get_mut(id) {
+                *centre = (
+                    MARGIN + GraphView::NODE_WIDTH / 2.0 + (x - min_x),
+                    MARGIN + top + GraphView::NODE_HEIGHT / 2.0 + (y - min_y),
+                );
+            }
+        }
+        width = width.max(max_x - min_x + GraphView::NODE_WIDTH);
+        height = top + (max_y - min_y) + GraphView::NODE_HEIGHT;
+    }
+
+    GraphView {
+        nodes: graph
+            .nodes()
+            .zip(centres)
+            .map(|(node, (x, y))| NodeView {
+                id: node.name.clone(),
+                tool: node.tool_name.clone(),
+                x: x.round(),
+                y: y.round(),
+            })
+            .collect(),
+        edges,
+        width: (width + 2.0 * MARGIN).round(),
+        height: (height + 2.0 * MARGIN).round(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{builtin, code_review, tool::CpuPool, tool::Registry};
+
+    fn registry() -> Registry {
+        let mut registry = Registry::default();
+        builtin::register(&mut registry);
+        code_review::register(&mut registry, &CpuPool::new(1));
+        registry
+    }
+
+    #[test]
+    fn a_chain_flows_left_to_right_on_one_row() {
+        let spec = json!({"nodes": {"a": "noop", "b": "noop", "c": "noop"}, "edges": {"a": "b", "b": "c"}});
+        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        let xs: Vec<f64> = view.nodes.iter().map(|n| n.x).collect();
+        let ys: Vec<f64> = view.nodes.iter().map(|n| n.y).collect();
+        assert!(xs[0] < xs[1] && xs[1] < xs[2], "{xs:?}");
+        assert_eq!(ys[0], ys[1]);
+        assert_eq!(ys[1], ys[2]);
+        assert!(view.width >= xs[2] + GraphView::NODE_WIDTH / 2.0);
+        assert!(view.height >= ys[0] + GraphView::NODE_HEIGHT / 2.0);
+        assert_eq!(view.edges.len(), 2);
+    }
+
+    #[test]
+    fn the_code_review_loop_is_a_jump_edge_back_to_complexity() {
+        let spec = code_review::preset_spec();
+        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        let names: Vec<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(names, ["extract", "complexity", "detect", "suggest", "assess_loop"]);
+        let jump = view.edges.iter().find(|e| e.kind == EdgeKind::Jump).unwrap();
+        assert_eq!((jump.from.as_str(), jump.to.as_str()), ("assess_loop", "complexity"));
+        assert_eq!(view.edges.iter().filter(|e| e.kind == EdgeKind::Next).count(), 4);
+        // The loop does not disturb the flow: each node sits right of the one before.
+        let xs: Vec<f64> = view.nodes.iter().map(|n| n.x).collect();
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+    }
+
+    #[test]
+    fn unconnected_nodes_and_self_loops_still_get_places() {
+        let spec = json!({"nodes": {"a": "noop", "b": "noop"}, "edges": {"a": "a"}});
+        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        assert_eq!(view.nodes.len(), 2);
+        let (a, b) = (&view.nodes[0], &view.nodes[1]);
+        assert!((a.x, a.y) != (b.x, b.y), "{view:?}");
+        assert_eq!(view.edges.len(), 1);
+    }
+}

@@ -1,0 +1,91 @@
+//! Runs and graphs as the outside world reads them: the wire shapes of `weft_app::wire`,
+//! built once here for both the REST API and the server-rendered UI.
+
+use serde_json::value::RawValue;
+use weft_app::wire::{GraphDetail, PresetInfo, RunDetail, RunPage, RunSnapshot, RunSummary};
+
+use super::{Runner, RunnerError, Snapshot};
+use crate::{
+    engine::presets::PRESETS,
+    ids::{GraphId, RunId},
+    store::{RunFilter, StoreError, StoredRun},
+};
+
+impl Snapshot {
+    /// The snapshot as `GET /graph/state` answers it.
+    pub fn into_wire(self) -> RunSnapshot<Box<RawValue>> {
+        RunSnapshot {
+            run_id: self.run.id.to_string(),
+            graph_id: self.run.graph_id.to_string(),
+            status: self.run.status,
+            state: self.state,
+            log: self.log,
+            steps: self.run.step_count,
+            error: self.run.error,
+            graph_name: self.run.graph_name,
+            created_at: self.run.created_at,
+            finished_at: self.run.finished_at,
+        }
+    }
+}
+
+fn summary(run: StoredRun) -> RunSummary {
+    RunSummary {
+        run_id: run.id.to_string(),
+        graph_id: run.graph_id.to_string(),
+        graph_name: run.graph_name,
+        status: run.status,
+        steps: run.step_count,
+        created_at: run.created_at,
+        finished_at: run.finished_at,
+        error: run.error,
+    }
+}
+
+impl Runner {
+    /// Every preset, with its graph laid out for drawing.
+    pub fn presets(&self) -> Vec<PresetInfo> {
+        PRESETS
+            .iter()
+            .filter_map(|preset| match preset.info(self.registry()) {
+                Ok(info) => Some(info),
+                Err(err) => {
+                    tracing::error!(preset = preset.name, error = %err, "a preset does not parse");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// A stored graph: its spec as posted and its drawing.
+    pub async fn graph_view(&self, id: &GraphId) -> Result<GraphDetail, RunnerError> {
+        let (stored, graph) = self.graph_detail(id).await?;
+        let spec = serde_json::from_str(&stored.spec)
+            .map_err(|err| StoreError::Corrupt(format!("graph spec of {}: {err}", stored.id)))?;
+        Ok(GraphDetail {
+            graph_id: stored.id.to_string(),
+            name: stored.name,
+            spec,
+            view: graph.view(),
+        })
+    }
+
+    /// A run and every event it has produced so far.
+    pub async fn run_detail(&self, id: &RunId) -> Result<RunDetail<Box<RawValue>, Box<RawValue>>, RunnerError> {
+        let snapshot = self.snapshot(id).await?;
+        let events = self.events(&snapshot.run).await?;
+        Ok(RunDetail {
+            run: snapshot.into_wire(),
+            events,
+        })
+    }
+
+    /// A page of runs, newest first, with the cursor for the next page.
+    pub async fn run_page(&self, filter: &RunFilter) -> Result<RunPage, RunnerError> {
+        let (runs, next) = self.list_runs(filter).await?;
+        Ok(RunPage {
+            runs: runs.into_iter().map(summary).collect(),
+            next_before: next.map(|id| id.to_string()),
+        })
+    }
+}
