@@ -4,14 +4,21 @@
 //! (feature `hydrate`); the two features are never enabled in the same build.
 //! [`wire`] holds every JSON shape of the REST API and the WebSocket stream.
 
+// Leptos views are deeply nested types; the run page needs more room than the default.
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod components;
+pub mod format;
+pub mod live;
 pub mod pages;
 pub mod wire;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
-    components::{Route, Router, Routes},
-    StaticSegment,
+    components::{Route, Router, Routes, A},
+    ParamSegment, SsrMode, StaticSegment,
 };
 
 /// The HTML document the server renders around [`App`].
@@ -40,11 +47,34 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/weft.css"/>
         <Title text="Weft"/>
         <Router>
+            <nav class="top">
+                <A href="/" attr:class="brand">"Weft"</A>
+                <A href="/">"New run"</A>
+                <A href="/history">"History"</A>
+                <a href="/presets" rel="external">"API"</a>
+                <Hydrated/>
+            </nav>
             <main>
+                // Async rendering: each page arrives complete, readable without JavaScript.
                 <Routes fallback=pages::NotFound>
-                    <Route path=StaticSegment("") view=pages::HomePage/>
+                    <Route path=StaticSegment("") view=pages::HomePage ssr=SsrMode::Async/>
+                    <Route path=(StaticSegment("run"), ParamSegment("id")) view=pages::RunPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("history") view=pages::HistoryPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// Says whether the page is interactive yet: effects never run while rendering on the
+/// server, so this flips only once the wasm has hydrated the page (tests wait for it).
+#[component]
+fn Hydrated() -> impl IntoView {
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
+    view! {
+        <span class="hydration" data-testid="hydration">
+            {move || if hydrated.get() { "interactive" } else { "server-rendered" }}
+        </span>
     }
 }

@@ -9,6 +9,9 @@
 //! The binary only reads [`config::Settings`] and calls [`startup::Application`]; tests
 //! build the same `Application` on port 0 with a fresh database.
 
+// Leptos views are deeply nested types; the run page needs more room than the default.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod config;
 pub mod engine;
@@ -17,3 +20,4 @@ pub mod runner;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod ui;

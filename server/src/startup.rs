@@ -3,17 +3,18 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use axum::Router;
-use leptos::prelude::LeptosOptions;
+use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
-use weft_app::{shell, App};
+use weft_app::{api::BackendHandle, shell, App};
 
 use crate::{
     config::Settings,
     engine::{default_registry, CpuPool},
     runner::{Runner, RunnerError},
     store::{sqlite::SqliteStore, Store, StoreError},
+    ui::UiBackend,
 };
 
 /// Why the server could not start.
@@ -138,8 +139,9 @@ fn leptos_options(settings: &Settings) -> LeptosOptions {
 pub fn router(runner: Runner, settings: &Settings) -> Router {
     let options = leptos_options(settings);
     let routes = generate_route_list(App);
+    let backend = BackendHandle(UiBackend::new(runner.clone()));
     let site = Router::new()
-        .leptos_routes(&options, routes, {
+        .leptos_routes_with_context(&options, routes, move || provide_context(backend.clone()), {
             let options = options.clone();
             move || shell(options.clone())
         })

@@ -1,0 +1,4 @@
+//! Pieces the pages share.
+
+pub mod graph;
+pub mod report;

@@ -1,0 +1,337 @@
+//! The start page: the presets gallery and the form that starts a run.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_navigate;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    api,
+    components::graph::GraphDiagram,
+    wire::{GraphCreated, PresetInfo, RunStarted},
+};
+
+/// A small Python file with something to find, for trying the Code Review.
+pub const SAMPLE_CODE: &str = r##"def parse_config(path, strict, defaults, env, overrides, verbose):
+    # TODO: split this into smaller functions
+    config = {}
+    with open(path) as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                if strict and key in config:
+                    raise ValueError("duplicate key: " + key)
+                config[key.strip()] = value.strip()
+    for key, value in defaults.items():
+        if key not in config:
+            config[key] = value
+    return config
+
+
+def total(items):
+    return sum(item.price for item in items)
+"##;
+
+/// The choice in the gallery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Choice {
+    Preset(String),
+    Custom,
+}
+
+/// What validating a JSON editor's text says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonCheck {
+    /// A JSON object.
+    Object(Map<String, Value>),
+    /// Anything else, with why.
+    Invalid(String),
+}
+
+/// Checks that `text` is a JSON object (a state or a graph spec).
+pub fn check_object(text: &str) -> JsonCheck {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => JsonCheck::Object(map),
+        Ok(_) => JsonCheck::Invalid("must be a JSON object: { ... }".into()),
+        Err(err) => JsonCheck::Invalid(format!("line {}, column {}: {err}", err.line(), err.column())),
+    }
+}
+
+/// The Code Review's initial state from the form.
+pub fn review_state(code: &str, language: &str, threshold: &str) -> Result<Value, String> {
+    if code.trim().is_empty() {
+        return Err("Paste or type some code to review.".into());
+    }
+    let threshold: f64 = threshold
+        .trim()
+        .parse()
+        .ok()
+        .filter(|t| (0.0..=100.0).contains(t))
+        .ok_or("The threshold must be a number from 0 to 100.")?;
+    let mut state = json!({"code": code, "threshold": threshold});
+    if !language.is_empty() {
+        state["language"] = language.into();
+    }
+    Ok(state)
+}
+
+/// `/`.
+#[component]
+pub fn HomePage() -> impl IntoView {
+    let presets = Resource::new(|| (), |()| api::presets());
+    let choice = RwSignal::new(Choice::Preset("code_review".into()));
+    view! {
+        <section class="intro">
+            <h1>"Start a run"</h1>
+            <p class="muted">"Pick a graph, give it its input, and watch it run node by node."</p>
+        </section>
+        <Suspense fallback=|| view! { <p class="loading">"Loading presets…"</p> }>
+            {move || Suspend::new(async move {
+                match presets.await {
+                    Ok(presets) => view! { <Gallery presets=presets.clone() choice/> <StartForm presets choice/> }.into_any(),
+                    Err(err) => view! { <p class="error-banner" data-testid="error">{err.detail}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView {
+    let cards = presets
+        .into_iter()
+        .map(|preset| {
+            let name = preset.name.clone();
+            let chosen = {
+                let name = name.clone();
+                move || choice.get() == Choice::Preset(name.clone())
+            };
+            let pick = {
+                let name = name.clone();
+                move |_| choice.set(Choice::Preset(name.clone()))
+            };
+            view! {
+                <li class="card" class:chosen=chosen data-preset=name.clone()>
+                    <button on:click=pick>
+                        <h3>{preset.name.replace('_', " ")}</h3>
+                        <GraphDiagram view=preset.view state=Signal::derive(Vec::new) compact=true/>
+                        <p>{preset.description}</p>
+                    </button>
+                </li>
+            }
+        })
+        .collect_view();
+    view! {
+        <ul class="gallery" data-testid="gallery">
+            {cards}
+            <li class="card" class:chosen=move || choice.get() == Choice::Custom data-preset="custom">
+                <button on:click=move |_| choice.set(Choice::Custom)>
+                    <h3>"custom graph"</h3>
+                    <p>"Write a graph spec yourself: nodes (each runs a tool), edges, a step limit."</p>
+                </button>
+            </li>
+        </ul>
+    }
+}
+
+/// Creates the graph (from a preset or a spec), starts the run, and goes to its page.
+async fn start(graph: Value, state: Value) -> Result<String, crate::wire::ApiErrorBody> {
+    let created: GraphCreated = api::post("/graph/create", &graph).await?;
+    let started: RunStarted = api::post(
+        "/graph/run",
+        &json!({"graph_id": created.graph_id, "initial_state": state}),
+    )
+    .await?;
+    Ok(started.run_id)
+}
+
+#[component]
+fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView {
+    let code = RwSignal::new(SAMPLE_CODE.to_owned());
+    let language = RwSignal::new(String::new());
+    let threshold = RwSignal::new("80".to_owned());
+    let state_text = RwSignal::new("{\n  \n}".to_owned());
+    let spec_text = RwSignal::new(
+        serde_json::to_string_pretty(&json!({
+            "nodes": {"first": "increment", "wait": {"tool": "sleep", "config": {"ms": 500}}, "second": "increment"},
+            "edges": {"first": "wait", "wait": "second", "second": null}
+        }))
+        .unwrap_or_default(),
+    );
+    let problems = RwSignal::new(Vec::<String>::new());
+    let busy = RwSignal::new(false);
+    let navigate = use_navigate();
+
+    let is_review = move || choice.get() == Choice::Preset("code_review".into());
+    let description = move || match choice.get() {
+        Choice::Preset(name) => presets.iter().find(|p| p.name == name).map(|p| p.description.clone()),
+        Choice::Custom => None,
+    };
+
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let request = match choice.get_untracked() {
+            Choice::Preset(name) if name == "code_review" => review_state(
+                &code.get_untracked(),
+                &language.get_untracked(),
+                &threshold.get_untracked(),
+            )
+            .map(|state| (json!({"preset": name}), state)),
+            Choice::Preset(name) => match check_object(&state_text.get_untracked()) {
+                JsonCheck::Object(state) => Ok((json!({"preset": name}), Value::Object(state))),
+                JsonCheck::Invalid(why) => Err(format!("Initial state: {why}")),
+            },
+            Choice::Custom => match (
+                check_object(&spec_text.get_untracked()),
+                check_object(&state_text.get_untracked()),
+            ) {
+                (JsonCheck::Object(spec), JsonCheck::Object(state)) => Ok((Value::Object(spec), Value::Object(state))),
+                (JsonCheck::Invalid(why), _) => Err(format!("Graph spec: {why}")),
+                (_, JsonCheck::Invalid(why)) => Err(format!("Initial state: {why}")),
+            },
+        };
+        let (graph, state) = match request {
+            Ok(request) => request,
+            Err(why) => return problems.set(vec![why]),
+        };
+        busy.set(true);
+        problems.set(Vec::new());
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            match start(graph, state).await {
+                Ok(run_id) => navigate(&format!("/run/{run_id}"), Default::default()),
+                Err(err) => {
+                    let mut lines = vec![err.detail];
+                    lines.extend(err.errors.into_iter().map(|p| format!("{}: {}", p.path, p.message)));
+                    problems.set(lines);
+                    busy.set(false);
+                }
+            }
+        });
+    };
+
+    let line_numbers = move || {
+        let lines = code.with(|code| code.lines().count()).max(1);
+        (1..=lines).map(|n| n.to_string()).collect::<Vec<_>>().join("\n")
+    };
+    let rows = move || code.with(|code| code.lines().count()).clamp(12, 400) + 1;
+
+    view! {
+        <form class="start-form" on:submit=submit data-testid="start-form">
+            <p class="muted">{description}</p>
+            <Show
+                when=is_review
+                fallback=move || view! {
+                    <Show when=move || choice.get() == Choice::Custom>
+                        <JsonEditor label="Graph spec" text=spec_text testid="spec-editor"/>
+                    </Show>
+                    <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
+                }
+            >
+                <label class="field">
+                    <span>"Code"</span>
+                    <div class="code-editor">
+                        <pre class="gutter" aria-hidden="true">{line_numbers}</pre>
+                        <textarea
+                            data-testid="code"
+                            spellcheck="false"
+                            wrap="off"
+                            rows=rows
+                            prop:value=move || code.get()
+                            on:input=move |ev| code.set(event_target_value(&ev))
+                        ></textarea>
+                    </div>
+                </label>
+                <div class="row">
+                    <label class="field">
+                        <span>"Language"</span>
+                        <select data-testid="language" on:change=move |ev| language.set(event_target_value(&ev))>
+                            <option value="">"detect"</option>
+                            <option value="python">"Python"</option>
+                            <option value="rust">"Rust"</option>
+                            <option value="javascript">"JavaScript"</option>
+                            <option value="typescript">"TypeScript"</option>
+                        </select>
+                    </label>
+                    <label class="field">
+                        <span>"Threshold"</span>
+                        <input
+                            data-testid="threshold"
+                            type="number"
+                            min="0"
+                            max="100"
+                            prop:value=move || threshold.get()
+                            on:input=move |ev| threshold.set(event_target_value(&ev))
+                        />
+                    </label>
+                    <button type="button" class="secondary" on:click=move |_| code.set(SAMPLE_CODE.to_owned())>
+                        "Load sample"
+                    </button>
+                </div>
+            </Show>
+            <ul class="problems" data-testid="problems">
+                {move || problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
+            </ul>
+            <button type="submit" class="primary" data-testid="run" disabled=move || busy.get()>
+                {move || if busy.get() { "Starting…" } else { "Run" }}
+            </button>
+        </form>
+    }
+}
+
+/// A JSON text area that says, as you type, whether it holds a JSON object.
+#[component]
+fn JsonEditor(label: &'static str, text: RwSignal<String>, testid: &'static str) -> impl IntoView {
+    let verdict = move || match check_object(&text.get()) {
+        JsonCheck::Object(map) => (true, format!("valid JSON object ({} key(s))", map.len())),
+        JsonCheck::Invalid(why) => (false, why),
+    };
+    view! {
+        <label class="field">
+            <span>{label}</span>
+            <textarea
+                class="json"
+                data-testid=testid
+                spellcheck="false"
+                rows="10"
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+            ></textarea>
+            <small class=move || if verdict().0 { "check ok" } else { "check bad" } data-testid=format!("{testid}-check")>
+                {move || verdict().1}
+            </small>
+        </label>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_editors_accept_objects_only_and_say_where_it_breaks() {
+        assert!(matches!(check_object(r#"{"a": 1}"#), JsonCheck::Object(map) if map.len() == 1));
+        assert_eq!(
+            check_object("[1]"),
+            JsonCheck::Invalid("must be a JSON object: { ... }".into())
+        );
+        let JsonCheck::Invalid(why) = check_object("{\n  \"a\": }") else {
+            panic!()
+        };
+        assert!(why.starts_with("line 2, column 8"), "{why}");
+    }
+
+    #[test]
+    fn the_review_form_builds_its_state_or_says_what_is_wrong() {
+        assert_eq!(
+            review_state("x = 1", "python", "75").unwrap(),
+            json!({"code": "x = 1", "threshold": 75.0, "language": "python"})
+        );
+        assert_eq!(
+            review_state("x = 1", "", "80").unwrap(),
+            json!({"code": "x = 1", "threshold": 80.0})
+        );
+        assert!(review_state("  ", "", "80").is_err());
+        assert!(review_state("x", "", "120").is_err());
+        assert!(review_state("x", "", "high").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The server's side of the web UI: the [`Backend`] that server rendering reads through,
+//! answering from the runner directly with the same shapes (and the same errors) as the
+//! REST API.
+
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use weft_app::{
+    api::{Backend, BoxFuture, RunQuery},
+    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, RunStatus},
+};
+
+use crate::{
+    api::error::ApiError,
+    ids::{GraphId, RunId},
+    runner::{Runner, RunnerError},
+    store::{now_millis, RunFilter, StoreError},
+};
+
+/// Runs shown per page of the history.
+const HISTORY_PAGE: u32 = 50;
+
+/// The UI's reads, answered by the runner.
+pub struct UiBackend {
+    runner: Runner,
+}
+
+impl UiBackend {
+    /// A backend over `runner`.
+    pub fn new(runner: Runner) -> Arc<Self> {
+        Arc::new(Self { runner })
+    }
+}
+
+fn error(err: RunnerError) -> ApiErrorBody {
+    ApiError::from(err).into_body()
+}
+
+/// Re-reads a value holding raw JSON as its plain, typed form.
+fn retype<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ApiErrorBody> {
+    serde_json::to_string(value)
+        .and_then(|json| serde_json::from_str(&json))
+        .map_err(|err| error(RunnerError::Store(StoreError::Corrupt(err.to_string()))))
+}
+
+impl Backend for UiBackend {
+    fn presets(&self) -> BoxFuture<Result<Vec<PresetInfo>, ApiErrorBody>> {
+        let presets = self.runner.presets();
+        Box::pin(async move { Ok(presets) })
+    }
+
+    fn graph(&self, graph_id: String) -> BoxFuture<Result<GraphDetail, ApiErrorBody>> {
+        let runner = self.runner.clone();
+        Box::pin(async move { runner.graph_view(&GraphId::from(graph_id)).await.map_err(error) })
+    }
+
+    fn run(&self, run_id: String) -> BoxFuture<Result<RunDetail, ApiErrorBody>> {
+        let runner = self.runner.clone();
+        Box::pin(async move {
+            let detail = runner.run_detail(&RunId::from(run_id)).await.map_err(error)?;
+            retype(&detail)
+        })
+    }
+
+    fn runs(&self, query: RunQuery) -> BoxFuture<Result<RunPage, ApiErrorBody>> {
+        let runner = self.runner.clone();
+        Box::pin(async move {
+            let status = match query.status.as_deref() {
+                None => None,
+                Some(name) => Some(RunStatus::parse(name).ok_or_else(|| {
+                    ApiError::invalid("invalid_request", "status", format!("`{name}` is no run status")).into_body()
+                })?),
+            };
+            let filter = RunFilter {
+                graph_id: query.graph_id.map(GraphId::from),
+                status,
+                before: query.before.map(RunId::from),
+                limit: HISTORY_PAGE,
+            };
+            runner.run_page(&filter).await.map_err(error)
+        })
+    }
+
+    fn now_millis(&self) -> i64 {
+        now_millis()
+    }
+}
