@@ -1,5 +1,7 @@
-//! A real headless Chromium loads the home page: the first render comes from the
-//! server, then the wasm hydrates it and makes it interactive.
+//! The web UI in a real headless Chromium: a Code Review started from the form runs to
+//! its report, a slow run is watched live (through a reload) and cancelled from the
+//! page, and a finished run opened fresh shows its whole timeline; the history lists
+//! and filters runs. Screenshots of each screen go to `tests/artifacts/`.
 //!
 //! Needs the site built by cargo-leptos (`target/site/pkg`) and Chromium with
 //! ChromeDriver; `scripts/test` prepares both and runs this with `--include-ignored`.
@@ -18,7 +20,7 @@ use serde_json::json;
 use weft_server::config::Settings;
 use weft_tests::spawn_app_on;
 
-const STEP: Duration = Duration::from_secs(20);
+const STEP: Duration = Duration::from_secs(30);
 
 fn site_root() -> PathBuf {
     std::env::var_os("WEFT_SITE_ROOT")
@@ -91,62 +93,356 @@ impl Drop for Driver {
     }
 }
 
-/// Waits until the element's text is `expected`; answers the last text seen.
-async fn wait_for_text(client: &Client, css: &str, expected: &str) -> anyhow::Result<String> {
+/// The text of the first element matching `css`, or empty when there is none.
+async fn text_of(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// An attribute of the first element matching `css`.
+async fn attr_of(client: &Client, css: &str, attr: &str) -> Option<String> {
+    client
+        .find(Locator::Css(css))
+        .await
+        .ok()?
+        .attr(attr)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until `check` holds, failing with `what` after [`STEP`].
+async fn wait_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = Instant::now() + STEP;
-    loop {
-        let text = match client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if text == expected || Instant::now() > deadline {
-            return Ok(text);
+    while !check().await {
+        if Instant::now() > deadline {
+            bail!("timed out waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+async fn wait_for_text(client: &Client, css: &str, expected: &str) -> anyhow::Result<()> {
+    wait_until(&format!("`{css}` reads `{expected}`"), || async {
+        text_of(client, css).await == expected
+    })
+    .await
+}
+
+async fn open(client: &Client, url: &str) -> anyhow::Result<()> {
+    tokio::time::timeout(STEP, client.goto(url)).await??;
+    wait_for_text(client, "[data-testid=hydration]", "interactive").await
+}
+
+fn screenshot_path(name: &str) -> anyhow::Result<PathBuf> {
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    Ok(artifacts.join(name))
+}
+
+async fn screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
+    std::fs::write(screenshot_path(name)?, client.screenshot().await?)?;
+    Ok(())
+}
+
+/// The app serving the built site, a browser, and the cleanup of both.
+struct Ui {
+    app: weft_tests::TestApp,
+    _dir: tempfile::TempDir,
+    _profile: tempfile::TempDir,
+    client: Client,
+    _driver: Driver,
+}
+
+impl Ui {
+    async fn start() -> anyhow::Result<Self> {
+        let root = site_root();
+        assert!(
+            root.join("pkg/weft.wasm").exists(),
+            "no site at {}: build it with `cargo leptos build` first",
+            root.display()
+        );
+        let dir = tempfile::tempdir()?;
+        let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+        settings.site_root = root;
+        let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+        let driver = Driver::start()?;
+        let profile = tempfile::tempdir()?;
+        let client = driver.browser(profile.path()).await?;
+        Ok(Self {
+            app,
+            _dir: dir,
+            _profile: profile,
+            client,
+            _driver: driver,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.app.address)
+    }
+
+    async fn close(self) {
+        let _ = tokio::time::timeout(STEP, self.client.clone().close()).await;
+    }
+}
+
+/// The nodes of a run's step events, in order, from the REST API.
+fn step_nodes(detail: &serde_json::Value) -> Vec<String> {
+    detail["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["type"] == "step")
+        .map(|event| event["node"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
-async fn the_home_page_renders_on_the_server_and_hydrates_in_chromium() -> anyhow::Result<()> {
-    let root = site_root();
-    assert!(
-        root.join("pkg/weft.wasm").exists(),
-        "no site at {}: build it with `cargo leptos build` first",
-        root.display()
-    );
-    let dir = tempfile::tempdir()?;
-    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
-    settings.site_root = root;
-    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
-
-    // The first render is the server's: the HTML already holds the page.
-    let html = app.client.get(&app.address).send().await?.text().await?;
-    assert!(html.contains("<h1>Weft</h1>"), "{html}");
+async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Result<()> {
+    let ui = Ui::start().await?;
+    // The first render is the server's: the HTML already holds the gallery and the form.
+    let html = ui.app.client.get(ui.url("/")).send().await?.text().await?;
+    assert!(html.contains("data-preset=\"code_review\""), "{html}");
     assert!(html.contains("server-rendered"));
-    let wasm = app.client.get(format!("{}/pkg/weft.wasm", app.address)).send().await?;
-    assert_eq!(wasm.status(), 200);
 
-    let driver = Driver::start()?;
-    let profile = tempfile::tempdir()?;
-    let client = driver.browser(profile.path()).await?;
+    let client = &ui.client;
     let outcome = async {
-        tokio::time::timeout(STEP, client.goto(&app.address)).await??;
-        let status = wait_for_text(&client, "[data-testid=hydration]", "interactive").await?;
-        assert_eq!(status, "interactive", "the page never hydrated");
-        let button = client.find(Locator::Css("[data-testid=ping]")).await?;
-        button.click().await?;
-        button.click().await?;
+        open(client, &ui.url("/")).await?;
+        screenshot(client, "start.png").await?;
+        let threshold = client.find(Locator::Css("[data-testid=threshold]")).await?;
+        threshold.clear().await?;
+        threshold.send_keys("100").await?;
+        client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
+
+        wait_until("the run page opens", || async {
+            !text_of(client, "[data-testid=status]").await.is_empty()
+        })
+        .await?;
+        let run_id = attr_of(client, "[data-testid=run]", "data-run-id")
+            .await
+            .context("no run id")?;
+        assert!(client.current_url().await?.path().ends_with(&run_id));
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+
+        let (status, detail) = ui.app.get(&format!("/runs/{run_id}")).await;
+        assert_eq!(status, 200);
+        let state = &detail["run"]["state"];
+        // The threshold of 100 is out of reach: the review loops once through its fixes.
+        assert_eq!(state["threshold"], 100.0);
+        let nodes = step_nodes(&detail);
         assert_eq!(
-            wait_for_text(&client, "[data-testid=ping]", "Clicked 2 times").await?,
-            "Clicked 2 times"
+            nodes[..5],
+            ["extract", "complexity", "detect", "suggest", "assess_loop"]
         );
-        let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
-        std::fs::create_dir_all(&artifacts)?;
-        std::fs::write(artifacts.join("home.png"), client.screenshot().await?)?;
+
+        // The graph shows each node finished at its step, in order.
+        for (step, node) in nodes.iter().enumerate().take(5) {
+            let steps = attr_of(client, &format!("[data-node={node}]"), "data-steps")
+                .await
+                .unwrap_or_default();
+            assert_eq!(
+                steps.split(',').next(),
+                Some((step + 1).to_string().as_str()),
+                "{node}: {steps}"
+            );
+            assert_eq!(
+                attr_of(client, &format!("[data-node={node}]"), "data-state")
+                    .await
+                    .as_deref(),
+                Some("completed")
+            );
+        }
+        // The report: the score and every issue, as the API has them.
+        let score = text_of(client, "[data-testid=score] .score").await;
+        assert_eq!(score, state["quality_score"].to_string());
+        let issues = client.find_all(Locator::Css("[data-testid=issue]")).await?;
+        assert_eq!(issues.len(), state["issues"].as_array().map_or(0, Vec::len));
+        assert!(!issues.is_empty());
+        let first = issues[0].text().await?;
+        assert!(
+            first.contains(state["issues"][0]["type"].as_str().unwrap_or("?")),
+            "{first}"
+        );
+        let diff = text_of(client, "[data-testid=revised-diff]").await;
+        assert!(diff.contains("weft: needs a person"), "{diff}");
+        // Tall enough to hold the whole report.
+        client.set_window_size(1280, 2600).await?;
+        screenshot(client, "report.png").await?;
         anyhow::Ok(())
     }
     .await;
-    let _ = tokio::time::timeout(STEP, client.close()).await;
+    ui.close().await;
+    outcome
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_slow_run_is_followed_live_through_a_reload_and_cancelled_from_the_page() -> anyhow::Result<()> {
+    let ui = Ui::start().await?;
+    let graph = ui
+        .app
+        .create_graph(json!({
+            "nodes": {
+                "first": "increment",
+                "wait": {"tool": "sleep", "config": {"ms": 1500}},
+                "second": "increment",
+                "again": {"tool": "sleep", "config": {"ms": 1500}},
+                "third": "increment"
+            },
+            "edges": {"first": "wait", "wait": "second", "second": "again", "again": "third", "third": null}
+        }))
+        .await;
+    let run_id = ui.app.start_run(&graph, json!({})).await;
+    let client = &ui.client;
+    let outcome = async {
+        let page = ui.url(&format!("/run/{run_id}"));
+        open(client, &page).await?;
+        let running = |node: &'static str| async move {
+            attr_of(client, &format!("[data-node={node}]"), "data-state")
+                .await
+                .as_deref()
+                == Some("running")
+        };
+        wait_until("`wait` runs", || running("wait")).await?;
+        wait_for_text(client, "[data-testid=live]", "Live").await?;
+        assert_eq!(
+            attr_of(client, "[data-node=first]", "data-state").await.as_deref(),
+            Some("completed")
+        );
+        // Reload mid-run: the same run, still live, the next node lit by the stream.
+        client.refresh().await?;
+        wait_for_text(client, "[data-testid=hydration]", "interactive").await?;
+        wait_until("`again` runs", || running("again")).await?;
+        assert_eq!(
+            attr_of(client, "[data-node=second]", "data-steps").await.as_deref(),
+            Some("3")
+        );
+        screenshot(client, "live-run.png").await?;
+
+        client.find(Locator::Css("[data-testid=cancel]")).await?.click().await?;
+        wait_for_text(client, "[data-testid=status]", "cancelled").await?;
+        assert_eq!(
+            attr_of(client, "[data-node=third]", "data-state").await.as_deref(),
+            Some("skipped")
+        );
+        let (_, state) = ui.app.get(&format!("/graph/state/{run_id}")).await;
+        assert_eq!(state["status"], "cancelled");
+        // The log, rebuilt from the stream across the reload, is the server's log.
+        let log: Vec<&str> = state["log"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .collect();
+        assert_eq!(log.iter().filter(|line| line.starts_with("[RUNNING]")).count(), 4);
+        assert_eq!(text_of(client, "[data-testid=log]").await, log.join("\n"));
+        assert!(
+            client.find(Locator::Css("[data-testid=cancel]")).await.is_err(),
+            "Cancel stays after the end"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    ui.close().await;
+    outcome
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_lists_it() -> anyhow::Result<()> {
+    let ui = Ui::start().await?;
+    let (_, created) = ui.app.post("/graph/create", &json!({"preset": "code_review"})).await;
+    let graph = created["graph_id"].as_str().context("graph id")?.to_owned();
+    let code = "def f(x):\n    # TODO: more\n    return x   \n";
+    let finished = ui
+        .app
+        .run_and_wait(&graph, json!({"code": code, "threshold": 100}))
+        .await;
+    let run_id = finished["run_id"].as_str().context("run id")?.to_owned();
+    let failing = ui
+        .app
+        .create_graph(json!({"nodes": {"boom": "fail"}, "edges": {}}))
+        .await;
+    ui.app.run_and_wait(&failing, json!({})).await;
+    let (_, detail) = ui.app.get(&format!("/runs/{run_id}")).await;
+    let nodes = step_nodes(&detail);
+    assert!(nodes.len() > 5, "{nodes:?}");
+
+    // Without JavaScript the server's HTML already holds the whole timeline.
+    let html = ui
+        .app
+        .client
+        .get(ui.url(&format!("/run/{run_id}")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(html.matches("data-testid=\"timeline-step\"").count(), nodes.len());
+
+    let client = &ui.client;
+    let outcome = async {
+        open(client, &ui.url(&format!("/run/{run_id}"))).await?;
+        let rows = client.find_all(Locator::Css("[data-testid=timeline-step]")).await?;
+        let mut shown = Vec::new();
+        for row in rows {
+            shown.push(row.attr("data-node").await?.unwrap_or_default());
+        }
+        assert_eq!(shown, nodes);
+        // Selecting the first step shows what it changed.
+        client
+            .find(Locator::Css("[data-testid=timeline-step] button"))
+            .await?
+            .click()
+            .await?;
+        wait_until("step 1 is shown", || async {
+            text_of(client, "[data-testid=step-detail] h2").await == "After step #1 · extract"
+        })
+        .await?;
+        let changes = text_of(client, "[data-testid=changes]").await;
+        assert!(
+            changes.contains("functions") && changes.to_lowercase().contains("added"),
+            "{changes}"
+        );
+
+        client.set_window_size(390, 844).await?;
+        screenshot(client, "run-phone.png").await?;
+        client.set_window_size(1280, 900).await?;
+
+        open(client, &ui.url("/history")).await?;
+        assert_eq!(client.find_all(Locator::Css("[data-testid=run-row]")).await?.len(), 2);
+        client
+            .find(Locator::Css("[data-testid=status-filter]"))
+            .await?
+            .select_by_value("failed")
+            .await?;
+        client.find(Locator::Css(".filters button")).await?.click().await?;
+        wait_until("the history shows failed runs only", || async {
+            match client.find_all(Locator::Css("[data-testid=run-row]")).await {
+                Ok(rows) => rows.len() == 1,
+                Err(_) => false,
+            }
+        })
+        .await?;
+        assert_eq!(
+            attr_of(client, "[data-testid=run-row]", "data-status").await.as_deref(),
+            Some("failed")
+        );
+        screenshot(client, "history.png").await?;
+
+        open(client, &ui.url("/run/no-such-run")).await?;
+        assert_eq!(text_of(client, "[data-testid=error] h1").await, "Run not found");
+        anyhow::Ok(())
+    }
+    .await;
+    ui.close().await;
     outcome
 }
