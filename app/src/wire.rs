@@ -407,6 +407,30 @@ pub struct PresetInfo {
     pub view: GraphView,
 }
 
+/// One graph in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphSummary {
+    /// The graph's id.
+    pub graph_id: String,
+    /// Its name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How many nodes it has.
+    pub nodes: u64,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// `200` answer of `GET /graphs`: a page of graphs, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphPage {
+    /// The graphs.
+    pub graphs: Vec<GraphSummary>,
+    /// Pass as `?before=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
 /// `200` answer of `GET /graphs/{graph_id}`: a stored graph, its spec as posted, and
 /// how to draw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -315,3 +315,39 @@ async fn a_graph_is_read_back_with_its_name_spec_and_drawing() {
     assert_eq!(status, 404);
     assert_eq!(missing["code"], "graph_not_found");
 }
+
+#[tokio::test]
+async fn graphs_are_listed_newest_first_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for count in 1..=3 {
+        ids.push(app.create_graph(counter_chain(count)).await);
+    }
+    let (_, preset) = app.post("/graph/create", &json!({"preset": "code_review"})).await;
+    ids.push(preset["graph_id"].as_str().unwrap().to_owned());
+
+    let (status, first) = app.get("/graphs?limit=3").await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = first["graphs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|graph| graph["graph_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[3].as_str(), ids[2].as_str(), ids[1].as_str()]);
+    assert_eq!(first["graphs"][0]["name"], "code_review");
+    assert_eq!(first["graphs"][0]["nodes"], 5);
+    assert_eq!(first["graphs"][1]["nodes"], 3);
+
+    let before = first["next_before"].as_str().unwrap();
+    let (_, second) = app.get(&format!("/graphs?limit=3&before={before}")).await;
+    assert_eq!(second["graphs"].as_array().unwrap().len(), 1);
+    assert_eq!(second["graphs"][0]["graph_id"], ids[0].as_str());
+    assert!(second.get("next_before").is_none());
+
+    let (status, bad) = app.get("/graphs?limit=0").await;
+    assert_eq!(status, 422);
+    assert_eq!(bad["errors"][0]["path"], "limit");
+    let (status, _) = app.get("/graphs?sort=name").await;
+    assert_eq!(status, 400);
+}

@@ -1,13 +1,14 @@
 //! `POST /graph/create` and the discovery endpoints.
 
 use axum::{
-    extract::{Path, State},
+    extract::{rejection::QueryRejection, Path, Query, State},
     Json,
 };
+use serde::Deserialize;
 use serde_json::Value;
-use weft_app::wire::{GraphCreated, GraphDetail, PresetInfo, ToolInfo};
+use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, PresetInfo, ToolInfo};
 
-use super::{error::ApiError, json::ApiJson};
+use super::{error::ApiError, json::ApiJson, runs::MAX_PAGE};
 use crate::{ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
@@ -43,6 +44,34 @@ pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
 /// `GET /presets`: every preset.
 pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>> {
     Json(runner.presets())
+}
+
+/// The query of `GET /graphs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphListQuery {
+    /// Only graphs older than this one (the previous page's last).
+    before: Option<String>,
+    /// Graphs per page, 1 to [`MAX_PAGE`] (default 50).
+    limit: Option<u32>,
+}
+
+/// `GET /graphs`: stored graphs, newest first, a page at a time.
+pub async fn list_graphs(
+    State(runner): State<Runner>,
+    query: Result<Query<GraphListQuery>, QueryRejection>,
+) -> Result<Json<GraphPage>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let before = query.before.map(GraphId::from);
+    Ok(Json(runner.graph_page(before.as_ref(), limit).await?))
 }
 
 /// `GET /graphs/{graph_id}`: a stored graph's spec as posted, and its drawing.

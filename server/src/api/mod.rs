@@ -36,6 +36,7 @@ pub fn router(runner: Runner, max_body_bytes: usize) -> Router {
         .route("/ws/{run_id}", get(ws::stream))
         .route("/tools", get(graphs::list_tools))
         .route("/presets", get(graphs::list_presets))
+        .route("/graphs", get(graphs::list_graphs))
         .route("/graphs/{graph_id}", get(graphs::graph_detail))
         .route("/health", get(|| async { "ok" }))
         .method_not_allowed_fallback(method_not_allowed)

@@ -2,7 +2,7 @@
 //! built once here for both the REST API and the server-rendered UI.
 
 use serde_json::value::RawValue;
-use weft_app::wire::{GraphDetail, PresetInfo, RunDetail, RunPage, RunSnapshot, RunSummary};
+use weft_app::wire::{GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunPage, RunSnapshot, RunSummary};
 
 use super::{Runner, RunnerError, Snapshot};
 use crate::{
@@ -67,6 +67,26 @@ impl Runner {
             name: stored.name,
             spec,
             view: graph.view(),
+        })
+    }
+
+    /// A page of stored graphs, newest first, with the cursor for the next page.
+    pub async fn graph_page(&self, before: Option<&GraphId>, limit: u32) -> Result<GraphPage, RunnerError> {
+        let graphs = self.store().list_graphs(before, limit).await?;
+        let next_before = (graphs.len() == limit as usize)
+            .then(|| graphs.last().map(|graph| graph.id.to_string()))
+            .flatten();
+        Ok(GraphPage {
+            graphs: graphs
+                .into_iter()
+                .map(|graph| GraphSummary {
+                    graph_id: graph.id.to_string(),
+                    name: graph.name,
+                    nodes: graph.nodes,
+                    created_at: graph.created_at,
+                })
+                .collect(),
+            next_before,
         })
     }
 

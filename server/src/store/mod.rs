@@ -203,4 +203,19 @@ pub trait Store: Send + Sync + 'static {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError>;
     /// Runs that had not ended when the server stopped, oldest first.
     async fn unfinished_runs(&self) -> Result<Vec<StoredRun>, StoreError>;
+    /// A page of graphs, newest first, older than `before` when given.
+    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError>;
+}
+
+/// A graph in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphListing {
+    /// Its id.
+    pub id: GraphId,
+    /// Its name, when it has one.
+    pub name: Option<String>,
+    /// How many nodes its spec has.
+    pub nodes: u64,
+    /// When it was created.
+    pub created_at: Millis,
 }

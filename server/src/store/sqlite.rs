@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use weft_app::wire::RunStatus;
 
 use super::{
-    now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun,
+    now_millis, EventRecord, GraphListing, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph,
+    StoredRun,
 };
 use crate::ids::{GraphId, RunId};
 
@@ -371,6 +372,29 @@ impl Store for SqliteStore {
         .fetch_all(&self.reads)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
+        // Ids are UUID v7, so id order is creation order and an id is a cursor.
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, \
+             (SELECT COUNT(*) FROM json_each(graphs.spec, '$.nodes')) AS nodes \
+             FROM graphs WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before.map(GraphId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(GraphListing {
+                    id: GraphId::from(row.try_get::<String, _>("id")?),
+                    name: row.try_get("name")?,
+                    nodes: u64::try_from(row.try_get::<i64, _>("nodes")?).unwrap_or(0),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<StoredRun>, StoreError> {
