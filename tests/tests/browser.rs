@@ -218,6 +218,33 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
     let outcome = async {
         open(client, &ui.url("/")).await?;
         screenshot(client, "start.png").await?;
+        // The custom graph's JSON editors check the text as it is typed.
+        client
+            .find(Locator::Css("[data-preset=custom] button"))
+            .await?
+            .click()
+            .await?;
+        let state = client.find(Locator::Css("[data-testid=state-editor]")).await?;
+        state.clear().await?;
+        state.send_keys("{\"a\": ").await?;
+        wait_until("the state editor flags the broken JSON", || async {
+            text_of(client, "[data-testid=state-editor-check]")
+                .await
+                .starts_with("line 1, column")
+        })
+        .await?;
+        state.send_keys("1}").await?;
+        wait_for_text(
+            client,
+            "[data-testid=state-editor-check]",
+            "valid JSON object (1 key(s))",
+        )
+        .await?;
+        client
+            .find(Locator::Css("[data-preset=code_review] button"))
+            .await?
+            .click()
+            .await?;
         let threshold = client.find(Locator::Css("[data-testid=threshold]")).await?;
         threshold.clear().await?;
         threshold.send_keys("100").await?;
