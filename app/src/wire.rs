@@ -405,6 +405,9 @@ pub struct PresetInfo {
     pub nodes: Vec<String>,
     /// How to draw it.
     pub view: GraphView,
+    /// An initial state to try it with.
+    #[serde(default)]
+    pub example: Value,
 }
 
 /// One graph in a listing.

@@ -219,7 +219,10 @@ async fn invalid_graphs_answer_every_problem_with_its_path() {
 
     let (status, body) = app.post("/graph/create", &json!({"preset": "poetry"})).await;
     assert_eq!(status, 422);
-    assert_eq!(body["detail"], "/preset: no preset named `poetry` (known: code_review)");
+    assert_eq!(
+        body["detail"],
+        "/preset: no preset named `poetry` (known: code_review, summarize)"
+    );
 
     let (status, _) = app.post("/graph/create", &json!([1, 2])).await;
     assert_eq!(status, 400);
@@ -350,4 +353,33 @@ async fn graphs_are_listed_newest_first_a_page_at_a_time() {
     assert_eq!(bad["errors"][0]["path"], "limit");
     let (status, _) = app.get("/graphs?sort=name").await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn every_preset_runs_its_own_example_to_completion() {
+    let app = spawn_app().await;
+    let (_, presets) = app.get("/presets").await;
+    let presets = presets.as_array().unwrap();
+    let names: Vec<&str> = presets.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["code_review", "summarize"]);
+    for preset in presets {
+        let (_, created) = app.post("/graph/create", &json!({"preset": preset["name"]})).await;
+        let finished = app
+            .run_and_wait(created["graph_id"].as_str().unwrap(), preset["example"].clone())
+            .await;
+        assert_eq!(finished["status"], "completed", "{}: {finished}", preset["name"]);
+    }
+    // The summary of the example fits its limit, reached by dropping sentences.
+    let (_, created) = app.post("/graph/create", &json!({"preset": "summarize"})).await;
+    let example = presets[1]["example"].clone();
+    let finished = app.run_and_wait(created["graph_id"].as_str().unwrap(), example).await;
+    let state = &finished["state"];
+    assert_eq!(state["verdict"], "within_limit");
+    // Its three heaviest sentences (150 characters) lose the lightest of them to fit 100.
+    assert_eq!(
+        state["summary"],
+        "Each run is stored as it goes. Every event of a run reaches every client that watches it."
+    );
+    assert_eq!(state["summary_chars"], 89);
+    assert_eq!(state["refine_passes"], 1);
 }

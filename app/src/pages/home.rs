@@ -161,6 +161,23 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
 
+    // Picking a preset puts its example input in the state editor.
+    let examples: Vec<(String, String)> = presets
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                serde_json::to_string_pretty(&p.example).unwrap_or_default(),
+            )
+        })
+        .collect();
+    Effect::new(move |_| {
+        if let Choice::Preset(name) = choice.get() {
+            if let Some((_, example)) = examples.iter().find(|(n, _)| *n == name) {
+                state_text.set(example.clone());
+            }
+        }
+    });
     let is_review = move || choice.get() == Choice::Preset("code_review".into());
     let description = move || match choice.get() {
         Choice::Preset(name) => presets.iter().find(|p| p.name == name).map(|p| p.description.clone()),

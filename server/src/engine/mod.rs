@@ -16,6 +16,7 @@ pub mod graph;
 pub mod layout;
 pub mod policy;
 pub mod presets;
+pub mod summarize;
 pub mod tool;
 
 pub use executor::{
@@ -29,5 +30,6 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     code_review::register(&mut registry, pool);
+    summarize::register(&mut registry);
     registry
 }

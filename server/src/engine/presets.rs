@@ -3,7 +3,7 @@
 use serde_json::Value;
 use weft_app::wire::PresetInfo;
 
-use super::{code_review, Graph, GraphError, Registry};
+use super::{code_review, summarize, Graph, GraphError, Registry};
 
 /// A named, ready-made graph spec.
 #[derive(Debug, Clone, Copy)]
@@ -13,6 +13,7 @@ pub struct Preset {
     /// What it does.
     pub description: &'static str,
     spec: fn() -> Value,
+    example: fn() -> Value,
 }
 
 impl Preset {
@@ -29,17 +30,28 @@ impl Preset {
             description: self.description.to_owned(),
             nodes: graph.node_names().map(str::to_owned).collect(),
             view: graph.view(),
+            example: (self.example)(),
         })
     }
 }
 
 /// Every preset.
-pub const PRESETS: &[Preset] = &[Preset {
-    name: "code_review",
-    description: "Extract functions, measure complexity, detect issues, suggest improvements, and refine \
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "code_review",
+        description: "Extract functions, measure complexity, detect issues, suggest improvements, and refine \
                   until the quality score reaches `threshold` (default 80). Input: `code`, optional `language`.",
-    spec: code_review::preset_spec,
-}];
+        spec: code_review::preset_spec,
+        example: code_review::example_input,
+    },
+    Preset {
+        name: "summarize",
+        description: "Split `text` into chunks, summarize each, merge, and refine until the summary is at most \
+                  `max_chars` characters (default 300). Optional `chunk_chars` (default 600).",
+        spec: summarize::preset_spec,
+        example: summarize::example_input,
+    },
+];
 
 /// The preset of this name.
 pub fn find(name: &str) -> Option<&'static Preset> {

@@ -58,6 +58,11 @@ pub fn preset_spec() -> Value {
     })
 }
 
+/// An input to try the preset with.
+pub fn example_input() -> Value {
+    json!({"code": "def f(x):\n    # TODO: handle None\n    return x * 2\n", "threshold": 80})
+}
+
 /// A node's work: the state in, the outcome out.
 type Step = fn(&State) -> Result<Outcome, ToolError>;
 
