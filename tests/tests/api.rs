@@ -221,7 +221,7 @@ async fn invalid_graphs_answer_every_problem_with_its_path() {
     assert_eq!(status, 422);
     assert_eq!(
         body["detail"],
-        "/preset: no preset named `poetry` (known: code_review, summarize)"
+        "/preset: no preset named `poetry` (known: code_review, summarize, data_quality)"
     );
 
     let (status, _) = app.post("/graph/create", &json!([1, 2])).await;
@@ -361,7 +361,7 @@ async fn every_preset_runs_its_own_example_to_completion() {
     let (_, presets) = app.get("/presets").await;
     let presets = presets.as_array().unwrap();
     let names: Vec<&str> = presets.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["code_review", "summarize"]);
+    assert_eq!(names, ["code_review", "summarize", "data_quality"]);
     for preset in presets {
         let (_, created) = app.post("/graph/create", &json!({"preset": preset["name"]})).await;
         let finished = app

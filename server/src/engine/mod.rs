@@ -11,6 +11,7 @@
 
 pub mod builtin;
 pub mod code_review;
+pub mod data_quality;
 pub mod executor;
 pub mod graph;
 pub mod layout;
@@ -31,5 +32,24 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     builtin::register(&mut registry);
     code_review::register(&mut registry, pool);
     summarize::register(&mut registry);
+    data_quality::register(&mut registry);
     registry
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Running a preset's graph in unit tests, with no store and no server.
+
+    use serde_json::Value;
+
+    use super::{execute, executor::NullSink, Checkpoint, Graph, Registry, RunEnd};
+
+    /// Runs `spec` over `state` (a JSON object) with the tools in `registry`.
+    pub async fn run_spec(registry: &Registry, spec: &Value, state: Value) -> RunEnd {
+        let graph = Graph::parse(spec, registry).expect("the spec parses");
+        let state = state.as_object().expect("the state is an object").clone();
+        execute(&graph, Checkpoint::start(&graph, state), 100, &mut NullSink)
+            .await
+            .expect("no sink error")
+    }
 }

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use weft_app::wire::PresetInfo;
 
-use super::{code_review, summarize, Graph, GraphError, Registry};
+use super::{code_review, data_quality, summarize, Graph, GraphError, Registry};
 
 /// A named, ready-made graph spec.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +50,13 @@ pub const PRESETS: &[Preset] = &[
                   `max_chars` characters (default 300). Optional `chunk_chars` (default 600).",
         spec: summarize::preset_spec,
         example: summarize::example_input,
+    },
+    Preset {
+        name: "data_quality",
+        description: "Profile a table (`table`: rows as objects, or `csv`), find anomalies, generate cleaning \
+                  rules, apply them, and loop until at most `max_anomalies` (default 0) remain.",
+        spec: data_quality::preset_spec,
+        example: data_quality::example_input,
     },
 ];
 

@@ -278,16 +278,12 @@ fn refine(state: &State) -> Result<Outcome, ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{execute, executor::NullSink, Checkpoint, Graph, RunEnd};
+    use crate::engine::{testing::run_spec, RunEnd};
 
     async fn run(state: Value) -> RunEnd {
         let mut registry = Registry::new();
         register(&mut registry);
-        let graph = Graph::parse(&preset_spec(), &registry).unwrap();
-        let state = state.as_object().unwrap().clone();
-        execute(&graph, Checkpoint::start(&graph, state), 100, &mut NullSink)
-            .await
-            .unwrap()
+        run_spec(&registry, &preset_spec(), state).await
     }
 
     const TEXT: &str = "Rust makes systems programming safe. The weather was nice. \
