@@ -1,12 +1,22 @@
 //! Helpers for the end-to-end tests: the real server on `127.0.0.1:0` with a fresh
 //! SQLite file, and small clients for its REST API and WebSocket.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
 use tokio_tungstenite::tungstenite::Message;
 use weft_server::{config::Settings, startup::Application};
 
@@ -220,4 +230,53 @@ pub fn counter_chain(count: usize) -> Value {
         .map(|i| (format!("n{}", i - 1), json!(format!("n{i}"))))
         .collect();
     json!({"nodes": nodes, "edges": edges})
+}
+
+/// The server binary as a child process, killed with SIGKILL when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts `binary` (the server) on `addr` over `database`, serving the site built in
+    /// `site_root` when given, and waits until it listens.
+    pub async fn start(binary: &str, database: &Path, addr: SocketAddr, site_root: Option<&Path>) -> Self {
+        let mut command = Command::new(binary);
+        if let Some(root) = site_root {
+            command.env("LEPTOS_SITE_ROOT", root);
+        }
+        let mut child = command
+            .env("WEFT_ADDR", addr.to_string())
+            .env("WEFT_DATABASE", database)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let port = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("server log") {
+                if let Some(at) = line.find("listening on http://127.0.0.1:") {
+                    let digits: String = line[at + 30..].chars().take_while(char::is_ascii_digit).collect();
+                    return digits.parse::<u16>().expect("a port");
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server listens in time");
+        // Keep reading its log, or a full pipe would block it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, port }
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL sent");
+        let _ = tokio::time::timeout(TIMEOUT, self.child.wait()).await;
+    }
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use weft_server::config::Settings;
-use weft_tests::spawn_app_on;
+use weft_tests::{spawn_app_on, ServerProcess, TestApp};
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -471,5 +471,71 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
     }
     .await;
     ui.close().await;
+    outcome
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_run() -> anyhow::Result<()> {
+    let root = site_root();
+    assert!(root.join("pkg/weft.wasm").exists(), "no site at {}", root.display());
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("weft.db");
+    // The page reconnects to the address it came from: the restart must reuse the port.
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let binary = env!("CARGO_BIN_EXE_weft-server-under-test");
+    let server = ServerProcess::start(binary, &database, addr, Some(&root)).await;
+    let app = TestApp::connect(server.port);
+    let graph = app
+        .create_graph(json!({
+            "nodes": {
+                "first": "increment",
+                "wait": {"tool": "sleep", "config": {"ms": 1500}},
+                "second": "increment"
+            },
+            "edges": {"first": "wait", "wait": "second", "second": null}
+        }))
+        .await;
+    let run_id = app.start_run(&graph, json!({})).await;
+
+    let driver = Driver::start()?;
+    let profile = tempfile::tempdir()?;
+    let client = driver.browser(profile.path()).await?;
+    let mut server = Some(server);
+    let outcome = async {
+        open(&client, &format!("{}/run/{run_id}", app.address)).await?;
+        wait_until("`wait` runs", || async {
+            attr_of(&client, "[data-node=wait]", "data-state").await.as_deref() == Some("running")
+        })
+        .await?;
+        // The server dies mid-node: the page says it is reconnecting.
+        if let Some(server) = server.take() {
+            server.kill().await;
+        }
+        wait_for_text(&client, "[data-testid=reconnecting]", "Connection lost: reconnecting…").await?;
+        // Back on the same database and port: the run resumes, and the page follows it.
+        server = Some(ServerProcess::start(binary, &database, addr, Some(&root)).await);
+        wait_for_text(&client, "[data-testid=status]", "completed").await?;
+        assert_eq!(
+            attr_of(&client, "[data-node=second]", "data-steps").await.as_deref(),
+            Some("3")
+        );
+        assert!(client.find(Locator::Css("[data-testid=reconnecting]")).await.is_err());
+        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
+        assert_eq!(state["state"]["count"], 2);
+        let log: Vec<&str> = state["log"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .collect();
+        assert_eq!(text_of(&client, "[data-testid=log]").await, log.join("\n"));
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = tokio::time::timeout(STEP, client.close()).await;
+    if let Some(server) = server {
+        server.kill().await;
+    }
     outcome
 }

@@ -2,54 +2,19 @@
 //! flight, started again on the same database, and every run finishes with the state an
 //! uninterrupted run reaches, each node recorded exactly once.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde_json::{json, Map, Value};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use weft_tests::{TestApp, TIMEOUT};
+use weft_tests::{ServerProcess, TestApp, TIMEOUT};
 
-/// The server binary as a child process, killed with SIGKILL when dropped.
-struct ServerProcess {
-    child: Child,
-    port: u16,
-}
-
-impl ServerProcess {
-    async fn start(database: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-server-under-test"))
-            .env("WEFT_ADDR", "127.0.0.1:0")
-            .env("WEFT_DATABASE", database)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the server starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let port = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = lines.next_line().await.expect("server log") {
-                if let Some(at) = line.find("listening on http://127.0.0.1:") {
-                    let digits: String = line[at + 30..].chars().take_while(char::is_ascii_digit).collect();
-                    return digits.parse::<u16>().expect("a port");
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens in time");
-        // Keep reading its log, or a full pipe would block it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port }
-    }
-
-    async fn kill(mut self) {
-        self.child.start_kill().expect("SIGKILL sent");
-        let _ = tokio::time::timeout(TIMEOUT, self.child.wait()).await;
-    }
+async fn start(database: &Path) -> ServerProcess {
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        database,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        None,
+    )
+    .await
 }
 
 /// `laps` times: count, then pause. 2 × `laps` steps, ending with `{"count": laps}`.
@@ -82,7 +47,7 @@ async fn runs_killed_mid_flight_resume_and_finish_with_the_same_state() {
     let database = dir.path().join("weft.db");
     let laps = 8;
 
-    let first = ServerProcess::start(&database).await;
+    let first = start(&database).await;
     let app = TestApp::connect(first.port);
     let graph = app.create_graph(slow_counter(laps, 150)).await;
     let mut runs = Vec::new();
@@ -104,7 +69,7 @@ async fn runs_killed_mid_flight_resume_and_finish_with_the_same_state() {
     );
     first.kill().await;
 
-    let second = ServerProcess::start(&database).await;
+    let second = start(&database).await;
     let app = TestApp::connect(second.port);
     let reference = app.run_and_wait(&graph, json!({})).await;
     assert_eq!(reference["state"], json!({"count": laps}));
