@@ -7,18 +7,18 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 use weft_app::{
     api::{Backend, BoxFuture, RunQuery},
-    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, RunStatus},
+    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage},
 };
 
 use crate::{
-    api::error::ApiError,
+    api::{
+        error::ApiError,
+        runs::{status_filter, DEFAULT_PAGE},
+    },
     ids::{GraphId, RunId},
     runner::{Runner, RunnerError},
     store::{now_millis, RunFilter, StoreError},
 };
-
-/// Runs shown per page of the history.
-const HISTORY_PAGE: u32 = 50;
 
 /// The UI's reads, answered by the runner.
 pub struct UiBackend {
@@ -65,17 +65,11 @@ impl Backend for UiBackend {
     fn runs(&self, query: RunQuery) -> BoxFuture<Result<RunPage, ApiErrorBody>> {
         let runner = self.runner.clone();
         Box::pin(async move {
-            let status = match query.status.as_deref() {
-                None => None,
-                Some(name) => Some(RunStatus::parse(name).ok_or_else(|| {
-                    ApiError::invalid("invalid_request", "status", format!("`{name}` is no run status")).into_body()
-                })?),
-            };
             let filter = RunFilter {
                 graph_id: query.graph_id.map(GraphId::from),
-                status,
+                status: status_filter(query.status.as_deref()).map_err(ApiError::into_body)?,
                 before: query.before.map(RunId::from),
-                limit: HISTORY_PAGE,
+                limit: DEFAULT_PAGE,
             };
             runner.run_page(&filter).await.map_err(error)
         })

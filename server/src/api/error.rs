@@ -5,6 +5,7 @@
 //! cause; the cause goes to the server's log.
 
 use axum::{
+    extract::rejection::QueryRejection,
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -74,6 +75,12 @@ impl ApiError {
                 message,
             }],
         }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(format!("bad query: {}", rejection.body_text()))
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, PresetInfo, ToolInfo};
 
-use super::{error::ApiError, json::ApiJson, runs::MAX_PAGE};
+use super::{error::ApiError, json::ApiJson, runs::page_limit};
 use crate::{ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
@@ -52,7 +52,7 @@ pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>>
 pub struct GraphListQuery {
     /// Only graphs older than this one (the previous page's last).
     before: Option<String>,
-    /// Graphs per page, 1 to [`MAX_PAGE`] (default 50).
+    /// Graphs per page, 1 to [`super::runs::MAX_PAGE`] (default [`super::runs::DEFAULT_PAGE`]).
     limit: Option<u32>,
 }
 
@@ -61,15 +61,8 @@ pub async fn list_graphs(
     State(runner): State<Runner>,
     query: Result<Query<GraphListQuery>, QueryRejection>,
 ) -> Result<Json<GraphPage>, ApiError> {
-    let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_request",
-            "limit",
-            format!("must be from 1 to {MAX_PAGE}"),
-        ));
-    }
+    let Query(query) = query?;
+    let limit = page_limit(query.limit)?;
     let before = query.before.map(GraphId::from);
     Ok(Json(runner.graph_page(before.as_ref(), limit).await?))
 }

@@ -60,6 +60,36 @@ pub async fn run_detail(State(runner): State<Runner>, Path(run_id): Path<String>
 
 /// The most runs one page of `GET /runs` holds.
 pub const MAX_PAGE: u32 = 500;
+/// The page size of a listing that names none.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// Reads a listing's `limit`: [`DEFAULT_PAGE`] when absent, else 1 to [`MAX_PAGE`].
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "invalid_request",
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ))
+    }
+}
+
+/// Reads a `status` filter: none, or the name of a run status.
+pub fn status_filter(name: Option<&str>) -> Result<Option<RunStatus>, ApiError> {
+    name.map(|name| {
+        RunStatus::parse(name).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_request",
+                "status",
+                format!("`{name}` is no status; use queued, running, completed, failed or cancelled"),
+            )
+        })
+    })
+    .transpose()
+}
 
 /// `GET /runs` query: every field optional.
 #[derive(Debug, Deserialize)]
@@ -75,30 +105,12 @@ pub async fn list_runs(
     State(runner): State<Runner>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(name) => Some(RunStatus::parse(name).ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_request",
-                "status",
-                format!("`{name}` is no status; use queued, running, completed, failed or cancelled"),
-            )
-        })?),
-    };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_request",
-            "limit",
-            format!("must be from 1 to {MAX_PAGE}"),
-        ));
-    }
+    let Query(query) = query?;
     let filter = RunFilter {
         graph_id: query.graph_id.map(GraphId::from),
-        status,
+        status: status_filter(query.status.as_deref())?,
         before: query.before.map(RunId::from),
-        limit,
+        limit: page_limit(query.limit)?,
     };
     Ok(Json(runner.run_page(&filter).await?))
 }
