@@ -219,17 +219,6 @@ impl Runner {
         self.insert_graph(&preset.spec(), Some(preset.name)).await
     }
 
-    /// A stored graph as posted, and its parsed form.
-    pub async fn graph_detail(&self, id: &GraphId) -> Result<(StoredGraph, Arc<Graph>), RunnerError> {
-        let stored = self
-            .store
-            .graph(id)
-            .await?
-            .ok_or_else(|| RunnerError::GraphNotFound(id.clone()))?;
-        let graph = self.graph(id).await?;
-        Ok((stored, graph))
-    }
-
     fn cache(&self, id: &GraphId, graph: Arc<Graph>) {
         let mut graphs = self.graphs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if graphs.len() >= GRAPH_CACHE_SIZE {
@@ -238,27 +227,48 @@ impl Runner {
         graphs.insert(id.clone(), graph);
     }
 
-    /// The parsed graph of this id, from memory or the store.
-    pub async fn graph(&self, id: &GraphId) -> Result<Arc<Graph>, RunnerError> {
-        let cached = self
-            .graphs
+    fn cached(&self, id: &GraphId) -> Option<Arc<Graph>> {
+        self.graphs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .cloned();
-        if let Some(graph) = cached {
-            return Ok(graph);
-        }
+            .cloned()
+    }
+
+    async fn stored_graph(&self, id: &GraphId) -> Result<(StoredGraph, Value), RunnerError> {
         let stored = self
             .store
             .graph(id)
             .await?
             .ok_or_else(|| RunnerError::GraphNotFound(id.clone()))?;
-        let spec: Value =
+        let spec =
             serde_json::from_str(&stored.spec).map_err(|err| StoreError::Corrupt(format!("graph spec: {err}")))?;
-        let graph = Arc::new(Graph::parse(&spec, &self.registry)?);
+        Ok((stored, spec))
+    }
+
+    fn parse_and_cache(&self, id: &GraphId, spec: &Value) -> Result<Arc<Graph>, RunnerError> {
+        let graph = Arc::new(Graph::parse(spec, &self.registry)?);
         self.cache(id, Arc::clone(&graph));
         Ok(graph)
+    }
+
+    /// The parsed graph of this id, from memory or the store.
+    pub async fn graph(&self, id: &GraphId) -> Result<Arc<Graph>, RunnerError> {
+        if let Some(graph) = self.cached(id) {
+            return Ok(graph);
+        }
+        let (_, spec) = self.stored_graph(id).await?;
+        self.parse_and_cache(id, &spec)
+    }
+
+    /// A stored graph as stored, its spec, and its parsed form: one read, one parse.
+    pub async fn graph_detail(&self, id: &GraphId) -> Result<(StoredGraph, Value, Arc<Graph>), RunnerError> {
+        let (stored, spec) = self.stored_graph(id).await?;
+        let graph = match self.cached(id) {
+            Some(graph) => graph,
+            None => self.parse_and_cache(id, &spec)?,
+        };
+        Ok((stored, spec, graph))
     }
 
     /// Stores a new run and starts it in the background.

@@ -8,7 +8,7 @@ use super::{Runner, RunnerError, Snapshot};
 use crate::{
     engine::presets::PRESETS,
     ids::{GraphId, RunId},
-    store::{RunFilter, StoreError, StoredRun},
+    store::{RunFilter, StoredRun},
 };
 
 impl Snapshot {
@@ -59,9 +59,7 @@ impl Runner {
 
     /// A stored graph: its spec as posted and its drawing.
     pub async fn graph_view(&self, id: &GraphId) -> Result<GraphDetail, RunnerError> {
-        let (stored, graph) = self.graph_detail(id).await?;
-        let spec = serde_json::from_str(&stored.spec)
-            .map_err(|err| StoreError::Corrupt(format!("graph spec of {}: {err}", stored.id)))?;
+        let (stored, spec, graph) = self.graph_detail(id).await?;
         Ok(GraphDetail {
             graph_id: stored.id.to_string(),
             name: stored.name,
