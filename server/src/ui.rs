@@ -45,7 +45,7 @@ fn retype<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ApiErrorBod
 
 impl Backend for UiBackend {
     fn presets(&self) -> BoxFuture<Result<Vec<PresetInfo>, ApiErrorBody>> {
-        let presets = self.runner.presets();
+        let presets = self.runner.presets().to_vec();
         Box::pin(async move { Ok(presets) })
     }
 

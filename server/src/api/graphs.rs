@@ -43,7 +43,7 @@ pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
 
 /// `GET /presets`: every preset.
 pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>> {
-    Json(runner.presets())
+    Json(runner.presets().to_vec())
 }
 
 /// The query of `GET /graphs`.

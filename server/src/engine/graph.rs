@@ -16,10 +16,13 @@
 //! A node's spec may be `{}`/`null` (its name is the tool it runs), a string (the tool's
 //! name), or an object with `tool` and `config`. An edge's target may be `null` (end).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use serde_json::Value;
-use weft_app::wire::Problem;
+use weft_app::wire::{GraphView, Problem};
 
 use super::{
     policy::NodePolicy,
@@ -74,6 +77,8 @@ pub struct Graph {
     nodes: Vec<Node>,
     index: HashMap<String, NodeId>,
     max_steps: u32,
+    /// The drawing, laid out on first use (see [`Graph::view`]).
+    pub(super) view: OnceLock<GraphView>,
 }
 
 /// Why a spec is not a runnable graph: every problem found, not just the first.
@@ -246,6 +251,7 @@ impl Graph {
             nodes,
             index,
             max_steps,
+            view: OnceLock::new(),
         })
     }
 

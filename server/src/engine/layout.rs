@@ -22,8 +22,13 @@ const MARGIN: f64 = 36.0;
 const PART_GAP: f64 = 32.0;
 
 impl Graph {
-    /// The graph laid out for drawing.
-    pub fn view(&self) -> GraphView {
+    /// The graph laid out for drawing: computed once, on first use, and kept with the
+    /// graph (parsed graphs are cached, so a graph is laid out once, not per request).
+    pub fn view(&self) -> &GraphView {
+        self.view.get_or_init(|| self.draw())
+    }
+
+    fn draw(&self) -> GraphView {
         let mut edges = Vec::new();
         let mut seen = HashSet::new();
         for node in self.nodes() {
@@ -132,7 +137,7 @@ mod tests {
     #[test]
     fn a_chain_flows_left_to_right_on_one_row() {
         let spec = json!({"nodes": {"a": "noop", "b": "noop", "c": "noop"}, "edges": {"a": "b", "b": "c"}});
-        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        let view = Graph::parse(&spec, &registry()).unwrap().view().clone();
         let xs: Vec<f64> = view.nodes.iter().map(|n| n.x).collect();
         let ys: Vec<f64> = view.nodes.iter().map(|n| n.y).collect();
         assert!(xs[0] < xs[1] && xs[1] < xs[2], "{xs:?}");
@@ -146,7 +151,7 @@ mod tests {
     #[test]
     fn the_code_review_loop_is_a_jump_edge_back_to_complexity() {
         let spec = code_review::preset_spec();
-        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        let view = Graph::parse(&spec, &registry()).unwrap().view().clone();
         let names: Vec<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(names, ["extract", "complexity", "detect", "suggest", "assess_loop"]);
         let jump = view.edges.iter().find(|e| e.kind == EdgeKind::Jump).unwrap();
@@ -160,7 +165,7 @@ mod tests {
     #[test]
     fn unconnected_nodes_and_self_loops_still_get_places() {
         let spec = json!({"nodes": {"a": "noop", "b": "noop"}, "edges": {"a": "a"}});
-        let view = Graph::parse(&spec, &registry()).unwrap().view();
+        let view = Graph::parse(&spec, &registry()).unwrap().view().clone();
         assert_eq!(view.nodes.len(), 2);
         let (a, b) = (&view.nodes[0], &view.nodes[1]);
         assert!((a.x, a.y) != (b.x, b.y), "{view:?}");

@@ -29,7 +29,7 @@ impl Preset {
             name: self.name.to_owned(),
             description: self.description.to_owned(),
             nodes: graph.node_names().map(str::to_owned).collect(),
-            view: graph.view(),
+            view: graph.view().clone(),
             example: (self.example)(),
         })
     }

@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, RwLock,
+        Arc, OnceLock, RwLock,
     },
 };
 
@@ -23,7 +23,8 @@ use futures::FutureExt;
 use serde::{ser::SerializeMap, Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
 use weft_app::wire::{
-    EndEvent, NodeFailedEvent, NodeStartedEvent, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State, StepEvent,
+    EndEvent, NodeFailedEvent, NodeStartedEvent, PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus,
+    State, StepEvent,
 };
 
 use self::hub::{Hub, LiveEvent, Publisher};
@@ -140,6 +141,8 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     /// Runs accepted but waiting for a slot.
     waiting: Arc<AtomicUsize>,
+    /// The presets as listed, built on first use (they never change).
+    presets: Arc<OnceLock<Vec<PresetInfo>>>,
 }
 
 impl Runner {
@@ -153,6 +156,7 @@ impl Runner {
             graphs: Arc::default(),
             slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
             waiting: Arc::default(),
+            presets: Arc::default(),
             limits,
         }
     }

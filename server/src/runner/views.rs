@@ -43,18 +43,20 @@ fn summary(run: StoredRun) -> RunSummary {
 }
 
 impl Runner {
-    /// Every preset, with its graph laid out for drawing.
-    pub fn presets(&self) -> Vec<PresetInfo> {
-        PRESETS
-            .iter()
-            .filter_map(|preset| match preset.info(self.registry()) {
-                Ok(info) => Some(info),
-                Err(err) => {
-                    tracing::error!(preset = preset.name, error = %err, "a preset does not parse");
-                    None
-                }
-            })
-            .collect()
+    /// Every preset, with its graph laid out for drawing; built once, on first use.
+    pub fn presets(&self) -> &[PresetInfo] {
+        self.presets.get_or_init(|| {
+            PRESETS
+                .iter()
+                .filter_map(|preset| match preset.info(self.registry()) {
+                    Ok(info) => Some(info),
+                    Err(err) => {
+                        tracing::error!(preset = preset.name, error = %err, "a preset does not parse");
+                        None
+                    }
+                })
+                .collect()
+        })
     }
 
     /// A stored graph: its spec as posted and its drawing.
@@ -64,7 +66,7 @@ impl Runner {
             graph_id: stored.id.to_string(),
             name: stored.name,
             spec,
-            view: graph.view(),
+            view: graph.view().clone(),
         })
     }
 
