@@ -78,17 +78,17 @@ pub struct RunModel {
 
 impl RunModel {
     /// The model of a run as read from `GET /runs/{id}`, over the graph's `nodes`.
-    pub fn new(detail: &RunDetail, nodes: &[String]) -> Self {
-        let initial_state = detail
-            .events
+    pub fn new(detail: RunDetail, nodes: &[String]) -> Self {
+        let RunDetail { run, events } = detail;
+        let initial_state = events
             .iter()
             .find_map(|event| match event {
                 RunEvent::Step(step) => Some(before_step(step)),
                 _ => None,
             })
-            .unwrap_or_else(|| detail.run.state.clone());
+            .unwrap_or_else(|| run.state.clone());
         let mut model = Self {
-            run_id: detail.run.run_id.clone(),
+            run_id: run.run_id,
             status: RunStatus::Queued,
             last_seq: 0,
             steps: Vec::new(),
@@ -96,17 +96,18 @@ impl RunModel {
             nodes: nodes.iter().map(|node| (node.clone(), NodeState::Pending)).collect(),
             finished_at_steps: HashMap::new(),
             initial_state,
-            state: detail.run.state.clone(),
+            state: run.state,
             log: Vec::new(),
             announced: None,
-            error: detail.run.error.clone(),
+            error: run.error,
         };
-        for event in &detail.events {
-            model.apply(event.clone());
+        // Each event moves into the model: a step's state is not copied.
+        for event in events {
+            model.apply(event);
         }
         // The snapshot may be newer than the events read a moment before it.
-        if detail.run.status.is_terminal() || model.status == RunStatus::Queued {
-            model.status = detail.run.status;
+        if run.status.is_terminal() || model.status == RunStatus::Queued {
+            model.status = run.status;
         }
         model
     }
@@ -279,7 +280,7 @@ mod tests {
             seq: 1,
             graph_id: "g".into(),
         });
-        let mut model = RunModel::new(&detail(vec![queued], RunStatus::Queued), &nodes());
+        let mut model = RunModel::new(detail(vec![queued], RunStatus::Queued), &nodes());
         assert_eq!(model.status, RunStatus::Queued);
         assert_eq!(model.node_state("a"), NodeState::Pending);
 
@@ -321,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_with_a_retry_keeps_the_node_running() {
-        let mut model = RunModel::new(&detail(vec![], RunStatus::Running), &nodes());
+        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
         let failure = |seq, retry_in_ms| {
             RunEvent::NodeFailed(NodeFailedEvent {
                 run_id: "r".into(),
@@ -346,7 +347,7 @@ mod tests {
             unreachable!()
         };
         first.update = json!({"functions": []});
-        let model = RunModel::new(&detail(vec![RunEvent::Step(first)], RunStatus::Running), &nodes());
+        let model = RunModel::new(detail(vec![RunEvent::Step(first)], RunStatus::Running), &nodes());
         assert_eq!(model.initial_state, json!({"code": "x"}));
         assert_eq!(model.state_before(0), &json!({"code": "x"}));
     }

@@ -63,9 +63,6 @@ fn elapsed(created_at: i64, finished_at: Option<i64>, now: i64) -> u64 {
 fn RunView(data: RunPageData) -> impl IntoView {
     let RunPageData { detail, graph, read_at } = data;
     let node_names: Vec<String> = graph.view.nodes.iter().map(|node| node.id.clone()).collect();
-    let model = RwSignal::new(RunModel::new(&detail, &node_names));
-    let connection = RwSignal::new(Connection::Idle);
-    let now = RwSignal::new(read_at);
     let finished_at = RwSignal::new(detail.run.finished_at);
     let created_at = detail.run.created_at;
     let run_id = detail.run.run_id.clone();
@@ -75,6 +72,9 @@ fn RunView(data: RunPageData) -> impl IntoView {
         .as_deref()
         .unwrap_or("custom graph")
         .replace('_', " ");
+    let model = RwSignal::new(RunModel::new(detail, &node_names));
+    let connection = RwSignal::new(Connection::Idle);
+    let now = RwSignal::new(read_at);
     // The step whose state is shown; `None` follows the latest.
     let selected = RwSignal::new(None::<usize>);
 
