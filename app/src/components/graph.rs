@@ -77,18 +77,15 @@ pub fn GraphDiagram(
         .into_iter()
         .map(|node| {
             let id = node.id.clone();
-            let lookup = move || {
-                let id = id.clone();
+            // This node's state and steps, recomputed only when the states change.
+            let current = Memo::new(move |_| {
                 state.with(|all| {
                     all.iter()
                         .find(|(name, _, _)| *name == id)
                         .map(|(_, state, steps)| (*state, steps.clone()))
                         .unwrap_or((NodeState::Pending, Vec::new()))
                 })
-            };
-            let lookup_class = lookup.clone();
-            let lookup_state = lookup.clone();
-            let lookup_steps = lookup.clone();
+            });
             let label = if node.id.chars().count() > 16 {
                 format!("{}…", node.id.chars().take(15).collect::<String>())
             } else {
@@ -96,11 +93,11 @@ pub fn GraphDiagram(
             };
             view! {
                 <g
-                    class=move || format!("node {}", lookup_class().0.as_str())
+                    class=move || format!("node {}", current.read().0.as_str())
                     data-node=node.id.clone()
-                    data-state=move || lookup_state().0.as_str()
+                    data-state=move || current.read().0.as_str()
                     data-steps=move || {
-                        lookup_steps().1.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+                        current.read().1.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
                     }
                 >
                     <title>{format!("{} (tool {})", node.id, node.tool)}</title>
@@ -108,11 +105,10 @@ pub fn GraphDiagram(
                     <text x=node.x y=node.y + 5.0 text-anchor="middle">{label}</text>
                     {(!compact)
                         .then(|| {
-                            let lookup = lookup.clone();
                             view! {
                                 <text class="badge" x=node.x + w / 2.0 - 6.0 y=node.y - h / 2.0 - 5.0 text-anchor="end">
                                     {move || {
-                                        let steps = lookup().1;
+                                        let steps = &current.read().1;
                                         match steps.len() {
                                             0 => String::new(),
                                             1 => format!("#{}", steps[0]),

@@ -2,6 +2,8 @@
 //! marked on the code with their suggestions, the refine passes, and the revised code
 //! as a diff against the original.
 
+use std::collections::HashMap;
+
 use leptos::prelude::*;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
@@ -99,23 +101,17 @@ pub fn CodeReviewReport(
         .collect_view();
 
     let code = text(&state, "code").to_owned();
-    let marked: Vec<(usize, Vec<String>)> = code
-        .lines()
-        .enumerate()
-        .map(|(i, _)| {
-            let line = (i + 1) as f64;
-            let kinds = issues
-                .iter()
-                .filter(|issue| number(issue, "line") == line)
-                .map(|issue| text(issue, "type").to_owned())
-                .collect();
-            (i + 1, kinds)
-        })
-        .collect();
+    // The issue kinds on each line, gathered once.
+    let mut marked: HashMap<u64, Vec<String>> = HashMap::new();
+    for issue in &issues {
+        let line = issue.get("line").and_then(Value::as_u64).unwrap_or_default();
+        marked.entry(line).or_default().push(text(issue, "type").to_owned());
+    }
     let code_lines = code
         .lines()
-        .zip(marked)
-        .map(|(source, (number, kinds))| {
+        .zip(1u64..)
+        .map(|(source, number)| {
+            let kinds = marked.remove(&number).unwrap_or_default();
             let class = if kinds.is_empty() {
                 "code-line"
             } else {
