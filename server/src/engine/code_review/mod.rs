@@ -401,19 +401,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::{
-        executor::{execute, Checkpoint, NullSink},
-        graph::Graph,
-    };
+    use crate::engine::testing::run_spec;
 
     async fn review(initial: Value) -> (weft_app::wire::RunStatus, State, u64) {
         let mut registry = Registry::new();
         register(&mut registry, &CpuPool::new(2));
-        let graph = Graph::parse(&preset_spec(), &registry).unwrap();
-        let state = initial.as_object().unwrap().clone();
-        let end = execute(&graph, Checkpoint::start(&graph, state), 100, &mut NullSink)
-            .await
-            .unwrap();
+        let end = run_spec(&registry, &preset_spec(), initial).await;
         (end.status, end.state, end.steps)
     }
 
