@@ -22,6 +22,10 @@ use weft_tests::{spawn_app_on, ServerProcess, TestApp};
 
 const STEP: Duration = Duration::from_secs(30);
 
+/// One browser test at a time: four Chromiums at once on two cores slow page loads past
+/// what the live tests allow for.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn site_root() -> PathBuf {
     std::env::var_os("WEFT_SITE_ROOT")
         .map(PathBuf::from)
@@ -208,6 +212,7 @@ fn step_nodes(detail: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let ui = Ui::start().await?;
     // The first render is the server's: the HTML already holds the gallery and the form.
     let html = ui.app.client.get(ui.url("/")).send().await?.text().await?;
@@ -314,15 +319,16 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_slow_run_is_followed_live_through_a_reload_and_cancelled_from_the_page() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let ui = Ui::start().await?;
     let graph = ui
         .app
         .create_graph(json!({
             "nodes": {
                 "first": "increment",
-                "wait": {"tool": "sleep", "config": {"ms": 1500}},
+                "wait": {"tool": "sleep", "config": {"ms": 3000}},
                 "second": "increment",
-                "again": {"tool": "sleep", "config": {"ms": 1500}},
+                "again": {"tool": "sleep", "config": {"ms": 3000}},
                 "third": "increment"
             },
             "edges": {"first": "wait", "wait": "second", "second": "again", "again": "third", "third": null}
@@ -386,6 +392,7 @@ async fn a_slow_run_is_followed_live_through_a_reload_and_cancelled_from_the_pag
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_lists_it() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let ui = Ui::start().await?;
     let (_, created) = ui.app.post("/graph/create", &json!({"preset": "code_review"})).await;
     let graph = created["graph_id"].as_str().context("graph id")?.to_owned();
@@ -477,6 +484,7 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_run() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let root = site_root();
     assert!(root.join("pkg/weft.wasm").exists(), "no site at {}", root.display());
     let dir = tempfile::tempdir()?;
@@ -490,7 +498,7 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
         .create_graph(json!({
             "nodes": {
                 "first": "increment",
-                "wait": {"tool": "sleep", "config": {"ms": 1500}},
+                "wait": {"tool": "sleep", "config": {"ms": 4000}},
                 "second": "increment"
             },
             "edges": {"first": "wait", "wait": "second", "second": null}
