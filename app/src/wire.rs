@@ -66,6 +66,10 @@ impl RunStatus {
 pub struct GraphCreated {
     /// The id to pass to `POST /graph/run`.
     pub graph_id: String,
+    /// What is suspicious but valid about the spec (a loop with no exit condition, say),
+    /// each with its JSON pointer.
+    #[serde(default)]
+    pub warnings: Vec<Problem>,
 }
 
 /// Body of `POST /graph/run`.
@@ -392,6 +396,8 @@ pub struct ToolInfo {
     pub name: String,
     /// One line on what it does.
     pub description: String,
+    /// The JSON Schema of a node's `config` for this tool.
+    pub config_schema: Value,
 }
 
 /// A ready-made graph, as `GET /presets` lists it.
@@ -443,8 +449,14 @@ pub struct GraphDetail {
     /// Its name (the preset's, for preset graphs), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What the spec's `description` says, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The spec exactly as it was posted.
     pub spec: Value,
+    /// What is suspicious but valid about the spec.
+    #[serde(default)]
+    pub warnings: Vec<Problem>,
     /// How to draw it.
     pub view: GraphView,
 }
@@ -498,6 +510,9 @@ pub struct EdgeView {
     pub to: String,
     /// What kind of edge it is.
     pub kind: EdgeKind,
+    /// A branch's condition (`else` for a conditional edge's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Why a run may go along an edge.
@@ -508,6 +523,8 @@ pub enum EdgeKind {
     Next,
     /// A jump the node's tool may take instead (the Code Review's refine loop, say).
     Jump,
+    /// A branch of a conditional edge, taken when its condition holds (or its default).
+    Branch,
 }
 
 #[cfg(test)]

@@ -64,11 +64,13 @@ pub fn GraphDiagram(
             let class = match edge.kind {
                 EdgeKind::Next => "edge next",
                 EdgeKind::Jump => "edge jump",
+                EdgeKind::Branch => "edge branch",
             };
             let d = edge_path((from.x, from.y), (to.x, to.y));
             let label = format!("{} → {}", edge.from, edge.to);
+            let title = edge.label.clone().map(|when| view! { <title>{when}</title> });
             Some(view! {
-                <path class=class d=d marker-end="url(#arrow)" data-edge=label/>
+                <path class=class d=d marker-end="url(#arrow)" data-edge=label>{title}</path>
             })
         })
         .collect_view();

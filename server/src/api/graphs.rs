@@ -21,10 +21,14 @@ pub async fn create_graph(
             "the body must be a JSON object: {\"preset\": NAME} or {\"nodes\": {...}, \"edges\": {...}}".into(),
         ));
     };
-    let id = match fields.get("preset") {
+    // Version 2 (`nodes` is a list) may leave `edges` out; the prototype's form may not.
+    let v2 = fields.get("nodes").is_some_and(Value::is_array);
+    let (id, warnings) = match fields.get("preset") {
         Some(Value::String(name)) => runner.create_preset(name).await?,
         Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
-        None if fields.contains_key("nodes") && fields.contains_key("edges") => runner.create_graph(&body).await?,
+        None if v2 || (fields.contains_key("nodes") && fields.contains_key("edges")) => {
+            runner.create_graph(&body).await?
+        }
         None => {
             return Err(ApiError::BadRequest(
                 "give either `preset` or both `nodes` and `edges`".into(),
@@ -33,6 +37,7 @@ pub async fn create_graph(
     };
     Ok(Json(GraphCreated {
         graph_id: id.to_string(),
+        warnings,
     }))
 }
 

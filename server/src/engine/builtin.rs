@@ -2,13 +2,59 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
-use weft_app::wire::State;
+use utoipa::ToSchema;
+use weft_app::wire::{Problem, State};
 
-use super::tool::{FnTool, Outcome, Registry, Tool, ToolError, ToolFuture, ToolInput};
+use super::tool::{ConfigSpec, FnTool, Outcome, Registry, Tool, ToolConfig, ToolError, ToolFuture, ToolInput};
 
 /// The longest pause the `sleep` tool takes.
 pub const MAX_SLEEP_MS: u64 = 60_000;
+
+/// `increment`'s config.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"key": "laps"}))]
+pub struct IncrementConfig {
+    /// The state key to add 1 to (default `count`).
+    pub key: Option<String>,
+}
+
+impl ToolConfig for IncrementConfig {}
+
+/// `sleep`'s config.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"ms": 250}))]
+pub struct SleepConfig {
+    /// The pause in milliseconds (default: the state's `sleep_ms`, else 100).
+    #[schema(maximum = 60000)]
+    pub ms: Option<u64>,
+}
+
+impl ToolConfig for SleepConfig {
+    fn validate(&self) -> Vec<Problem> {
+        match self.ms {
+            Some(ms) if ms > MAX_SLEEP_MS => vec![Problem {
+                path: "/ms".into(),
+                message: format!("must be at most {MAX_SLEEP_MS}"),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `fail`'s config.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "disk full"}))]
+pub struct FailConfig {
+    /// The error the node fails with.
+    pub message: Option<String>,
+}
+
+impl ToolConfig for FailConfig {}
 
 /// Registers `noop`, `increment`, `sleep` and `fail`.
 pub fn register(registry: &mut Registry) {
@@ -24,9 +70,15 @@ pub fn register(registry: &mut Registry) {
             FnTool::inline(
                 "Adds 1 to the number at `config.key` (default `count`), starting from 0.",
                 increment,
-            ),
+            )
+            .with_config::<IncrementConfig>(),
         )
-        .register("sleep", Sleep)
+        .register(
+            "sleep",
+            Sleep {
+                config: ConfigSpec::of::<SleepConfig>(),
+            },
+        )
         .register(
             "fail",
             FnTool::inline(
@@ -38,7 +90,8 @@ pub fn register(registry: &mut Registry) {
                         .unwrap_or("this node always fails");
                     Err(ToolError::Failed(message.to_owned()))
                 },
-            ),
+            )
+            .with_config::<FailConfig>(),
         );
 }
 
@@ -67,11 +120,21 @@ fn increment(state: &State, config: &Value) -> Result<Outcome, ToolError> {
 }
 
 /// Waits without blocking a thread: `config.ms`, else `state.sleep_ms`, else 100 ms.
-struct Sleep;
+struct Sleep {
+    config: ConfigSpec,
+}
 
 impl Tool for Sleep {
     fn description(&self) -> &str {
         "Waits `config.ms` (else `state.sleep_ms`, else 100) milliseconds, at most 60000."
+    }
+
+    fn config_schema(&self) -> Value {
+        self.config.schema()
+    }
+
+    fn configure(&self, config: &Value) -> Result<Option<std::sync::Arc<dyn Tool>>, Vec<Problem>> {
+        self.config.check(config).map(|()| None)
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {

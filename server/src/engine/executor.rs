@@ -153,6 +153,14 @@ pub enum RunError {
         /// How many times it was tried.
         attempts: u32,
     },
+    /// A conditional edge's condition failed to evaluate.
+    #[error("the edge from `{node}` could not choose: {message}")]
+    Route {
+        /// The node whose edge it is.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A tool sent the run to a node the graph does not have.
     #[error("node `{node}` sent the run to `{target}`, which is not in the graph")]
     UnknownNext {
@@ -220,92 +228,95 @@ pub async fn execute<S: StepSink>(
         let (result, attempts) = attempt(node, &state, steps, sink).await?;
         let duration = started.elapsed();
 
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(source) => {
-                let error = RunError::NodeFailed {
-                    node: node.name.clone(),
-                    source,
-                    attempts,
-                };
-                let message = error.to_string();
-                sink.step(StepView {
-                    step: steps,
-                    node: &node.name,
-                    state: &state,
-                    notes: &[],
-                    changed: &[],
-                    status: RunStatus::Failed,
-                    attempt: attempts,
-                    next: None,
-                    duration,
-                    error: Some(&message),
-                })
-                .await?;
-                return Ok(ended(RunStatus::Failed, state, steps, Some(error)));
+        let mut notes = Vec::new();
+        let mut changed = Vec::new();
+        let decided = match result {
+            Err(source) => Err(RunError::NodeFailed {
+                node: node.name.clone(),
+                source,
+                attempts,
+            }),
+            Ok(outcome) => {
+                notes = outcome.notes;
+                decide(graph, node, outcome.next, outcome.update, &mut state, &mut changed)
             }
         };
-
-        next = match &outcome.next {
-            Next::Edge => node.edge,
-            Next::End => None,
-            Next::Node(target) => match graph.find(target) {
-                Some(target) => Some(target),
-                None => {
-                    let error = RunError::UnknownNext {
-                        node: node.name.clone(),
-                        target: target.clone(),
-                    };
-                    let message = error.to_string();
-                    sink.step(StepView {
-                        step: steps,
-                        node: &node.name,
-                        state: &state,
-                        notes: &outcome.notes,
-                        changed: &[],
-                        status: RunStatus::Failed,
-                        attempt: attempts,
-                        next: None,
-                        duration,
-                        error: Some(&message),
-                    })
-                    .await?;
-                    return Ok(ended(RunStatus::Failed, state, steps, Some(error)));
-                }
-            },
+        let status = match &decided {
+            Ok(Some(_)) => RunStatus::Running,
+            Ok(None) => RunStatus::Completed,
+            Err(_) => RunStatus::Failed,
         };
-
-        // The tool's clone of the state is gone by now, so this writes in place.
-        let changed: Vec<String> = outcome.update.keys().cloned().collect();
-        let current = Arc::make_mut(&mut state);
-        for (key, value) in outcome.update {
-            current.insert(key, value);
-        }
-
-        let status = if next.is_some() {
-            RunStatus::Running
-        } else {
-            RunStatus::Completed
-        };
+        let message = decided.as_ref().err().map(RunError::to_string);
         let control = sink
             .step(StepView {
                 step: steps,
                 node: &node.name,
                 state: &state,
-                notes: &outcome.notes,
+                notes: &notes,
                 changed: &changed,
                 status,
                 attempt: attempts,
-                next: next.map(|id| graph.node(id).name.as_str()),
+                next: decided
+                    .as_ref()
+                    .ok()
+                    .copied()
+                    .flatten()
+                    .map(|id| graph.node(id).name.as_str()),
                 duration,
-                error: None,
+                error: message.as_deref(),
             })
             .await?;
+        next = match decided {
+            Ok(next) => next,
+            Err(error) => return Ok(ended(RunStatus::Failed, state, steps, Some(error))),
+        };
         if control == Control::Cancel && next.is_some() {
             return Ok(ended(RunStatus::Cancelled, state, steps, None));
         }
     }
     Ok(ended(RunStatus::Completed, state, steps, None))
+}
+
+/// Where the run goes after `node`, whose tool chose `choice` and wrote `update`.
+///
+/// A jump to a node the graph lacks fails the run before the update is written. Else the
+/// update is merged into `state` (its keys listed in `changed`), and a tool that left the
+/// choice to the graph is followed along the node's route, whose conditions read the
+/// state after the update.
+fn decide(
+    graph: &Graph,
+    node: &Node,
+    choice: Next,
+    update: State,
+    state: &mut Arc<State>,
+    changed: &mut Vec<String>,
+) -> Result<Option<NodeId>, RunError> {
+    let chosen = match choice {
+        Next::Edge => None,
+        Next::End => Some(None),
+        Next::Node(target) => match graph.find(&target) {
+            Some(target) => Some(Some(target)),
+            None => {
+                return Err(RunError::UnknownNext {
+                    node: node.name.clone(),
+                    target,
+                })
+            }
+        },
+    };
+    changed.extend(update.keys().cloned());
+    // The tool's clone of the state is gone by now, so this writes in place.
+    let current = Arc::make_mut(state);
+    for (key, value) in update {
+        current.insert(key, value);
+    }
+    match chosen {
+        Some(next) => Ok(next),
+        None => node.route.next(state).map_err(|message| RunError::Route {
+            node: node.name.clone(),
+            message,
+        }),
+    }
 }
 
 /// Runs a node's tool under its timeout, retrying as its policy says, and tells the

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use rust_sugiyama::configure::Config;
 use weft_app::wire::{EdgeKind, EdgeView, GraphView, NodeView};
 
-use super::graph::Graph;
+use super::graph::{Graph, NodeId, Route};
 
 /// Space between two layers (columns), edge to edge.
 const LAYER_GAP: f64 = 56.0;
@@ -32,13 +32,23 @@ impl Graph {
         let mut edges = Vec::new();
         let mut seen = HashSet::new();
         for node in self.nodes() {
-            if let Some(next) = node.edge {
+            let targets: Vec<(Option<NodeId>, EdgeKind, Option<String>)> = match &node.route {
+                Route::To(to) => vec![(*to, EdgeKind::Next, None)],
+                Route::Branches { branches, default } => branches
+                    .iter()
+                    .map(|branch| (branch.to, EdgeKind::Branch, Some(branch.when.source().to_owned())))
+                    .chain(std::iter::once((*default, EdgeKind::Branch, Some("else".to_owned()))))
+                    .collect(),
+            };
+            for (next, kind, label) in targets {
+                let Some(next) = next else { continue };
                 let to = &self.node(next).name;
                 if seen.insert((node.name.as_str(), to.as_str())) {
                     edges.push(EdgeView {
                         from: node.name.clone(),
                         to: to.clone(),
-                        kind: EdgeKind::Next,
+                        kind,
+                        label,
                     });
                 }
             }
@@ -50,6 +60,7 @@ impl Graph {
                         from: node.name.clone(),
                         to: to.clone(),
                         kind: EdgeKind::Jump,
+                        label: None,
                     });
                 }
             }
@@ -65,7 +76,7 @@ fn lay_out(graph: &Graph, edges: Vec<EdgeView>) -> GraphView {
     // arcs over that, and self-loops carry nothing for placing nodes.
     let pairs: Vec<(u32, u32)> = edges
         .iter()
-        .filter(|edge| edge.kind == EdgeKind::Next && edge.from != edge.to)
+        .filter(|edge| edge.kind != EdgeKind::Jump && edge.from != edge.to)
         .filter_map(|edge| Some((index(&edge.from)?, index(&edge.to)?)))
         .collect();
     // The crate lays out top to bottom; sizes are given turned by a quarter so that,

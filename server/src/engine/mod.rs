@@ -17,6 +17,7 @@ pub mod graph;
 pub mod layout;
 pub mod policy;
 pub mod presets;
+pub mod script;
 pub mod summarize;
 pub mod tool;
 
@@ -33,6 +34,7 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     code_review::register(&mut registry, pool);
     summarize::register(&mut registry);
     data_quality::register(&mut registry);
+    registry.register("script", script::ScriptTool::new(pool.clone()));
     registry
 }
 

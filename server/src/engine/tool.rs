@@ -7,9 +7,10 @@
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use weft_app::wire::{State, ToolInfo};
+use weft_app::wire::{Problem, State, ToolInfo};
 
 /// The future a tool returns.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Outcome, ToolError>> + Send>>;
@@ -89,6 +90,16 @@ pub enum ToolError {
 pub trait Tool: Send + Sync + 'static {
     /// One line on what the tool does, listed by the tool registry.
     fn description(&self) -> &str;
+    /// The JSON Schema of a node's `config` for this tool (`GET /tools` lists it).
+    fn config_schema(&self) -> Value {
+        ConfigSpec::none().schema
+    }
+    /// Checks a node's `config` when its graph is parsed, answering every problem with a
+    /// JSON pointer relative to the config. A tool that prepares something per node (a
+    /// compiled script, say) answers the tool the node runs instead of this one.
+    fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
+        (ConfigSpec::none().check)(config).map(|()| None)
+    }
     /// Runs the tool over the state.
     fn call(&self, input: ToolInput) -> ToolFuture;
     /// The nodes, by name, this tool may send a run to instead of following the node's
@@ -137,6 +148,86 @@ impl CpuPool {
     }
 }
 
+/// A tool's typed configuration: read from a node's `config` with serde, described by
+/// its OpenAPI schema, and checked further by [`ToolConfig::validate`].
+pub trait ToolConfig: DeserializeOwned + utoipa::PartialSchema {
+    /// Problems serde cannot see (bounds, say), with pointers relative to the config.
+    fn validate(&self) -> Vec<Problem> {
+        Vec::new()
+    }
+}
+
+/// Reads a node's `config` (`null` reads as `{}`) as `C`, or answers every problem.
+pub fn read_config<C: ToolConfig>(config: &Value) -> Result<C, Vec<Problem>> {
+    let empty = Value::Object(serde_json::Map::new());
+    let config = if config.is_null() { &empty } else { config };
+    let parsed: C = serde_path_to_error::deserialize(config).map_err(|err| {
+        let path = err
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.replace('~', "~0").replace('/', "~1")),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .fold(String::new(), |path, segment| format!("{path}/{segment}"));
+        vec![Problem {
+            path,
+            message: err.into_inner().to_string(),
+        }]
+    })?;
+    match parsed.validate() {
+        problems if problems.is_empty() => Ok(parsed),
+        problems => Err(problems),
+    }
+}
+
+/// The schema of a tool's config and its check, as [`FnTool`]s declare them.
+#[derive(Clone)]
+pub struct ConfigSpec {
+    schema: Value,
+    check: fn(&Value) -> Result<(), Vec<Problem>>,
+}
+
+impl ConfigSpec {
+    /// A tool that takes no config: `config` may be left out, `null` or `{}`.
+    pub fn none() -> Self {
+        Self {
+            schema: serde_json::json!({
+                "type": ["object", "null"],
+                "description": "This tool takes no config.",
+                "additionalProperties": false
+            }),
+            check: |config| match config {
+                Value::Null => Ok(()),
+                Value::Object(fields) if fields.is_empty() => Ok(()),
+                _ => Err(vec![Problem {
+                    path: String::new(),
+                    message: "this tool takes no config".into(),
+                }]),
+            },
+        }
+    }
+
+    /// The JSON Schema.
+    pub fn schema(&self) -> Value {
+        self.schema.clone()
+    }
+
+    /// Checks a node's config.
+    pub fn check(&self, config: &Value) -> Result<(), Vec<Problem>> {
+        (self.check)(config)
+    }
+
+    /// A tool configured by `C`.
+    pub fn of<C: ToolConfig>() -> Self {
+        Self {
+            schema: serde_json::to_value(C::schema()).unwrap_or(Value::Null),
+            check: |config| read_config::<C>(config).map(drop),
+        }
+    }
+}
+
 type SyncFn = dyn Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync;
 
 /// How much work a call will be, in the tool's own unit (bytes of input, say).
@@ -159,6 +250,7 @@ pub struct FnTool {
     run: Arc<SyncFn>,
     pool: Option<(CpuPool, Option<Heavy>)>,
     jumps: Vec<String>,
+    config: ConfigSpec,
 }
 
 impl FnTool {
@@ -172,7 +264,15 @@ impl FnTool {
             run: Arc::new(run),
             pool: None,
             jumps: Vec::new(),
+            config: ConfigSpec::none(),
         }
+    }
+
+    /// Declares the tool's config: nodes' configs are checked against `C` when their
+    /// graph is parsed.
+    pub fn with_config<C: ToolConfig>(mut self) -> Self {
+        self.config = ConfigSpec::of::<C>();
+        self
     }
 
     /// Declares the nodes the tool may jump to (see [`Tool::jumps`]).
@@ -212,6 +312,14 @@ impl Tool for FnTool {
 
     fn jumps(&self) -> &[String] {
         &self.jumps
+    }
+
+    fn config_schema(&self) -> Value {
+        self.config.schema.clone()
+    }
+
+    fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
+        (self.config.check)(config).map(|()| None)
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {
@@ -264,6 +372,7 @@ impl Registry {
             .map(|(name, tool)| ToolInfo {
                 name: name.clone(),
                 description: tool.description().to_owned(),
+                config_schema: tool.config_schema(),
             })
             .collect()
     }

@@ -23,8 +23,8 @@ use futures::FutureExt;
 use serde::{ser::SerializeMap, Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
 use weft_app::wire::{
-    EndEvent, NodeFailedEvent, NodeStartedEvent, PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus,
-    State, StepEvent,
+    EndEvent, NodeFailedEvent, NodeStartedEvent, PresetInfo, Problem, RunEvent, RunQueuedEvent, RunStartedEvent,
+    RunStatus, State, StepEvent,
 };
 
 use self::hub::{Hub, LiveEvent, Publisher};
@@ -197,28 +197,29 @@ impl Runner {
         &self.registry
     }
 
-    /// Checks `spec` and stores it as a new graph.
-    pub async fn create_graph(&self, spec: &Value) -> Result<GraphId, RunnerError> {
+    /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
+    pub async fn create_graph(&self, spec: &Value) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         self.insert_graph(spec, None).await
     }
 
-    async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<GraphId, RunnerError> {
+    async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let graph = Arc::new(Graph::parse(spec, &self.registry)?);
         let id = GraphId::generate();
         self.store
             .insert_graph(StoredGraph {
                 id: id.clone(),
-                name: name.map(str::to_owned),
+                name: name.or(graph.name()).map(str::to_owned),
                 spec: spec.to_string(),
                 created_at: now_millis(),
             })
             .await?;
+        let warnings = graph.warnings().to_vec();
         self.cache(&id, graph);
-        Ok(id)
+        Ok((id, warnings))
     }
 
     /// Stores a new graph made from the named preset.
-    pub async fn create_preset(&self, name: &str) -> Result<GraphId, RunnerError> {
+    pub async fn create_preset(&self, name: &str) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
         self.insert_graph(&preset.spec(), Some(preset.name)).await
     }

@@ -65,7 +65,9 @@ impl Runner {
         Ok(GraphDetail {
             graph_id: stored.id.to_string(),
             name: stored.name,
+            description: graph.description().map(str::to_owned),
             spec,
+            warnings: graph.warnings().to_vec(),
             view: graph.view().clone(),
         })
     }

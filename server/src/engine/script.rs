@@ -1,0 +1,465 @@
+//! Sandboxed expressions and scripts, in [Rhai](https://rhai.rs): the conditions of
+//! conditional edges and the `script` tool.
+//!
+//! Both see the run's state as `state`, read-only: `state.score >= 80`. A top-level key
+//! is converted to a script value only when it is read, so a condition over one number
+//! costs the same whatever else the state holds. A key the state lacks reads as `()`.
+//!
+//! The sandbox: no modules, no `eval`, no file, network or clock access (Rhai has none
+//! unless given), bounded call depth, expression depth and string, array and map sizes,
+//! and per evaluation an operation budget and a deadline, both checked as the script
+//! runs ([`Budget`]). `print` and `debug` write to the run's log instead of stdout.
+
+use std::{
+    cell::RefCell,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use rhai::{module_resolvers::DummyModuleResolver, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use weft_app::wire::{Problem, State};
+
+use super::tool::{read_config, ConfigSpec, CpuPool, Outcome, Tool, ToolConfig, ToolError, ToolFuture, ToolInput};
+
+/// The operation budget of one condition.
+pub const CONDITION_OPERATIONS: u64 = 10_000;
+/// The time one condition may take.
+pub const CONDITION_TIME: Duration = Duration::from_millis(100);
+/// The highest operation budget a script may ask for.
+pub const MAX_SCRIPT_OPERATIONS: u64 = 10_000_000;
+/// The longest time a script may ask for.
+pub const MAX_SCRIPT_TIME_MS: u64 = 60_000;
+/// The longest source accepted for a condition or a script.
+pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+
+/// What one evaluation may spend: operations counted by the interpreter, and wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Interpreter operations (each expression node, loop turn or call counts one).
+    pub operations: u64,
+    /// Wall time.
+    pub time: Duration,
+}
+
+impl Budget {
+    /// The budget of a condition.
+    pub const CONDITION: Self = Self {
+        operations: CONDITION_OPERATIONS,
+        time: CONDITION_TIME,
+    };
+}
+
+/// The evaluation running on this thread: its budget and the lines it printed. Rhai
+/// calls its hooks on the evaluating thread, and an evaluation never leaves it.
+struct Running {
+    max_operations: u64,
+    deadline: Instant,
+    printed: Vec<String>,
+}
+
+thread_local! {
+    static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
+}
+
+/// The run's state as scripts see it: `state.key` or `state["key"]`, read-only.
+#[derive(Clone)]
+struct StateView(Arc<State>);
+
+impl StateView {
+    fn get(&mut self, key: ImmutableString) -> Dynamic {
+        match self.0.get(key.as_str()) {
+            None | Some(Value::Null) => Dynamic::UNIT,
+            Some(value) => rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT),
+        }
+    }
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut engine = Engine::new();
+        engine
+            .set_module_resolver(DummyModuleResolver::new())
+            .disable_symbol("import")
+            .disable_symbol("export")
+            .disable_symbol("eval")
+            .set_max_call_levels(32)
+            .set_max_expr_depths(64, 32)
+            .set_max_string_size(16 * 1024 * 1024)
+            .set_max_array_size(1_000_000)
+            .set_max_map_size(100_000)
+            // A ceiling for everything; each evaluation's own budget is lower.
+            .set_max_operations(MAX_SCRIPT_OPERATIONS + 1)
+            .on_progress(|operations| {
+                RUNNING.with_borrow(|running| {
+                    let running = running.as_ref()?;
+                    if operations > running.max_operations {
+                        return Some(format!("operation limit of {} reached", running.max_operations).into());
+                    }
+                    // Reading the clock costs more than an operation: look every 256.
+                    if operations % 256 == 0 && Instant::now() > running.deadline {
+                        return Some("time limit reached".into());
+                    }
+                    None
+                })
+            })
+            .on_print(|line| note(line.to_owned()))
+            .on_debug(|line, _, _| note(line.to_owned()))
+            .register_type_with_name::<StateView>("State")
+            .register_indexer_get(StateView::get)
+            .register_fn("contains", |state: &mut StateView, key: ImmutableString| {
+                state.0.contains_key(key.as_str())
+            })
+            .register_fn("keys", |state: &mut StateView| -> rhai::Array {
+                state.0.keys().map(|key| Dynamic::from(key.clone())).collect()
+            });
+        engine
+    })
+}
+
+fn note(line: String) {
+    RUNNING.with_borrow_mut(|running| {
+        if let Some(running) = running.as_mut() {
+            running.printed.push(line);
+        }
+    });
+}
+
+/// Evaluates `ast` over `state` within `budget`: the value, and the lines it printed.
+fn evaluate(ast: &AST, state: &Arc<State>, budget: Budget) -> (Result<Dynamic, String>, Vec<String>) {
+    let previous = RUNNING.replace(Some(Running {
+        max_operations: budget.operations,
+        deadline: Instant::now() + budget.time,
+        printed: Vec::new(),
+    }));
+    let mut scope = Scope::new();
+    scope.push_constant("state", StateView(Arc::clone(state)));
+    let result = engine()
+        .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+        .map_err(|err| describe(&err));
+    let printed = RUNNING
+        .replace(previous)
+        .map(|running| running.printed)
+        .unwrap_or_default();
+    (result, printed)
+}
+
+fn describe(err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorTerminated(reason, _) => format!("stopped: {reason}"),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("stopped: operation limit of {MAX_SCRIPT_OPERATIONS} reached")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn check_size(source: &str) -> Result<(), String> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(format!("must be at most {MAX_SOURCE_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// A compiled condition: one expression that must give `true` or `false`.
+#[derive(Debug)]
+pub struct Condition {
+    source: String,
+    ast: AST,
+}
+
+impl Condition {
+    /// Compiles `source`, or says why it does not compile.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        check_size(source)?;
+        let ast = engine()
+            .compile_expression(source)
+            .map_err(|err| format!("does not compile: {err}"))?;
+        Ok(Self {
+            source: source.to_owned(),
+            ast,
+        })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition holds for `state`.
+    pub fn holds(&self, state: &Arc<State>) -> Result<bool, String> {
+        let (value, _) = evaluate(&self.ast, state, Budget::CONDITION);
+        let value = value?;
+        value
+            .as_bool()
+            .map_err(|kind| format!("gave a value of type {kind}, not true or false"))
+    }
+}
+
+/// A compiled script: statements whose last value is the state update, a map of the
+/// top-level keys to write (`#{count: state.count + 1}`), or `()` to write nothing.
+#[derive(Debug)]
+pub struct Script {
+    ast: AST,
+    budget: Budget,
+}
+
+/// What a script did.
+#[derive(Debug)]
+pub struct ScriptRun {
+    /// The keys it wrote, or why it failed.
+    pub update: Result<State, String>,
+    /// The lines it printed.
+    pub printed: Vec<String>,
+}
+
+impl Script {
+    /// Compiles `source` to run within `budget`.
+    pub fn compile(source: &str, budget: Budget) -> Result<Self, String> {
+        check_size(source)?;
+        let ast = engine()
+            .compile(source)
+            .map_err(|err| format!("does not compile: {err}"))?;
+        Ok(Self { ast, budget })
+    }
+
+    /// The script's budget.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Runs the script over `state`.
+    pub fn run(&self, state: &Arc<State>) -> ScriptRun {
+        let (value, printed) = evaluate(&self.ast, state, self.budget);
+        ScriptRun {
+            update: value.and_then(into_update),
+            printed,
+        }
+    }
+}
+
+fn into_update(value: Dynamic) -> Result<State, String> {
+    if value.is_unit() {
+        return Ok(State::new());
+    }
+    let kind = value.type_name();
+    let Some(map) = value.try_cast::<Map>() else {
+        return Err(format!(
+            "a script must end with a map of the keys to write, such as #{{count: 1}}, not a value of type {kind}"
+        ));
+    };
+    map.into_iter()
+        .map(|(key, value)| {
+            let value = rhai::serde::from_dynamic::<Value>(&value)
+                .map_err(|err| format!("the value of `{key}` cannot be stored as JSON: {err}"))?;
+            Ok((key.to_string(), value))
+        })
+        .collect()
+}
+
+/// The default operation budget of a `script` node.
+pub const DEFAULT_SCRIPT_OPERATIONS: u64 = 1_000_000;
+/// The default time a `script` node's script may take.
+pub const DEFAULT_SCRIPT_TIME_MS: u64 = 1_000;
+
+/// `script`'s config.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"script": "#{count: (state.count ?? 0) + 1}", "max_operations": 10000}))]
+pub struct ScriptConfig {
+    /// Rhai statements over `state` whose last value is a map of the keys to write.
+    pub script: String,
+    /// The operations the script may take (default 1,000,000, at most 10,000,000).
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    pub max_operations: Option<u64>,
+    /// The milliseconds the script may take (default 1,000, at most 60,000).
+    #[schema(minimum = 1, maximum = 60_000)]
+    pub time_limit_ms: Option<u64>,
+}
+
+impl ToolConfig for ScriptConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bound = |field: &str, value: Option<u64>, max: u64| {
+            if value.is_some_and(|value| !(1..=max).contains(&value)) {
+                problems.push(Problem {
+                    path: format!("/{field}"),
+                    message: format!("must be a whole number from 1 to {max}"),
+                });
+            }
+        };
+        bound("max_operations", self.max_operations, MAX_SCRIPT_OPERATIONS);
+        bound("time_limit_ms", self.time_limit_ms, MAX_SCRIPT_TIME_MS);
+        problems
+    }
+}
+
+/// The `script` tool: each node compiles its own script when its graph is parsed.
+pub struct ScriptTool {
+    pool: CpuPool,
+    config: ConfigSpec,
+}
+
+impl ScriptTool {
+    /// The tool, running scripts on `pool`.
+    pub fn new(pool: CpuPool) -> Self {
+        Self {
+            pool,
+            config: ConfigSpec::of::<ScriptConfig>(),
+        }
+    }
+}
+
+impl Tool for ScriptTool {
+    fn description(&self) -> &str {
+        "Runs `config.script`, a sandboxed Rhai script over `state` whose last value is a map of the keys to \
+         write; `print` writes to the log. Limited to `max_operations` and `time_limit_ms`."
+    }
+
+    fn config_schema(&self) -> Value {
+        self.config.schema()
+    }
+
+    fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
+        let config = read_config::<ScriptConfig>(config)?;
+        let budget = Budget {
+            operations: config.max_operations.unwrap_or(DEFAULT_SCRIPT_OPERATIONS),
+            time: Duration::from_millis(config.time_limit_ms.unwrap_or(DEFAULT_SCRIPT_TIME_MS)),
+        };
+        let script = Script::compile(&config.script, budget).map_err(|message| {
+            vec![Problem {
+                path: "/script".into(),
+                message,
+            }]
+        })?;
+        Ok(Some(Arc::new(ScriptNode {
+            script: Arc::new(script),
+            pool: self.pool.clone(),
+        })))
+    }
+
+    fn call(&self, _input: ToolInput) -> ToolFuture {
+        // Every node gets its own compiled `ScriptNode` from `configure`.
+        Box::pin(std::future::ready(Err(ToolError::Failed(
+            "the script was not compiled".into(),
+        ))))
+    }
+}
+
+/// One node's compiled script.
+struct ScriptNode {
+    script: Arc<Script>,
+    pool: CpuPool,
+}
+
+impl Tool for ScriptNode {
+    fn description(&self) -> &str {
+        "a compiled script"
+    }
+
+    fn call(&self, input: ToolInput) -> ToolFuture {
+        let script = Arc::clone(&self.script);
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let run = pool.run(move || script.run(&input.state)).await?;
+            let update = run.update.map_err(ToolError::Failed)?;
+            Ok(Outcome {
+                update,
+                notes: run.printed,
+                ..Outcome::default()
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn state(value: Value) -> Arc<State> {
+        Arc::new(value.as_object().cloned().unwrap_or_default())
+    }
+
+    #[test]
+    fn conditions_read_the_state_by_key() {
+        let state = state(json!({"score": 85, "tags": ["a", "b"], "user": {"name": "ada"}}));
+        for (source, expected) in [
+            ("state.score >= 80", true),
+            ("state.score < 80", false),
+            ("state[\"score\"] == 85", true),
+            ("state.tags.len() == 2 && state.user.name == \"ada\"", true),
+            ("state.missing == ()", true),
+            ("state.contains(\"tags\") && !state.contains(\"nope\")", true),
+        ] {
+            let condition = Condition::compile(source).unwrap();
+            assert_eq!(condition.holds(&state), Ok(expected), "{source}");
+        }
+    }
+
+    #[test]
+    fn a_condition_must_compile_and_give_a_boolean() {
+        let err = Condition::compile("state.score >=").unwrap_err();
+        assert!(err.starts_with("does not compile: "), "{err}");
+        let err = Condition::compile("import \"fs\"").unwrap_err();
+        assert!(err.starts_with("does not compile: "), "{err}");
+        let number = Condition::compile("state.score + 1").unwrap();
+        assert_eq!(
+            number.holds(&state(json!({"score": 1}))),
+            Err("gave a value of type i64, not true or false".into())
+        );
+    }
+
+    #[test]
+    fn a_script_returns_an_update_and_prints_to_the_log() {
+        let script = Script::compile(
+            "let total = 0; for n in state.items { total += n; } print(`sum ${total}`); #{total: total, done: true}",
+            Budget::CONDITION,
+        )
+        .unwrap();
+        let run = script.run(&state(json!({"items": [1, 2, 3.5]})));
+        assert_eq!(Value::Object(run.update.unwrap()), json!({"total": 6.5, "done": true}));
+        assert_eq!(run.printed, ["sum 6.5"]);
+        let nothing = Script::compile("let x = 1;", Budget::CONDITION).unwrap();
+        assert_eq!(nothing.run(&state(json!({}))).update, Ok(State::new()));
+        let wrong = Script::compile("42", Budget::CONDITION).unwrap();
+        assert!(wrong
+            .run(&state(json!({})))
+            .update
+            .unwrap_err()
+            .contains("not a value of type i64"));
+    }
+
+    #[test]
+    fn a_runaway_script_is_stopped_by_its_operation_budget() {
+        let budget = Budget {
+            operations: 50_000,
+            time: Duration::from_secs(60),
+        };
+        let script = Script::compile("let n = 0; loop { n += 1; }", budget).unwrap();
+        let run = script.run(&state(json!({})));
+        assert_eq!(run.update, Err("stopped: operation limit of 50000 reached".into()));
+    }
+
+    #[test]
+    fn a_runaway_script_is_stopped_by_its_deadline() {
+        let budget = Budget {
+            operations: MAX_SCRIPT_OPERATIONS,
+            time: Duration::from_millis(20),
+        };
+        let script = Script::compile("let n = 0; loop { n += 1; }", budget).unwrap();
+        let run = script.run(&state(json!({})));
+        assert_eq!(run.update, Err("stopped: time limit reached".into()));
+    }
+
+    #[test]
+    fn the_sandbox_has_no_eval_and_no_writable_state() {
+        assert!(Script::compile("eval(\"1\")", Budget::CONDITION).is_err());
+        let write = Script::compile("state.x = 1;", Budget::CONDITION).unwrap();
+        assert!(write.run(&state(json!({"x": 0}))).update.is_err());
+    }
+}
