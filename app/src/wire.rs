@@ -17,6 +17,7 @@ pub type State = serde_json::Map<String, Value>;
 
 /// Where a run stands. The legal moves between these live in the server's engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Accepted, waiting for a free worker.
@@ -63,6 +64,8 @@ impl RunStatus {
 
 /// `200` answer of `POST /graph/create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "warnings": []})))]
 pub struct GraphCreated {
     /// The id to pass to `POST /graph/run`.
     pub graph_id: String,
@@ -74,12 +77,15 @@ pub struct GraphCreated {
 
 /// Body of `POST /graph/run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "initial_state": {"code": "def f(x):\n    # TODO\n    return x\n"}, "wait": false})))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// A graph created by `POST /graph/create`.
     pub graph_id: String,
     /// The state the start node sees; `{}` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub initial_state: State,
     /// `true`: answer when the run has ended; `false` (the default): answer at once.
     #[serde(default)]
@@ -91,6 +97,8 @@ pub struct RunRequest {
 
 /// `200` answer of `POST /graph/run` with `wait: false`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"})))]
 pub struct RunStarted {
     /// Queryable at once with `GET /graph/state/{run_id}`.
     pub run_id: String,
@@ -98,6 +106,8 @@ pub struct RunStarted {
 
 /// `202` answer of `POST /runs/{run_id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "cancel_requested": true})))]
 pub struct CancelAccepted {
     /// The run.
     pub run_id: String,
@@ -107,6 +117,8 @@ pub struct CancelAccepted {
 
 /// `200` answer of `POST /graph/run` with `wait: true`, once the run has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "status": "completed", "state": {"count": 2}, "log": ["[RUNNING] first", "[RUNNING] second"]})))]
 pub struct RunFinished<S = Value> {
     /// The run's id.
     pub run_id: String,
@@ -123,6 +135,8 @@ pub struct RunFinished<S = Value> {
 
 /// `200` answer of `GET /graph/state/{run_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "status": "running", "state": {"count": 1}, "log": ["[RUNNING] first"], "steps": 1, "graph_name": "counter", "created_at": 1795000000000_i64})))]
 pub struct RunSnapshot<S = Value> {
     /// The run's id.
     pub run_id: String,
@@ -152,6 +166,8 @@ pub struct RunSnapshot<S = Value> {
 
 /// One run in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "graph_name": "code_review", "status": "completed", "steps": 5, "created_at": 1795000000000_i64, "finished_at": 1795000000042_i64})))]
 pub struct RunSummary {
     /// The run's id.
     pub run_id: String,
@@ -176,6 +192,8 @@ pub struct RunSummary {
 
 /// `200` answer of `GET /runs`: a page of runs, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"runs": [{"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "status": "failed", "steps": 2, "created_at": 1795000000000_i64, "finished_at": 1795000000003_i64, "error": "node `fail` failed: disk full"}], "next_before": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"})))]
 pub struct RunPage {
     /// The runs.
     pub runs: Vec<RunSummary>,
@@ -187,6 +205,8 @@ pub struct RunPage {
 /// `200` answer of `GET /runs/{run_id}`: the run and every event it produced, each
 /// step event holding the state after that step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run": {"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "status": "completed", "state": {"count": 1}, "log": ["[RUNNING] first"], "steps": 1, "created_at": 1795000000000_i64, "finished_at": 1795000000001_i64}, "events": [{"type": "run_queued", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 1, "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5"}, {"type": "end", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 5, "steps": 1, "status": "completed", "state": {"count": 1}}]})))]
 pub struct RunDetail<S = Value, E = RunEvent> {
     /// The run as `GET /graph/state` shows it.
     pub run: RunSnapshot<S>,
@@ -199,6 +219,7 @@ pub struct RunDetail<S = Value, E = RunEvent> {
 /// Every event but `error` is stored, with a sequence number that grows by one per event
 /// of the run; `?since=<seq>` resumes a stream after that event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunEvent<S = Value> {
     /// The run was accepted (always the first event).
@@ -245,6 +266,8 @@ impl<S> RunEvent<S> {
 
 /// The run was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "run_queued", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 1, "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5"})))]
 pub struct RunQueuedEvent {
     /// The run's id.
     pub run_id: String,
@@ -256,6 +279,8 @@ pub struct RunQueuedEvent {
 
 /// The run starts executing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "run_started", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 2, "resumed": false})))]
 pub struct RunStartedEvent {
     /// The run's id.
     pub run_id: String,
@@ -268,6 +293,8 @@ pub struct RunStartedEvent {
 
 /// A node starts an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "node_started", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 3, "step": 1, "node": "extract", "attempt": 1})))]
 pub struct NodeStartedEvent {
     /// The run's id.
     pub run_id: String,
@@ -283,6 +310,8 @@ pub struct NodeStartedEvent {
 
 /// An attempt of a node failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "node_failed", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 4, "step": 1, "node": "fetch", "attempt": 1, "error": "timed out after 500 ms", "retry_in_ms": 100})))]
 pub struct NodeFailedEvent {
     /// The run's id.
     pub run_id: String,
@@ -303,6 +332,8 @@ pub struct NodeFailedEvent {
 
 /// A node has executed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "step", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 4, "step": 1, "node": "extract", "state": {"code": "def f(): pass", "functions": ["f"]}, "update": {"functions": ["f"]}, "attempt": 1, "log": "[RUNNING] extract", "changed": ["functions"], "status": "running", "duration_us": 812})))]
 pub struct StepEvent<S = Value> {
     /// The run's id.
     pub run_id: String,
@@ -344,6 +375,8 @@ fn first_attempt() -> u32 {
 
 /// The run has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "end", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 17, "steps": 5, "status": "completed", "state": {"quality_score": 98}})))]
 pub struct EndEvent<S = Value> {
     /// The run's id.
     pub run_id: String,
@@ -363,6 +396,8 @@ pub struct EndEvent<S = Value> {
 
 /// The stream cannot be served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "error", "detail": "no run with id `nope`"})))]
 pub struct ErrorEvent {
     /// What went wrong, for a person.
     pub detail: String,
@@ -370,6 +405,8 @@ pub struct ErrorEvent {
 
 /// The body of every 4xx and 5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"detail": "the graph has 1 problem(s): /edges/0/to: edge to `ghost`, which is not a node", "code": "invalid_graph", "errors": [{"path": "/edges/0/to", "message": "edge to `ghost`, which is not a node"}]})))]
 pub struct ApiErrorBody {
     /// What is wrong, for a person (the prototype's field).
     pub detail: String,
@@ -382,6 +419,8 @@ pub struct ApiErrorBody {
 
 /// One thing wrong with a request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"path": "/nodes/1/config/ms", "message": "bad config for `sleep`: must be at most 60000"})))]
 pub struct Problem {
     /// A JSON pointer into the request body, such as `/edges/extract`.
     pub path: String,
@@ -391,6 +430,8 @@ pub struct Problem {
 
 /// A registered tool, as `GET /tools` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "increment", "description": "Adds 1 to the number at `config.key` (default `count`), starting from 0.", "config_schema": {"type": "object", "properties": {"key": {"type": ["string", "null"]}}}})))]
 pub struct ToolInfo {
     /// The name nodes refer to.
     pub name: String,
@@ -402,6 +443,8 @@ pub struct ToolInfo {
 
 /// A ready-made graph, as `GET /presets` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "summarize", "description": "Split `text` into chunks, summarize each, merge, and refine.", "nodes": ["split", "summarize", "merge", "refine"], "view": {"nodes": [{"id": "split", "tool": "split_text", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}, "example": {"text": "Weft runs graphs. It streams every step.", "max_chars": 40}})))]
 pub struct PresetInfo {
     /// The name to pass as `{"preset": ...}`.
     pub name: String,
@@ -418,6 +461,8 @@ pub struct PresetInfo {
 
 /// One graph in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "name": "triage", "nodes": 4, "created_at": 1795000000000_i64})))]
 pub struct GraphSummary {
     /// The graph's id.
     pub graph_id: String,
@@ -432,6 +477,8 @@ pub struct GraphSummary {
 
 /// `200` answer of `GET /graphs`: a page of graphs, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graphs": [{"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "name": "triage", "nodes": 4, "created_at": 1795000000000_i64}]})))]
 pub struct GraphPage {
     /// The graphs.
     pub graphs: Vec<GraphSummary>,
@@ -443,6 +490,8 @@ pub struct GraphPage {
 /// `200` answer of `GET /graphs/{graph_id}`: a stored graph, its spec as posted, and
 /// how to draw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "name": "triage", "spec": {"nodes": [{"id": "a", "tool": "noop"}]}, "warnings": [], "view": {"nodes": [{"id": "a", "tool": "noop", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}})))]
 pub struct GraphDetail {
     /// The graph's id.
     pub graph_id: String,
@@ -465,6 +514,8 @@ pub struct GraphDetail {
 /// of the whole drawing, in pixels. Nodes are [`GraphView::NODE_WIDTH`] by
 /// [`GraphView::NODE_HEIGHT`]; runs flow from left to right.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"nodes": [{"id": "a", "tool": "noop", "x": 100.0, "y": 56.0}, {"id": "b", "tool": "noop", "x": 284.0, "y": 56.0}], "edges": [{"from": "a", "to": "b", "kind": "next"}], "width": 384.0, "height": 112.0})))]
 pub struct GraphView {
     /// The nodes, in spec order.
     pub nodes: Vec<NodeView>,
@@ -490,6 +541,8 @@ impl GraphView {
 
 /// One node of a [`GraphView`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"id": "extract", "tool": "extract_functions", "x": 100.0, "y": 56.0})))]
 pub struct NodeView {
     /// The node's name.
     pub id: String,
@@ -503,6 +556,8 @@ pub struct NodeView {
 
 /// One edge of a [`GraphView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"from": "score", "to": "page", "kind": "branch", "label": "state.score >= 8"})))]
 pub struct EdgeView {
     /// Where it starts.
     pub from: String,
@@ -517,6 +572,7 @@ pub struct EdgeView {
 
 /// Why a run may go along an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     /// The node's static edge: always taken unless the tool says otherwise.

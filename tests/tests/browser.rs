@@ -60,21 +60,26 @@ impl Driver {
         Ok(driver)
     }
 
-    async fn browser(&self, profile: &std::path::Path) -> anyhow::Result<Client> {
+    async fn browser(&self, profile: &std::path::Path, extra_args: &[String]) -> anyhow::Result<Client> {
         let chromium = std::env::var("WEFT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend_from_slice(extra_args);
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
         let url = format!("http://127.0.0.1:{}", self.port);
         let mut builder = ClientBuilder::native();
         builder.capabilities(caps);
@@ -167,6 +172,11 @@ struct Ui {
 
 impl Ui {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra Chromium arguments.
+    async fn start_with(extra_args: &[String]) -> anyhow::Result<Self> {
         let root = site_root();
         assert!(
             root.join("pkg/weft.wasm").exists(),
@@ -179,7 +189,7 @@ impl Ui {
         let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
         let driver = Driver::start()?;
         let profile = tempfile::tempdir()?;
-        let client = driver.browser(profile.path()).await?;
+        let client = driver.browser(profile.path(), extra_args).await?;
         Ok(Self {
             app,
             _dir: dir,
@@ -508,7 +518,7 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
 
     let driver = Driver::start()?;
     let profile = tempfile::tempdir()?;
-    let client = driver.browser(profile.path()).await?;
+    let client = driver.browser(profile.path(), &[]).await?;
     let mut server = Some(server);
     let outcome = async {
         open(&client, &format!("{}/run/{run_id}", app.address)).await?;
@@ -546,4 +556,98 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
         server.kill().await;
     }
     outcome
+}
+
+/// The URLs of every request a page of `origin` made, read from Chromium's net log
+/// (`--log-net-log`): each request a page starts names the page's origin as its
+/// initiator, while the browser's own background requests name none.
+fn requests_initiated_by(netlog: &std::path::Path, origin: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(netlog)?;
+    // One event per line; the log of a browser that was killed may end mid-array.
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim_end_matches(',')).ok())
+        .filter(|event| event["params"]["initiator"] == origin)
+        .filter_map(|event| event["params"]["url"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let logs = tempfile::tempdir()?;
+    let netlog = logs.path().join("netlog.json");
+    let ui = Ui::start_with(&[format!("--log-net-log={}", netlog.display())]).await?;
+    let origin = ui.url("");
+    let client = &ui.client;
+    let result = async {
+        tokio::time::timeout(STEP, client.goto(&ui.url("/docs"))).await??;
+        let (_, document) = ui.app.get("/openapi.json").await;
+        let operations: usize = document["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .values()
+                    .filter_map(|item| item.as_object())
+                    .map(|item| item.len())
+                    .sum()
+            })
+            .unwrap_or_default();
+        assert_eq!(operations, 12);
+        // Swagger UI draws one block per operation once it has read the document.
+        wait_until("every operation is listed", || async {
+            client
+                .find_all(Locator::Css(".opblock"))
+                .await
+                .map(|blocks| blocks.len() == operations)
+                .unwrap_or(false)
+        })
+        .await?;
+        assert!(text_of(client, ".info .title").await.starts_with("Weft"));
+
+        // Opening an operation shows its documented examples.
+        client
+            .find(Locator::Css("#operations-graphs-create_graph .opblock-summary"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the create operation shows its example body", || async {
+            text_of(client, "#operations-graphs-create_graph .opblock-body")
+                .await
+                .contains("code_review")
+        })
+        .await?;
+        screenshot(client, "api-docs.png").await?;
+
+        // Everything the page loaded came from Weft itself.
+        let loaded = client
+            .execute(
+                "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href]);",
+                vec![],
+            )
+            .await?;
+        let loaded: Vec<String> = serde_json::from_value(loaded)?;
+        assert!(
+            loaded.iter().any(|url| url.ends_with("/docs/swagger-ui-bundle.js")),
+            "{loaded:?}"
+        );
+        let foreign: Vec<&String> = loaded.iter().filter(|url| !url.starts_with(&origin)).collect();
+        assert!(foreign.is_empty(), "loaded from elsewhere: {foreign:?}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    ui.close().await;
+    result?;
+
+    // The net log also sees requests that failed, which the page's own list may not.
+    let origin = origin.trim_end_matches('/');
+    let requested = requests_initiated_by(&netlog, origin)?;
+    assert!(
+        requested.iter().any(|url| url.ends_with("/openapi.json")),
+        "the net log shows the page's requests: {requested:?}"
+    );
+    let foreign: Vec<&String> = requested.iter().filter(|url| !url.starts_with(origin)).collect();
+    assert!(foreign.is_empty(), "requests that left Weft: {foreign:?}");
+    Ok(())
 }

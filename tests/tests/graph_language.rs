@@ -162,10 +162,19 @@ async fn a_script_updates_state_and_a_runaway_script_is_stopped_by_its_limits() 
     assert_eq!(body["status"], "failed");
     assert_eq!(body["error"], "node `spin` failed: stopped: time limit reached");
 
-    // The server is still answering after both.
+    // The server is still answering after both, and lists the script tool's config.
     let (status, tools) = app.get("/tools").await;
     assert_eq!(status, 200);
-    assert!(tools.as_array().unwrap().iter().any(|tool| tool["name"] == "script"));
+    let script = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tool| tool["name"] == "script")
+        .expect("the script tool is listed");
+    let schema = &script["config_schema"];
+    assert_eq!(schema["required"], json!(["script"]));
+    assert_eq!(schema["properties"]["max_operations"]["maximum"], 10_000_000);
+    assert_eq!(schema["additionalProperties"], false);
 }
 
 #[tokio::test]

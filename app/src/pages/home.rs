@@ -152,8 +152,19 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
     let state_text = RwSignal::new("{\n  \n}".to_owned());
     let spec_text = RwSignal::new(
         serde_json::to_string_pretty(&json!({
-            "nodes": {"first": "increment", "wait": {"tool": "sleep", "config": {"ms": 500}}, "second": "increment"},
-            "edges": {"first": "wait", "wait": "second", "second": null}
+            "name": "count to three",
+            "start": "count",
+            "nodes": [
+                {"id": "count", "tool": "increment"},
+                {"id": "wait", "tool": "sleep", "config": {"ms": 300}},
+                {"id": "report", "tool": "script", "config": {
+                    "script": "print(`counted to ${state.count}`); #{done: true}"
+                }}
+            ],
+            "edges": [
+                {"from": "count", "to": "wait"},
+                {"from": "wait", "branches": [{"when": "state.count < 3", "to": "count"}], "default": "report"}
+            ]
         }))
         .unwrap_or_default(),
     );

@@ -6,12 +6,58 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
 use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, PresetInfo, ToolInfo};
 
-use super::{error::ApiError, json::ApiJson, runs::page_limit};
+use super::{
+    docs::{BadRequest, CreateGraphBody, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType},
+    error::ApiError,
+    json::ApiJson,
+    runs::page_limit,
+};
 use crate::{ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
+#[utoipa::path(
+    post,
+    path = "/graph/create",
+    tag = "graphs",
+    description = "Checks a graph and stores it. The body is a preset (`{\"preset\": NAME}`), a version 2 spec \
+                   (`nodes` is a list: name, description, start, nodes with config, timeout and retry, static and \
+                   conditional edges), or the prototype's form (`nodes` is an object whose first key is the start \
+                   node). A spec with problems answers 422 with every problem at once, each at its JSON pointer; \
+                   a valid spec may still carry `warnings` (a loop no node can leave, say).",
+    request_body(
+        content = CreateGraphBody,
+        examples(
+            ("preset" = (summary = "A preset", value = json!({"preset": "code_review"}))),
+            ("version 2" = (summary = "Graph language version 2, with a script and a conditional edge", value = json!({
+                "name": "triage",
+                "start": "score",
+                "nodes": [
+                    {"id": "score", "tool": "script", "config": {"script": "#{score: state.text.len()}"}},
+                    {"id": "page", "tool": "noop", "timeout_ms": 500, "retry": {"attempts": 2}},
+                    {"id": "queue", "tool": "increment", "config": {"key": "queued"}}
+                ],
+                "edges": [
+                    {"from": "score", "branches": [{"when": "state.score > 40", "to": "page"}], "default": "queue"},
+                    {"from": "page", "to": null}
+                ]
+            }))),
+            ("prototype" = (summary = "The prototype's form", value = json!({
+                "nodes": {"first": "increment", "wait": {"tool": "sleep", "config": {"ms": 100}}},
+                "edges": {"first": "wait", "wait": null}
+            }))),
+        )
+    ),
+    responses(
+        (status = 200, description = "The graph is stored.", body = GraphCreated),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Invalid),
+    )
+)]
 pub async fn create_graph(
     State(runner): State<Runner>,
     ApiJson(body): ApiJson<Value>,
@@ -42,26 +88,51 @@ pub async fn create_graph(
 }
 
 /// `GET /tools`: every registered tool.
+#[utoipa::path(
+    get,
+    path = "/tools",
+    tag = "graphs",
+    responses((status = 200, description = "Every tool a node may run, by name, with its config's JSON Schema.", body = Vec<ToolInfo>))
+)]
 pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
     Json(runner.registry().list())
 }
 
 /// `GET /presets`: every preset.
+#[utoipa::path(
+    get,
+    path = "/presets",
+    tag = "graphs",
+    responses((status = 200, description = "Every preset, with its graph drawn and an input to try it with.", body = Vec<PresetInfo>))
+)]
 pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>> {
     Json(runner.presets().to_vec())
 }
 
 /// The query of `GET /graphs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GraphListQuery {
-    /// Only graphs older than this one (the previous page's last).
+    /// Only graphs older than this one (the previous page's `next_before`).
     before: Option<String>,
-    /// Graphs per page, 1 to [`super::runs::MAX_PAGE`] (default [`super::runs::DEFAULT_PAGE`]).
+    /// Graphs per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500, example = 20)]
     limit: Option<u32>,
 }
 
 /// `GET /graphs`: stored graphs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/graphs",
+    tag = "graphs",
+    params(GraphListQuery),
+    responses(
+        (status = 200, description = "A page of stored graphs, newest first.", body = GraphPage),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Invalid),
+    )
+)]
 pub async fn list_graphs(
     State(runner): State<Runner>,
     query: Result<Query<GraphListQuery>, QueryRejection>,
@@ -73,6 +144,16 @@ pub async fn list_graphs(
 }
 
 /// `GET /graphs/{graph_id}`: a stored graph's spec as posted, and its drawing.
+#[utoipa::path(
+    get,
+    path = "/graphs/{graph_id}",
+    tag = "graphs",
+    params(("graph_id" = String, Path, description = "The graph's id, as `POST /graph/create` answered it.")),
+    responses(
+        (status = 200, description = "The graph's spec as posted, its warnings, and its drawing.", body = GraphDetail),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn graph_detail(
     State(runner): State<Runner>,
     Path(graph_id): Path<String>,

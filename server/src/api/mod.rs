@@ -3,6 +3,7 @@
 //! [`router`] builds every API route over a [`Runner`]; HTTP status codes appear only in
 //! this module tree, and [`error::ApiError`] is the one place errors become answers.
 
+pub mod docs;
 pub mod error;
 pub mod graphs;
 pub mod json;
@@ -38,8 +39,9 @@ pub fn router(runner: Runner, max_body_bytes: usize) -> Router {
         .route("/presets", get(graphs::list_presets))
         .route("/graphs", get(graphs::list_graphs))
         .route("/graphs/{graph_id}", get(graphs::graph_detail))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(docs::health))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runner)
+        .merge(docs::router())
 }

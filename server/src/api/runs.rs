@@ -8,9 +8,14 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use weft_app::wire::{CancelAccepted, RunFinished, RunPage, RunRequest, RunStarted, RunStatus};
+use utoipa::IntoParams;
+use weft_app::wire::{CancelAccepted, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus};
 
-use super::{error::ApiError, json::ApiJson};
+use super::{
+    docs::{BadRequest, Conflict, Invalid, NotFound, PayloadTooLarge, RunAnswer, Unavailable, UnsupportedMediaType},
+    error::ApiError,
+    json::ApiJson,
+};
 use crate::{
     ids::{GraphId, RunId},
     runner::{Runner, StartRun},
@@ -18,6 +23,22 @@ use crate::{
 };
 
 /// `POST /graph/run`: starts a run; with `wait: true`, answers once it has ended.
+#[utoipa::path(
+    post,
+    path = "/graph/run",
+    tag = "runs",
+    request_body = RunRequest,
+    responses(
+        (status = 200, description = "`wait: false`: the run's id, at once (the run is queryable immediately). \
+                                      `wait: true`: the run's end, its final state and its log.", body = RunAnswer),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn run_graph(
     State(runner): State<Runner>,
     ApiJson(request): ApiJson<RunRequest>,
@@ -48,12 +69,32 @@ pub async fn run_graph(
 }
 
 /// `GET /graph/state/{run_id}`: where a run stands.
+#[utoipa::path(
+    get,
+    path = "/graph/state/{run_id}",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    responses(
+        (status = 200, description = "Where the run stands: its state after the latest step and its log.", body = RunSnapshot),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
     Ok(Json(snapshot.into_wire()).into_response())
 }
 
 /// `GET /runs/{run_id}`: the run and every event it produced, with the state after each step.
+#[utoipa::path(
+    get,
+    path = "/runs/{run_id}",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    responses(
+        (status = 200, description = "The run and every event it produced, each step with the state after it.", body = RunDetail),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn run_detail(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     Ok(Json(runner.run_detail(&RunId::from(run_id)).await?).into_response())
 }
@@ -92,15 +133,33 @@ pub fn status_filter(name: Option<&str>) -> Result<Option<RunStatus>, ApiError> 
 }
 
 /// `GET /runs` query: every field optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only runs of this graph.
     graph_id: Option<String>,
+    /// Only runs in this status: `queued`, `running`, `completed`, `failed` or `cancelled`.
+    #[param(example = "failed")]
     status: Option<String>,
+    /// Only runs older than this one (the previous page's `next_before`).
     before: Option<String>,
+    /// Runs per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500, example = 20)]
     limit: Option<u32>,
 }
 
 /// `GET /runs?graph_id=&status=&before=&limit=`: runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    tag = "runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of runs, newest first.", body = RunPage),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Invalid),
+    )
+)]
 pub async fn list_runs(
     State(runner): State<Runner>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -117,6 +176,17 @@ pub async fn list_runs(
 
 /// `POST /runs/{run_id}/cancel`: stops a queued run at once, a running one after the
 /// node it is executing. `202` when the request is taken, `409` when the run has ended.
+#[utoipa::path(
+    post,
+    path = "/runs/{run_id}/cancel",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    responses(
+        (status = 202, description = "The run will end `cancelled`: at once if queued, else after its current node.", body = CancelAccepted),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn cancel_run(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let run_id = RunId::from(run_id);
     runner.cancel(&run_id).await?;

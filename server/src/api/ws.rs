@@ -19,9 +19,10 @@ use axum::{
 use futures::{stream::SplitSink, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 use weft_app::wire::{ErrorEvent, RunEvent};
 
-use super::error::ApiError;
+use super::{docs::BadRequest, error::ApiError};
 use crate::{
     ids::RunId,
     runner::{end_event, Runner},
@@ -33,13 +34,44 @@ const REPLAY_PAGE: u32 = 256;
 /// How often a run that is not live in this process is polled.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
-/// `?since=<seq>`: send only events after this step.
-#[derive(Debug, Deserialize)]
+/// `?since=<seq>`: send only events after this one.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Send only the events after the one with this `seq` (to resume after a drop).
+    #[param(example = 4)]
     since: Option<u64>,
 }
 
 /// Upgrades to a WebSocket streaming the run's events.
+#[utoipa::path(
+    get,
+    path = "/ws/{run_id}",
+    tag = "runs",
+    description = "Upgrades to a WebSocket that streams the run's events as JSON text messages: every stored \
+                   event after `since`, then each new one as it is committed, and closes after `end`. Exactly \
+                   one `step` message per executed node, in order (the prototype's message). Every event \
+                   but `error` has a `seq` one higher than the last; a client that reconnects with \
+                   `?since=<last seq>` misses nothing and sees nothing twice. An unknown run gets one \
+                   `error` message, then the socket closes.",
+    params(
+        ("run_id" = String, Path, description = "The run's id."),
+        StreamQuery,
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; each message is one `RunEvent`.", body = RunEvent,
+         examples(
+             ("run_queued" = (value = json!({"type": "run_queued", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 1, "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5"}))),
+             ("run_started" = (value = json!({"type": "run_started", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 2, "resumed": false}))),
+             ("node_started" = (value = json!({"type": "node_started", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 3, "step": 1, "node": "extract", "attempt": 1}))),
+             ("step" = (value = json!({"type": "step", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 4, "step": 1, "node": "extract", "state": {"code": "def f(): pass", "functions": ["f"]}, "update": {"functions": ["f"]}, "attempt": 1, "log": "[RUNNING] extract", "changed": ["functions"], "status": "running", "duration_us": 812}))),
+             ("node_failed" = (value = json!({"type": "node_failed", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 5, "step": 2, "node": "fetch", "attempt": 1, "error": "timed out after 500 ms", "retry_in_ms": 100}))),
+             ("end" = (value = json!({"type": "end", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 17, "steps": 5, "status": "completed", "state": {"quality_score": 98}}))),
+             ("error" = (value = json!({"type": "error", "detail": "no run with id `nope`"}))),
+         )),
+        (status = 400, response = BadRequest),
+    )
+)]
 pub async fn stream(
     State(runner): State<Runner>,
     Path(run_id): Path<String>,

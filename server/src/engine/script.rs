@@ -426,6 +426,15 @@ mod tests {
         assert_eq!(run.printed, ["sum 6.5"]);
         let nothing = Script::compile("let x = 1;", Budget::CONDITION).unwrap();
         assert_eq!(nothing.run(&state(json!({}))).update, Ok(State::new()));
+        let counter = Script::compile("#{count: (state.count ?? 0) + 1}", Budget::CONDITION).unwrap();
+        assert_eq!(
+            Value::Object(counter.run(&state(json!({}))).update.unwrap()),
+            json!({"count": 1})
+        );
+        assert_eq!(
+            Value::Object(counter.run(&state(json!({"count": 4}))).update.unwrap()),
+            json!({"count": 5})
+        );
         let wrong = Script::compile("42", Budget::CONDITION).unwrap();
         assert!(wrong
             .run(&state(json!({})))
