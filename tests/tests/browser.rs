@@ -558,6 +558,70 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
     outcome
 }
 
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let ui = Ui::start().await?;
+    let client = &ui.client;
+    let outcome = async {
+        open(client, &ui.url("/")).await?;
+        client
+            .find(Locator::Css("[data-preset=custom] button"))
+            .await?
+            .click()
+            .await?;
+        // A spec with a mistake is refused, each problem listed at its place.
+        let spec = client.find(Locator::Css("[data-testid=spec-editor]")).await?;
+        let sample = spec.prop("value").await?.context("the sample spec")?;
+        spec.clear().await?;
+        spec.send_keys(&sample.replace("\"sleep\"", "\"snooze\"")).await?;
+        client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
+        wait_until("the problems are listed", || async {
+            text_of(client, "[data-testid=problems]")
+                .await
+                .contains("/nodes/1/tool: `snooze` is not a registered tool")
+        })
+        .await?;
+
+        // The sample as given: count, wait, and loop back while `state.count < 3`.
+        spec.clear().await?;
+        spec.send_keys(&sample).await?;
+        client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
+        wait_until("the run page opens", || async {
+            !text_of(client, "[data-testid=status]").await.is_empty()
+        })
+        .await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        for (node, steps) in [("count", "1,3,5"), ("wait", "2,4,6"), ("report", "7")] {
+            assert_eq!(
+                attr_of(client, &format!("[data-node={node}]"), "data-steps")
+                    .await
+                    .as_deref(),
+                Some(steps),
+                "{node}"
+            );
+        }
+        // The conditional edge is drawn as branches, each titled with its condition.
+        let back = client.find(Locator::Css("[data-edge='wait → count']")).await?;
+        assert_eq!(back.attr("class").await?.as_deref(), Some("edge branch"));
+        let title = client
+            .execute(
+                "return document.querySelector(\"[data-edge='wait → count'] title\").textContent;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(title, "state.count < 3");
+        assert!(text_of(client, "[data-testid=log]")
+            .await
+            .contains("report: counted to 3"));
+        anyhow::Ok(())
+    }
+    .await;
+    ui.close().await;
+    outcome
+}
+
 /// The URLs of every request a page of `origin` made, read from Chromium's net log
 /// (`--log-net-log`): each request a page starts names the page's origin as its
 /// initiator, while the browser's own background requests name none.
