@@ -444,7 +444,7 @@ pub struct ToolInfo {
 /// A ready-made graph, as `GET /presets` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "ssr", schema(example = json!({"name": "summarize", "description": "Split `text` into chunks, summarize each, merge, and refine.", "nodes": ["split", "summarize", "merge", "refine"], "view": {"nodes": [{"id": "split", "tool": "split_text", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}, "example": {"text": "Weft runs graphs. It streams every step.", "max_chars": 40}})))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "summarize", "description": "Split `text` into chunks, summarize each, merge, and refine.", "nodes": ["split", "summarize", "merge", "refine"], "spec": {"nodes": {"split": "split_text", "summarize": "summarize_chunks", "merge": "merge_summaries", "refine": "refine_summary"}, "edges": {"split": "summarize", "summarize": "merge", "merge": "refine", "refine": null}}, "view": {"nodes": [{"id": "split", "tool": "split_text", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}, "example": {"text": "Weft runs graphs. It streams every step.", "max_chars": 40}})))]
 pub struct PresetInfo {
     /// The name to pass as `{"preset": ...}`.
     pub name: String,
@@ -452,6 +452,10 @@ pub struct PresetInfo {
     pub description: String,
     /// Its nodes, in order.
     pub nodes: Vec<String>,
+    /// Its graph spec, in the form `POST /graph/create` takes: a starting point for a
+    /// graph of one's own.
+    #[serde(default)]
+    pub spec: Value,
     /// How to draw it.
     pub view: GraphView,
     /// An initial state to try it with.

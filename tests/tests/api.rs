@@ -368,6 +368,12 @@ async fn every_preset_runs_its_own_example_to_completion() {
             .run_and_wait(created["graph_id"].as_str().unwrap(), preset["example"].clone())
             .await;
         assert_eq!(finished["status"], "completed", "{}: {finished}", preset["name"]);
+        // The listed spec is the preset's graph: posted as a graph of one's own, it
+        // runs the example to the same end.
+        let own = app.create_graph(preset["spec"].clone()).await;
+        let again = app.run_and_wait(&own, preset["example"].clone()).await;
+        assert_eq!(again["state"], finished["state"], "{}", preset["name"]);
+        assert_eq!(again["log"], finished["log"], "{}", preset["name"]);
     }
     // The summary of the example fits its limit, reached by dropping sentences.
     let (_, created) = app.post("/graph/create", &json!({"preset": "summarize"})).await;

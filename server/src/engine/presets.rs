@@ -24,11 +24,13 @@ impl Preset {
 
     /// The preset as `GET /presets` lists it, its graph laid out for drawing.
     pub fn info(&self, registry: &Registry) -> Result<PresetInfo, GraphError> {
-        let graph = Graph::parse(&self.spec(), registry)?;
+        let spec = self.spec();
+        let graph = Graph::parse(&spec, registry)?;
         Ok(PresetInfo {
             name: self.name.to_owned(),
             description: self.description.to_owned(),
             nodes: graph.node_names().map(str::to_owned).collect(),
+            spec,
             view: graph.view().clone(),
             example: (self.example)(),
         })
