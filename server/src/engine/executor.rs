@@ -228,18 +228,21 @@ pub async fn execute<S: StepSink>(
         let (result, attempts) = attempt(node, &state, steps, sink).await?;
         let duration = started.elapsed();
 
-        let mut notes = Vec::new();
-        let mut changed = Vec::new();
-        let decided = match result {
-            Err(source) => Err(RunError::NodeFailed {
-                node: node.name.clone(),
-                source,
-                attempts,
-            }),
-            Ok(outcome) => {
-                notes = outcome.notes;
-                decide(graph, node, outcome.next, outcome.update, &mut state, &mut changed)
-            }
+        let Decided {
+            notes,
+            changed,
+            next: decided,
+        } = match result {
+            Ok(outcome) => decide(graph, node, outcome, &mut state),
+            Err(source) => Decided {
+                notes: Vec::new(),
+                changed: Vec::new(),
+                next: Err(RunError::NodeFailed {
+                    node: node.name.clone(),
+                    source,
+                    attempts,
+                }),
+            },
         };
         let status = match &decided {
             Ok(Some(_)) => RunStatus::Running,
@@ -277,46 +280,54 @@ pub async fn execute<S: StepSink>(
     Ok(ended(RunStatus::Completed, state, steps, None))
 }
 
-/// Where the run goes after `node`, whose tool chose `choice` and wrote `update`.
+/// What a node's step comes to.
+struct Decided {
+    /// The log lines its tool wrote.
+    notes: Vec<String>,
+    /// The top-level keys it wrote.
+    changed: Vec<String>,
+    /// Where the run goes next (`None`: it ends), or why it fails here.
+    next: Result<Option<NodeId>, RunError>,
+}
+
+/// Where the run goes after `node`, whose tool answered `outcome`.
 ///
 /// A jump to a node the graph lacks fails the run before the update is written. Else the
-/// update is merged into `state` (its keys listed in `changed`), and a tool that left the
-/// choice to the graph is followed along the node's route, whose conditions read the
-/// state after the update.
-fn decide(
-    graph: &Graph,
-    node: &Node,
-    choice: Next,
-    update: State,
-    state: &mut Arc<State>,
-    changed: &mut Vec<String>,
-) -> Result<Option<NodeId>, RunError> {
-    let chosen = match choice {
+/// update is merged into `state`, and a tool that left the choice to the graph is followed
+/// along the node's route, whose conditions read the state after the update.
+fn decide(graph: &Graph, node: &Node, outcome: Outcome, state: &mut Arc<State>) -> Decided {
+    let Outcome { update, next, notes } = outcome;
+    let chosen = match next {
         Next::Edge => None,
         Next::End => Some(None),
         Next::Node(target) => match graph.find(&target) {
             Some(target) => Some(Some(target)),
             None => {
-                return Err(RunError::UnknownNext {
-                    node: node.name.clone(),
-                    target,
-                })
+                return Decided {
+                    notes,
+                    changed: Vec::new(),
+                    next: Err(RunError::UnknownNext {
+                        node: node.name.clone(),
+                        target,
+                    }),
+                }
             }
         },
     };
-    changed.extend(update.keys().cloned());
+    let changed = update.keys().cloned().collect();
     // The tool's clone of the state is gone by now, so this writes in place.
     let current = Arc::make_mut(state);
     for (key, value) in update {
         current.insert(key, value);
     }
-    match chosen {
+    let next = match chosen {
         Some(next) => Ok(next),
         None => node.route.next(state).map_err(|message| RunError::Route {
             node: node.name.clone(),
             message,
         }),
-    }
+    };
+    Decided { notes, changed, next }
 }
 
 /// Runs a node's tool under its timeout, retrying as its policy says, and tells the
