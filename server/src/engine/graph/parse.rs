@@ -1,0 +1,885 @@
+//! Reading a graph spec, in either form, into a [`Graph`]: every problem is collected
+//! with its JSON pointer rather than stopping at the first.
+//!
+//! Nodes are first *declared* (so that edges can name nodes whose own spec is broken
+//! without a second, misleading error), then *built* (tool looked up, config checked),
+//! then joined by their edges; the flow checks of [`super::flow`] run last.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
+
+use serde_json::{Map, Value};
+use weft_app::wire::Problem;
+
+use super::{
+    flow, parse_max_steps, Branch, Graph, GraphError, Node, NodeId, Route, DEFAULT_MAX_STEPS, MAX_BRANCHES,
+    MAX_DESCRIPTION_LEN, MAX_GRAPH_NAME_LEN, MAX_NAME_LEN, MAX_NODES,
+};
+use crate::engine::{
+    policy::NodePolicy,
+    script::Condition,
+    tool::{Registry, Tool},
+};
+
+/// Escapes a key for use in a JSON pointer (RFC 6901).
+fn pointer(parent: &str, key: &str) -> String {
+    format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A node as the spec declares it, before its tool and edges are resolved.
+struct Declared<'a> {
+    name: &'a str,
+    path: String,
+    spec: &'a Value,
+}
+
+/// A node whose tool and config checked out.
+struct Built {
+    tool_name: String,
+    tool: Arc<dyn Tool>,
+    config: Value,
+    policy: NodePolicy,
+}
+
+/// A route whose targets are indices into the declared nodes.
+enum Draft {
+    To(Option<usize>),
+    Branches(Vec<(Condition, Option<usize>)>, Option<usize>),
+}
+
+impl Draft {
+    fn targets(&self) -> Vec<Option<usize>> {
+        match self {
+            Draft::To(to) => vec![*to],
+            Draft::Branches(branches, default) => branches
+                .iter()
+                .map(|(_, to)| *to)
+                .chain(std::iter::once(*default))
+                .collect(),
+        }
+    }
+}
+
+/// The parser's working set: what has been declared so far and what is wrong.
+struct Parser<'a> {
+    registry: &'a Registry,
+    v2: bool,
+    problems: Problems,
+    warnings: Problems,
+    declared: Vec<Declared<'a>>,
+    names: HashMap<&'a str, usize>,
+    built: Vec<Option<Built>>,
+    routes: Vec<Option<Draft>>,
+    route_paths: Vec<Option<String>>,
+}
+
+impl<'a> Parser<'a> {
+    /// The index of the node `name` names, or a problem at `path` when there is none.
+    fn target(&mut self, value: &Value, path: &str, what: &str) -> Result<Option<usize>, ()> {
+        match value {
+            Value::Null => Ok(None),
+            Value::String(name) => match self.names.get(name.as_str()) {
+                Some(&index) => Ok(Some(index)),
+                None => {
+                    self.problems.add(path, format!("{what} `{name}`, which is not a node"));
+                    Err(())
+                }
+            },
+            _ => {
+                self.problems.add(path, format!("{what} must be a node name or null"));
+                Err(())
+            }
+        }
+    }
+
+    fn declare_nodes(&mut self, nodes: &'a Value) {
+        match nodes {
+            Value::Object(nodes) => {
+                for (name, spec) in nodes {
+                    self.declare(name, pointer("/nodes", name), spec);
+                }
+            }
+            Value::Array(nodes) => {
+                for (i, spec) in nodes.iter().enumerate() {
+                    let path = format!("/nodes/{i}");
+                    match spec.get("id") {
+                        Some(Value::String(id)) => {
+                            if let Some(&first) = self.names.get(id.as_str()) {
+                                let first = self.declared[first].path.clone();
+                                self.problems.add(
+                                    format!("{path}/id"),
+                                    format!("duplicate node id `{id}` (first at {first})"),
+                                );
+                                continue;
+                            }
+                            self.declare(id, path, spec);
+                        }
+                        Some(_) => self.problems.add(format!("{path}/id"), "must be a string"),
+                        None if spec.is_object() => self.problems.add(format!("{path}/id"), "is required"),
+                        None => self
+                            .problems
+                            .add(&path, "a node must be an object with `id` and `tool`"),
+                    }
+                }
+            }
+            _ => self
+                .problems
+                .add("/nodes", "must be an object of node name to node spec"),
+        }
+        if self.declared.is_empty() && !self.problems.0.iter().any(|p| p.path.starts_with("/nodes")) {
+            self.problems.add("/nodes", "a graph needs at least one node");
+        }
+        if self.declared.len() > MAX_NODES {
+            self.problems
+                .add("/nodes", format!("a graph may have at most {MAX_NODES} nodes"));
+        }
+    }
+
+    fn declare(&mut self, name: &'a str, path: String, spec: &'a Value) {
+        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+            let at = if self.v2 { format!("{path}/id") } else { path.clone() };
+            self.problems
+                .add(at, format!("a node name must have 1 to {MAX_NAME_LEN} characters"));
+        }
+        self.names.insert(name, self.declared.len());
+        self.declared.push(Declared { name, path, spec });
+    }
+
+    fn build_nodes(&mut self) {
+        let fields: &[&str] = if self.v2 {
+            &["id", "tool", "config", "timeout_ms", "retry"]
+        } else {
+            &["tool", "config", "timeout_ms", "retry"]
+        };
+        for index in 0..self.declared.len() {
+            let Declared { name, path, spec } = &self.declared[index];
+            let (name, path, spec) = (*name, path.clone(), *spec);
+            let built = self.build(name, &path, spec, fields);
+            self.built.push(built);
+        }
+    }
+
+    fn build(&mut self, name: &str, path: &str, spec: &Value, fields: &[&str]) -> Option<Built> {
+        let (tool_name, config, policy, tool_path) = match spec {
+            Value::Null if !self.v2 => (name.to_owned(), Value::Null, NodePolicy::default(), path.to_owned()),
+            Value::String(tool) if !self.v2 => (tool.clone(), Value::Null, NodePolicy::default(), path.to_owned()),
+            Value::Object(spec) => {
+                for key in spec.keys() {
+                    if !fields.contains(&key.as_str()) {
+                        let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+                        self.problems.add(
+                            pointer(path, key),
+                            format!("unknown field (expected one of {expected})"),
+                        );
+                    }
+                }
+                let policy = NodePolicy::parse(spec, path, &mut self.problems.0);
+                let tool_path = format!("{path}/tool");
+                let tool = match spec.get("tool") {
+                    None | Some(Value::Null) if self.v2 => {
+                        self.problems.add(&tool_path, "is required");
+                        return None;
+                    }
+                    None | Some(Value::Null) => name.to_owned(),
+                    Some(Value::String(tool)) => tool.clone(),
+                    Some(_) => {
+                        self.problems.add(&tool_path, "must be a tool name");
+                        return None;
+                    }
+                };
+                let tool_path = if spec.contains_key("tool") {
+                    tool_path
+                } else {
+                    path.to_owned()
+                };
+                (
+                    tool,
+                    spec.get("config").cloned().unwrap_or(Value::Null),
+                    policy,
+                    tool_path,
+                )
+            }
+            _ => {
+                self.problems
+                    .add(path, "a node spec must be an object, a tool name or null");
+                return None;
+            }
+        };
+        let Some(registered) = self.registry.get(&tool_name) else {
+            self.problems.add(
+                tool_path,
+                format!("`{tool_name}` is not a registered tool (GET /tools lists them)"),
+            );
+            return None;
+        };
+        let tool = match registered.configure(&config) {
+            Ok(tool) => tool.unwrap_or_else(|| Arc::clone(registered)),
+            Err(problems) => {
+                let config_path = format!("{path}/config");
+                for problem in problems {
+                    self.problems.add(
+                        format!("{config_path}{}", problem.path),
+                        format!("bad config for `{tool_name}`: {}", problem.message),
+                    );
+                }
+                return None;
+            }
+        };
+        Some(Built {
+            tool_name,
+            tool,
+            config,
+            policy,
+        })
+    }
+
+    /// Reads a route: a target (`to`), or `branches` and `default`.
+    fn route(&mut self, value: &Value, path: &str, branches: Option<&Value>, default: Option<&Value>) -> Option<Draft> {
+        let Some(branches) = branches else {
+            return self.target(value, path, "edge to").ok().map(Draft::To);
+        };
+        let Value::Array(branches) = branches else {
+            self.problems
+                .add(format!("{path}/branches"), "must be a list of {\"when\", \"to\"}");
+            return None;
+        };
+        if branches.is_empty() || branches.len() > MAX_BRANCHES {
+            self.problems.add(
+                format!("{path}/branches"),
+                format!("must have 1 to {MAX_BRANCHES} branches"),
+            );
+        }
+        let mut drafts = Vec::with_capacity(branches.len());
+        let mut broken = false;
+        for (i, branch) in branches.iter().enumerate() {
+            let at = format!("{path}/branches/{i}");
+            let Some(fields) = branch.as_object() else {
+                self.problems.add(&at, "a branch must be an object {\"when\", \"to\"}");
+                broken = true;
+                continue;
+            };
+            for key in fields.keys().filter(|key| !["when", "to"].contains(&key.as_str())) {
+                self.problems
+                    .add(pointer(&at, key), "unknown field (expected `when` or `to`)");
+            }
+            let when = match fields.get("when") {
+                Some(Value::String(source)) => Condition::compile(source)
+                    .map_err(|message| self.problems.add(format!("{at}/when"), message))
+                    .ok(),
+                Some(_) => {
+                    self.problems
+                        .add(format!("{at}/when"), "must be an expression (a string)");
+                    None
+                }
+                None => {
+                    self.problems.add(format!("{at}/when"), "is required");
+                    None
+                }
+            };
+            let to = match fields.get("to") {
+                Some(to) => self.target(to, &format!("{at}/to"), "branch to").ok(),
+                None => {
+                    self.problems.add(format!("{at}/to"), "is required (null ends the run)");
+                    None
+                }
+            };
+            match (when, to) {
+                (Some(when), Some(to)) => drafts.push((when, to)),
+                _ => broken = true,
+            }
+        }
+        let default = match default {
+            Some(default) => self.target(default, &format!("{path}/default"), "default to").ok(),
+            None => {
+                self.problems
+                    .add(format!("{path}/default"), "is required (null ends the run)");
+                None
+            }
+        };
+        match default {
+            Some(default) if !broken => Some(Draft::Branches(drafts, default)),
+            _ => None,
+        }
+    }
+
+    fn set_route(&mut self, from: &str, from_path: String, path: &str, route: Option<Draft>) {
+        let Some(&index) = self.names.get(from) else {
+            self.problems
+                .add(from_path, format!("edge from `{from}`, which is not a node"));
+            return;
+        };
+        if let Some(first) = &self.route_paths[index] {
+            let message = format!("`{from}` already has an edge (at {first}); give it branches instead");
+            self.problems.add(from_path, message);
+            return;
+        }
+        self.route_paths[index] = Some(path.to_owned());
+        self.routes[index] = route;
+    }
+
+    fn read_edges(&mut self, edges: Option<&'a Value>) {
+        self.routes = (0..self.declared.len()).map(|_| None).collect();
+        self.route_paths = vec![None; self.declared.len()];
+        match (edges, self.v2) {
+            (None, false) => self
+                .problems
+                .add("/edges", "is required (use {} for a graph with no edges)"),
+            (None, true) => {}
+            (Some(Value::Object(edges)), false) => {
+                for (from, to) in edges {
+                    let path = pointer("/edges", from);
+                    let route = match to {
+                        Value::Object(fields) => {
+                            self.unknown_fields(fields, &path, &["branches", "default"]);
+                            self.route(
+                                to,
+                                &path,
+                                Some(fields.get("branches").unwrap_or(&Value::Null)),
+                                fields.get("default"),
+                            )
+                        }
+                        _ => self.route(to, &path, None, None),
+                    };
+                    self.set_route(from, path.clone(), &path, route);
+                }
+            }
+            (Some(Value::Array(edges)), true) => {
+                for (i, edge) in edges.iter().enumerate() {
+                    let path = format!("/edges/{i}");
+                    let Some(fields) = edge.as_object() else {
+                        self.problems.add(
+                            &path,
+                            "an edge must be {\"from\", \"to\"} or {\"from\", \"branches\", \"default\"}",
+                        );
+                        continue;
+                    };
+                    let route = if fields.contains_key("branches") {
+                        self.unknown_fields(fields, &path, &["from", "branches", "default"]);
+                        self.route(edge, &path, fields.get("branches"), fields.get("default"))
+                    } else {
+                        self.unknown_fields(fields, &path, &["from", "to"]);
+                        match fields.get("to") {
+                            Some(to) => self.route(to, &format!("{path}/to"), None, None),
+                            None => {
+                                self.problems
+                                    .add(format!("{path}/to"), "is required (or give `branches` and `default`)");
+                                None
+                            }
+                        }
+                    };
+                    match fields.get("from") {
+                        Some(Value::String(from)) => self.set_route(from, format!("{path}/from"), &path, route),
+                        Some(_) => self.problems.add(format!("{path}/from"), "must be a node name"),
+                        None => self.problems.add(format!("{path}/from"), "is required"),
+                    }
+                }
+            }
+            (Some(_), false) => self
+                .problems
+                .add("/edges", "must be an object of node name to node name"),
+            (Some(_), true) => self.problems.add("/edges", "must be a list of edges"),
+        }
+    }
+
+    fn unknown_fields(&mut self, fields: &Map<String, Value>, path: &str, known: &[&str]) {
+        for key in fields.keys().filter(|key| !known.contains(&key.as_str())) {
+            let expected = known.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+            self.problems.add(
+                pointer(path, key),
+                format!("unknown field (expected one of {expected})"),
+            );
+        }
+    }
+
+    /// Where each declared node may lead: its route's targets and its tool's jumps.
+    fn successors(&self) -> Vec<Vec<Option<usize>>> {
+        (0..self.declared.len())
+            .map(|index| {
+                let mut next: Vec<Option<usize>> = match &self.routes[index] {
+                    Some(route) => route.targets(),
+                    None => vec![None],
+                };
+                if let Some(built) = &self.built[index] {
+                    next.extend(
+                        built
+                            .tool
+                            .jumps()
+                            .iter()
+                            .filter_map(|name| self.names.get(name.as_str()).map(|&i| Some(i))),
+                    );
+                }
+                next
+            })
+            .collect()
+    }
+
+    /// Nodes the start cannot reach (an error in version 2, a warning before), and
+    /// loops no node can leave (a warning).
+    fn check_flow(&mut self, start: usize, max_steps: u32) {
+        let successors = self.successors();
+        // A broken edge hides where it leads: judge reachability only over sound edges.
+        let edges_sound = !self.problems.0.iter().any(|p| p.path.starts_with("/edges"));
+        let reached = flow::reachable(&successors, start);
+        let start_name = self.declared[start].name;
+        let unreached = self
+            .declared
+            .iter()
+            .zip(reached)
+            .filter(|(_, reached)| edges_sound && !reached);
+        for (declared, _) in unreached {
+            let message = format!(
+                "`{}` cannot be reached from the start node `{start_name}`",
+                declared.name
+            );
+            let list = if self.v2 {
+                &mut self.problems
+            } else {
+                &mut self.warnings
+            };
+            list.add(&declared.path, message);
+        }
+
+        let chooses: Vec<bool> = (0..self.declared.len())
+            .map(|index| {
+                let conditional = matches!(self.routes[index], Some(Draft::Branches(..)));
+                let jumps = self.built[index]
+                    .as_ref()
+                    .is_some_and(|built| !built.tool.jumps().is_empty());
+                conditional || jumps
+            })
+            .collect();
+        for part in flow::loops_without_exit(&successors, &chooses) {
+            let names: Vec<String> = part
+                .iter()
+                .map(|&index| format!("`{}`", self.declared[index].name))
+                .collect();
+            self.warnings.add(
+                &self.declared[part[0]].path,
+                format!(
+                    "the loop through {} has no exit condition: a run that enters it ends only at the step \
+                     limit ({max_steps})",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn optional_text(spec: &Map<String, Value>, key: &str, max: usize, problems: &mut Problems) -> Option<String> {
+    match spec.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.chars().count() <= max => Some(text.clone()),
+        Some(_) => {
+            problems.add(
+                format!("/{key}"),
+                format!("must be a string of at most {max} characters"),
+            );
+            None
+        }
+    }
+}
+
+/// Checks `spec` against `registry` and builds the graph it describes.
+pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphError> {
+    let mut problems = Problems(Vec::new());
+    let Some(spec) = spec.as_object() else {
+        problems.add("", "a graph must be a JSON object");
+        return Err(GraphError { problems: problems.0 });
+    };
+    let v2 = spec.get("nodes").is_some_and(Value::is_array);
+    if v2 {
+        for key in spec.keys() {
+            if !["name", "description", "start", "max_steps", "nodes", "edges"].contains(&key.as_str()) {
+                problems.add(
+                    pointer("", key),
+                    "unknown field (expected `name`, `description`, `start`, `max_steps`, `nodes` or `edges`)",
+                );
+            }
+        }
+    }
+
+    let max_steps = match spec.get("max_steps") {
+        None | Some(Value::Null) => DEFAULT_MAX_STEPS,
+        Some(value) => parse_max_steps(value).unwrap_or_else(|message| {
+            problems.add("/max_steps", message);
+            DEFAULT_MAX_STEPS
+        }),
+    };
+    let name = optional_text(spec, "name", MAX_GRAPH_NAME_LEN, &mut problems);
+    let description = optional_text(spec, "description", MAX_DESCRIPTION_LEN, &mut problems);
+
+    let mut parser = Parser {
+        registry,
+        v2,
+        problems,
+        warnings: Problems(Vec::new()),
+        declared: Vec::new(),
+        names: HashMap::new(),
+        built: Vec::new(),
+        routes: Vec::new(),
+        route_paths: Vec::new(),
+    };
+    match spec.get("nodes") {
+        Some(nodes) => parser.declare_nodes(nodes),
+        None => parser.problems.add("/nodes", "is required"),
+    }
+    parser.build_nodes();
+    parser.read_edges(spec.get("edges"));
+
+    let start = match spec.get("start") {
+        Some(Value::String(start)) if v2 => match parser.names.get(start.as_str()) {
+            Some(&index) => Some(index),
+            None => {
+                parser
+                    .problems
+                    .add("/start", format!("the start node `{start}` is not a node"));
+                None
+            }
+        },
+        Some(value) if v2 && !value.is_null() => {
+            parser.problems.add("/start", "must be a node id");
+            None
+        }
+        _ => (!parser.declared.is_empty()).then_some(0),
+    };
+    if let Some(start) = start {
+        parser.check_flow(start, max_steps);
+    }
+
+    let Parser {
+        problems,
+        warnings,
+        declared,
+        names,
+        built,
+        routes,
+        ..
+    } = parser;
+    if !problems.0.is_empty() {
+        return Err(GraphError { problems: problems.0 });
+    }
+    let id = |index: Option<usize>| index.map(|index| NodeId(index as u32));
+    let nodes = declared
+        .iter()
+        .zip(built)
+        .zip(routes)
+        .filter_map(|((declared, built), route)| {
+            let built = built?;
+            let route = match route {
+                None => Route::To(None),
+                Some(Draft::To(to)) => Route::To(id(to)),
+                Some(Draft::Branches(branches, default)) => Route::Branches {
+                    branches: branches
+                        .into_iter()
+                        .map(|(when, to)| Branch { when, to: id(to) })
+                        .collect(),
+                    default: id(default),
+                },
+            };
+            Some(Node {
+                name: declared.name.to_owned(),
+                tool_name: built.tool_name,
+                tool: built.tool,
+                config: Arc::new(built.config),
+                policy: built.policy,
+                route,
+            })
+        })
+        .collect();
+    Ok(Graph {
+        nodes,
+        index: names
+            .into_iter()
+            .map(|(name, index)| (name.to_owned(), NodeId(index as u32)))
+            .collect(),
+        start: NodeId(start.unwrap_or(0) as u32),
+        max_steps,
+        name,
+        description,
+        warnings: warnings.0,
+        view: OnceLock::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::graph::Route;
+    use crate::engine::tool::{FnTool, Outcome};
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        for name in ["a", "b", "c"] {
+            registry.register(name, FnTool::inline("test", |_, _| Ok(Outcome::default())));
+        }
+        crate::engine::builtin::register(&mut registry);
+        registry
+    }
+
+    fn problems(spec: Value) -> Vec<(String, String)> {
+        Graph::parse(&spec, &registry())
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    fn warnings(spec: Value) -> Vec<(String, String)> {
+        Graph::parse(&spec, &registry())
+            .unwrap()
+            .warnings()
+            .iter()
+            .map(|p| (p.path.clone(), p.message.clone()))
+            .collect()
+    }
+
+    fn to(graph: &Graph, name: &str) -> Option<NodeId> {
+        match graph.node(graph.find(name).unwrap()).route {
+            Route::To(to) => to,
+            Route::Branches { .. } => panic!("`{name}` has branches"),
+        }
+    }
+
+    #[test]
+    fn parses_nodes_in_order_with_edges() {
+        let spec = json!({"nodes": {"b": {}, "a": null, "x": "c"}, "edges": {"b": "a", "a": "x", "x": null}});
+        let graph = Graph::parse(&spec, &registry()).unwrap();
+        assert_eq!(graph.node_names().collect::<Vec<_>>(), ["b", "a", "x"]);
+        assert_eq!(graph.node(graph.start()).name, "b");
+        assert_eq!(to(&graph, "b"), graph.find("a"));
+        assert_eq!(graph.node(graph.find("x").unwrap()).tool_name, "c");
+        assert_eq!(to(&graph, "x"), None);
+        assert_eq!(graph.max_steps(), DEFAULT_MAX_STEPS);
+        assert!(graph.warnings().is_empty());
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let found = problems(json!({
+            "nodes": {"a": {}, "nope": {}, "b": 5},
+            "edges": {"a": "ghost", "phantom": "a", "b": 3},
+            "max_steps": 0
+        }));
+        assert_eq!(
+            found,
+            vec![
+                ("/max_steps".into(), "must be a whole number from 1 to 10000".into()),
+                (
+                    "/nodes/nope".into(),
+                    "`nope` is not a registered tool (GET /tools lists them)".into()
+                ),
+                (
+                    "/nodes/b".into(),
+                    "a node spec must be an object, a tool name or null".into()
+                ),
+                ("/edges/a".into(), "edge to `ghost`, which is not a node".into()),
+                (
+                    "/edges/phantom".into(),
+                    "edge from `phantom`, which is not a node".into()
+                ),
+                ("/edges/b".into(), "edge to must be a node name or null".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_empty_and_missing_parts() {
+        assert_eq!(
+            problems(json!({"nodes": {}, "edges": {}})),
+            vec![("/nodes".into(), "a graph needs at least one node".into())]
+        );
+        assert_eq!(
+            problems(json!({"nodes": 3})),
+            vec![
+                ("/nodes".into(), "must be an object of node name to node spec".into()),
+                ("/edges".into(), "is required (use {} for a graph with no edges)".into()),
+            ]
+        );
+        assert_eq!(
+            problems(json!([1])),
+            vec![("".into(), "a graph must be a JSON object".into())]
+        );
+    }
+
+    #[test]
+    fn escapes_pointer_segments() {
+        let found = problems(json!({"nodes": {"a/b~": {}}, "edges": {}}));
+        assert_eq!(found[0].0, "/nodes/a~1b~0");
+    }
+
+    #[test]
+    fn accepts_a_custom_step_limit() {
+        let graph = Graph::parse(&json!({"nodes": {"a": {}}, "edges": {}, "max_steps": 7}), &registry()).unwrap();
+        assert_eq!(graph.max_steps(), 7);
+    }
+
+    #[test]
+    fn parses_version_2_with_a_start_node_and_branches() {
+        let spec = json!({
+            "name": "triage",
+            "description": "Routes by level.",
+            "start": "classify",
+            "max_steps": 9,
+            "nodes": [
+                {"id": "page", "tool": "noop", "timeout_ms": 500, "retry": {"attempts": 2}},
+                {"id": "classify", "tool": "increment", "config": {"key": "level"}},
+                {"id": "queue", "tool": "noop"}
+            ],
+            "edges": [
+                {"from": "classify", "branches": [{"when": "state.level > 2", "to": "page"}], "default": "queue"},
+                {"from": "page", "to": null}
+            ]
+        });
+        let graph = Graph::parse(&spec, &registry()).unwrap();
+        assert_eq!(graph.name(), Some("triage"));
+        assert_eq!(graph.description(), Some("Routes by level."));
+        assert_eq!(graph.node(graph.start()).name, "classify");
+        assert_eq!(graph.max_steps(), 9);
+        assert_eq!(graph.node(graph.find("page").unwrap()).policy.retry.attempts, 2);
+        let route = &graph.node(graph.start()).route;
+        let high = Arc::new(json!({"level": 3}).as_object().cloned().unwrap());
+        let low = Arc::new(json!({"level": 1}).as_object().cloned().unwrap());
+        assert_eq!(route.next(&high), Ok(graph.find("page")));
+        assert_eq!(route.next(&low), Ok(graph.find("queue")));
+        assert!(graph.warnings().is_empty());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_its_place() {
+        let found = problems(json!({
+            "start": "begin",
+            "nodes": [
+                {"id": "first", "tool": "teleport"},
+                {"id": "second", "tool": "sleep", "config": {"ms": "soon"}},
+                {"id": "first", "tool": "noop"}
+            ],
+            "edges": [
+                {"from": "first", "branches": [{"when": "state.x >", "to": "second"}], "default": null},
+                {"from": "second", "to": "third"}
+            ]
+        }));
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "/nodes/2/id".into(),
+                    "duplicate node id `first` (first at /nodes/0)".into()
+                ),
+                (
+                    "/nodes/0/tool".into(),
+                    "`teleport` is not a registered tool (GET /tools lists them)".into()
+                ),
+                (
+                    "/nodes/1/config/ms".into(),
+                    "bad config for `sleep`: invalid type: string \"soon\", expected u64".into()
+                ),
+                (
+                    "/edges/0/branches/0/when".into(),
+                    "does not compile: Script is incomplete (line 1, position 10)".into()
+                ),
+                ("/edges/1/to".into(), "edge to `third`, which is not a node".into()),
+                ("/start".into(), "the start node `begin` is not a node".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unreachable_nodes_are_errors_in_version_2_and_warnings_before() {
+        let found = problems(json!({
+            "nodes": [{"id": "a", "tool": "noop"}, {"id": "island", "tool": "noop"}],
+            "edges": []
+        }));
+        assert_eq!(
+            found,
+            vec![(
+                "/nodes/1".into(),
+                "`island` cannot be reached from the start node `a`".into()
+            )]
+        );
+        assert_eq!(
+            warnings(json!({"nodes": {"a": {}, "island": "b"}, "edges": {}})),
+            vec![(
+                "/nodes/island".into(),
+                "`island` cannot be reached from the start node `a`".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_loop_without_an_exit_condition_is_a_warning() {
+        let spec = json!({
+            "nodes": [{"id": "go", "tool": "noop"}, {"id": "spin", "tool": "noop"}, {"id": "again", "tool": "noop"}],
+            "edges": [{"from": "go", "to": "spin"}, {"from": "spin", "to": "again"}, {"from": "again", "to": "spin"}]
+        });
+        assert_eq!(
+            warnings(spec),
+            vec![(
+                "/nodes/1".into(),
+                "the loop through `spin`, `again` has no exit condition: a run that enters it ends only at the \
+                 step limit (100)"
+                    .into()
+            )]
+        );
+        let with_exit = json!({
+            "nodes": [{"id": "spin", "tool": "increment"}],
+            "edges": [{"from": "spin", "branches": [{"when": "state.count < 3", "to": "spin"}], "default": null}]
+        });
+        assert!(warnings(with_exit).is_empty());
+    }
+
+    #[test]
+    fn config_is_checked_against_the_tool_s_schema() {
+        assert_eq!(
+            problems(json!({"nodes": {"a": {"tool": "sleep", "config": {"ms": 90000, "jitter": 1}}}, "edges": {}})),
+            vec![(
+                "/nodes/a/config/jitter".into(),
+                "bad config for `sleep`: unknown field `jitter`, expected `ms`".into()
+            )]
+        );
+        assert_eq!(
+            problems(json!({"nodes": {"a": {"tool": "sleep", "config": {"ms": 90000}}}, "edges": {}})),
+            vec![(
+                "/nodes/a/config/ms".into(),
+                "bad config for `sleep`: must be at most 60000".into()
+            )]
+        );
+        assert_eq!(
+            problems(json!({"nodes": {"a": {"config": {"x": 1}}}, "edges": {}})),
+            vec![(
+                "/nodes/a/config".into(),
+                "bad config for `a`: this tool takes no config".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_node_has_one_edge_entry() {
+        let found = problems(json!({
+            "nodes": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}],
+            "edges": [{"from": "a", "to": "b"}, {"from": "a", "to": null}]
+        }));
+        assert_eq!(
+            found,
+            vec![(
+                "/edges/1/from".into(),
+                "`a` already has an edge (at /edges/0); give it branches instead".into()
+            )]
+        );
+    }
+}
