@@ -2,6 +2,9 @@
 //!
 //! - `step_overhead`: a chain of `noop` nodes with a sink that keeps nothing, so the time
 //!   per element is the engine's own cost per step (tool call, state merge, next node).
+//! - `branching`: a loop of 1,000 steps whose conditional edge is a Rhai condition
+//!   (`state.count < 1000`) after an `increment` node, and the same loop with the counting
+//!   done by a `script` node (a compiled Rhai script, run on the CPU pool).
 //! - `code_review`: the whole Code Review preset over generated Python of 1k, 10k and
 //!   100k lines, tools on the CPU pool as in the server.
 //!
@@ -93,5 +96,51 @@ fn code_review(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, step_overhead, code_review);
+/// A loop of `steps` steps: `count` runs `tool` (with `config`), then loops back while
+/// `state.count < steps`.
+fn counting_loop(steps: usize, tool: &str, config: Value) -> Value {
+    json!({
+        "max_steps": 10_000,
+        "nodes": [{"id": "count", "tool": tool, "config": config}],
+        "edges": [{"from": "count", "branches": [{"when": format!("state.count < {steps}"), "to": "count"}], "default": null}]
+    })
+}
+
+fn branching(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = default_registry(&CpuPool::new(2));
+    let steps = 1_000;
+    let mut group = c.benchmark_group("branching");
+    group.throughput(Throughput::Elements(steps as u64));
+    for (name, tool, config) in [
+        ("condition", "increment", Value::Null),
+        (
+            "script",
+            "script",
+            json!({"script": "#{count: (state.count ?? 0) + 1}"}),
+        ),
+    ] {
+        let graph = Graph::parse(&counting_loop(steps, tool, config), &registry).unwrap();
+        let mut state = Map::new();
+        state.insert("payload".into(), json!({"items": (0..100).collect::<Vec<_>>()}));
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let checkpoint = Checkpoint::start(&graph, state.clone());
+                let graph = &graph;
+                async move {
+                    let end = execute(graph, checkpoint, 10_000, &mut NullSink).await.unwrap();
+                    assert_eq!(end.steps, steps as u64);
+                    end
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, step_overhead, branching, code_review);
 criterion_main!(benches);

@@ -5,7 +5,7 @@
 //! is converted to a script value only when it is read, so a condition over one number
 //! costs the same whatever else the state holds. A key the state lacks reads as `()`.
 //!
-//! The sandbox: no modules, no `eval`, no file, network or clock access (Rhai has none
+//! The sandbox: no modules, no `eval`, no file, network or process access (Rhai has none
 //! unless given), bounded call depth, expression depth and string, array and map sizes,
 //! and per evaluation an operation budget and a deadline, both checked as the script
 //! runs ([`Budget`]). `print` and `debug` write to the run's log instead of stdout.
@@ -96,12 +96,13 @@ fn engine() -> &'static Engine {
             .on_progress(|operations| {
                 RUNNING.with_borrow(|running| {
                     let running = running.as_ref()?;
+                    // The token says which limit stopped the script (see `describe`).
                     if operations > running.max_operations {
-                        return Some(format!("operation limit of {} reached", running.max_operations).into());
+                        return Some(Dynamic::from(Limit::Operations(running.max_operations)));
                     }
                     // Reading the clock costs more than an operation: look every 256.
                     if operations % 256 == 0 && Instant::now() > running.deadline {
-                        return Some("time limit reached".into());
+                        return Some(Dynamic::from(Limit::Time));
                     }
                     None
                 })
@@ -129,7 +130,7 @@ fn note(line: String) {
 }
 
 /// Evaluates `ast` over `state` within `budget`: the value, and the lines it printed.
-fn evaluate(ast: &AST, state: &Arc<State>, budget: Budget) -> (Result<Dynamic, String>, Vec<String>) {
+fn evaluate(ast: &AST, state: &Arc<State>, budget: Budget) -> (Result<Dynamic, ScriptError>, Vec<String>) {
     let previous = RUNNING.replace(Some(Running {
         max_operations: budget.operations,
         deadline: Instant::now() + budget.time,
@@ -147,13 +148,38 @@ fn evaluate(ast: &AST, state: &Arc<State>, budget: Budget) -> (Result<Dynamic, S
     (result, printed)
 }
 
-fn describe(err: &EvalAltResult) -> String {
+/// A limit that stopped an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// Its operation budget, this many.
+    Operations(u64),
+    /// Its deadline.
+    Time,
+}
+
+/// Why a condition or script gave no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptError {
+    /// It used up its operation budget.
+    #[error("stopped: operation limit of {0} reached")]
+    OperationLimit(u64),
+    /// It ran past its deadline.
+    #[error("stopped: time limit reached")]
+    TimeLimit,
+    /// It failed, or gave a value of the wrong kind.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn describe(err: &EvalAltResult) -> ScriptError {
     match err {
-        EvalAltResult::ErrorTerminated(reason, _) => format!("stopped: {reason}"),
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            format!("stopped: operation limit of {MAX_SCRIPT_OPERATIONS} reached")
-        }
-        other => other.to_string(),
+        EvalAltResult::ErrorTerminated(token, _) => match token.clone().try_cast::<Limit>() {
+            Some(Limit::Operations(operations)) => ScriptError::OperationLimit(operations),
+            Some(Limit::Time) => ScriptError::TimeLimit,
+            None => ScriptError::Failed(format!("stopped: {token}")),
+        },
+        EvalAltResult::ErrorTooManyOperations(_) => ScriptError::OperationLimit(MAX_SCRIPT_OPERATIONS),
+        other => ScriptError::Failed(other.to_string()),
     }
 }
 
@@ -192,8 +218,8 @@ impl Condition {
     /// Whether the condition holds for `state`.
     pub fn holds(&self, state: &Arc<State>) -> Result<bool, String> {
         let (value, _) = evaluate(&self.ast, state, Budget::CONDITION);
-        let value = value?;
         value
+            .map_err(|err| err.to_string())?
             .as_bool()
             .map_err(|kind| format!("gave a value of type {kind}, not true or false"))
     }
@@ -211,7 +237,7 @@ pub struct Script {
 #[derive(Debug)]
 pub struct ScriptRun {
     /// The keys it wrote, or why it failed.
-    pub update: Result<State, String>,
+    pub update: Result<State, ScriptError>,
     /// The lines it printed.
     pub printed: Vec<String>,
 }
@@ -233,7 +259,12 @@ impl Script {
 
     /// Runs the script over `state`.
     pub fn run(&self, state: &Arc<State>) -> ScriptRun {
-        let (value, printed) = evaluate(&self.ast, state, self.budget);
+        self.run_within(state, self.budget)
+    }
+
+    /// Runs the script over `state` within `budget` rather than its own.
+    fn run_within(&self, state: &Arc<State>, budget: Budget) -> ScriptRun {
+        let (value, printed) = evaluate(&self.ast, state, budget);
         ScriptRun {
             update: value.and_then(into_update),
             printed,
@@ -241,20 +272,20 @@ impl Script {
     }
 }
 
-fn into_update(value: Dynamic) -> Result<State, String> {
+fn into_update(value: Dynamic) -> Result<State, ScriptError> {
     if value.is_unit() {
         return Ok(State::new());
     }
     let kind = value.type_name();
     let Some(map) = value.try_cast::<Map>() else {
-        return Err(format!(
+        return Err(ScriptError::Failed(format!(
             "a script must end with a map of the keys to write, such as #{{count: 1}}, not a value of type {kind}"
-        ));
+        )));
     };
     map.into_iter()
         .map(|(key, value)| {
             let value = rhai::serde::from_dynamic::<Value>(&value)
-                .map_err(|err| format!("the value of `{key}` cannot be stored as JSON: {err}"))?;
+                .map_err(|err| ScriptError::Failed(format!("the value of `{key}` cannot be stored as JSON: {err}")))?;
             Ok((key.to_string(), value))
         })
         .collect()
@@ -349,6 +380,19 @@ impl Tool for ScriptTool {
     }
 }
 
+/// The operations a script may take inline, on the async runtime, before it is moved to
+/// the CPU pool (about a millisecond at most).
+pub const INLINE_OPERATIONS: u64 = 10_000;
+
+fn outcome(run: ScriptRun) -> Result<Outcome, ToolError> {
+    let update = run.update.map_err(|err| ToolError::Failed(err.to_string()))?;
+    Ok(Outcome {
+        update,
+        notes: run.printed,
+        ..Outcome::default()
+    })
+}
+
 /// One node's compiled script.
 struct ScriptNode {
     script: Arc<Script>,
@@ -361,17 +405,24 @@ impl Tool for ScriptNode {
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {
+        // Most scripts are done in a few hundred operations, far less than a hop to the
+        // pool costs: try inline with a small slice of the budget first. A script that
+        // needs more is run again on the pool with its whole budget; a script only
+        // computes its update from the state, so running it again is safe (what the
+        // first try printed is dropped).
+        let budget = self.script.budget();
+        let slice = Budget {
+            operations: budget.operations.min(INLINE_OPERATIONS),
+            ..budget
+        };
+        let quick = self.script.run_within(&input.state, slice);
+        let sliced_off = quick.update == Err(ScriptError::OperationLimit(slice.operations));
+        if slice.operations == budget.operations || !sliced_off {
+            return Box::pin(std::future::ready(outcome(quick)));
+        }
         let script = Arc::clone(&self.script);
         let pool = self.pool.clone();
-        Box::pin(async move {
-            let run = pool.run(move || script.run(&input.state)).await?;
-            let update = run.update.map_err(ToolError::Failed)?;
-            Ok(Outcome {
-                update,
-                notes: run.printed,
-                ..Outcome::default()
-            })
-        })
+        Box::pin(async move { outcome(pool.run(move || script.run(&input.state)).await?) })
     }
 }
 
@@ -440,6 +491,7 @@ mod tests {
             .run(&state(json!({})))
             .update
             .unwrap_err()
+            .to_string()
             .contains("not a value of type i64"));
     }
 
@@ -451,7 +503,11 @@ mod tests {
         };
         let script = Script::compile("let n = 0; loop { n += 1; }", budget).unwrap();
         let run = script.run(&state(json!({})));
-        assert_eq!(run.update, Err("stopped: operation limit of 50000 reached".into()));
+        assert_eq!(run.update, Err(ScriptError::OperationLimit(50_000)));
+        assert_eq!(
+            run.update.unwrap_err().to_string(),
+            "stopped: operation limit of 50000 reached"
+        );
     }
 
     #[test]
@@ -462,7 +518,66 @@ mod tests {
         };
         let script = Script::compile("let n = 0; loop { n += 1; }", budget).unwrap();
         let run = script.run(&state(json!({})));
-        assert_eq!(run.update, Err("stopped: time limit reached".into()));
+        assert_eq!(run.update, Err(ScriptError::TimeLimit));
+    }
+
+    fn node(config: Value) -> Arc<dyn Tool> {
+        ScriptTool::new(CpuPool::new(1))
+            .configure(&config)
+            .expect("the config is valid")
+            .expect("a node of its own")
+    }
+
+    async fn call(node: &Arc<dyn Tool>, state: Value) -> Result<Outcome, ToolError> {
+        node.call(ToolInput {
+            state: Arc::new(state.as_object().cloned().unwrap_or_default()),
+            config: Arc::new(Value::Null),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_script_past_its_inline_slice_finishes_on_the_pool_and_prints_once() {
+        let source = "print(\"start\"); let t = 0; for i in 0..5000 { t += i; } #{t: t}";
+        let slice = Budget {
+            operations: INLINE_OPERATIONS,
+            time: Duration::from_secs(60),
+        };
+        let sliced = Script::compile(source, slice).unwrap().run(&state(json!({})));
+        assert_eq!(sliced.update, Err(ScriptError::OperationLimit(INLINE_OPERATIONS)));
+
+        let long = node(json!({ "script": source }));
+        let outcome = call(&long, json!({})).await.unwrap();
+        assert_eq!(outcome.update["t"], 12_497_500);
+        assert_eq!(outcome.notes, ["start"]);
+
+        // With no more budget than the slice, the slice's verdict is final.
+        let capped =
+            node(json!({"script": "let t = 0; for i in 0..5000 { t += i; } #{t: t}", "max_operations": 10000}));
+        let err = call(&capped, json!({})).await.unwrap_err();
+        assert_eq!(
+            err,
+            ToolError::Failed("stopped: operation limit of 10000 reached".into())
+        );
+    }
+
+    #[test]
+    fn script_config_is_checked_and_compiled_when_the_graph_is_parsed() {
+        let tool = ScriptTool::new(CpuPool::new(1));
+        let problems = tool
+            .configure(&json!({"script": "#{", "max_operations": 0}))
+            .err()
+            .unwrap();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/max_operations"]);
+        let problems = tool.configure(&json!({"script": "#{"})).err().unwrap();
+        assert_eq!(problems[0].path, "/script");
+        assert!(
+            problems[0].message.starts_with("does not compile: "),
+            "{}",
+            problems[0].message
+        );
+        assert!(tool.configure(&json!({})).is_err(), "`script` is required");
     }
 
     #[test]
