@@ -30,6 +30,18 @@ pub trait Backend: Send + Sync + 'static {
     fn runs(&self, query: RunQuery) -> BoxFuture<Result<RunPage, ApiErrorBody>>;
     /// The server's clock, in milliseconds since the Unix epoch.
     fn now_millis(&self) -> i64;
+    /// Marks the page being rendered as one whose subject does not exist, so that the
+    /// server answers it with a 404 (the page itself still explains).
+    fn not_found(&self);
+}
+
+/// Marks the page being rendered as not found: the server answers it with a 404. In the
+/// browser, where the status has long been sent, this does nothing.
+pub fn mark_not_found() {
+    #[cfg(feature = "ssr")]
+    if let Some(BackendHandle(backend)) = leptos::prelude::use_context::<BackendHandle>() {
+        backend.not_found();
+    }
 }
 
 /// The [`Backend`] as it travels through Leptos context.

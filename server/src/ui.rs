@@ -78,4 +78,8 @@ impl Backend for UiBackend {
     fn now_millis(&self) -> i64 {
         now_millis()
     }
+
+    fn not_found(&self) {
+        crate::api::error::page_not_found();
+    }
 }

@@ -484,6 +484,10 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
 
         open(client, &ui.url("/run/no-such-run")).await?;
         assert_eq!(text_of(client, "[data-testid=error] h1").await, "Run not found");
+        // The server answers that page with a 404, its own page still readable.
+        let missing = ui.app.client.get(ui.url("/run/no-such-run")).send().await?;
+        assert_eq!(missing.status().as_u16(), 404);
+        assert!(missing.text().await?.contains("Run not found"));
         anyhow::Ok(())
     }
     .await;

@@ -41,13 +41,18 @@ pub fn RunPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match data.await {
                     Ok(data) => view! { <RunView data/> }.into_any(),
-                    Err(err) => view! {
+                    Err(err) => {
+                        if err.code.ends_with("not_found") {
+                            api::mark_not_found();
+                        }
+                        view! {
                         <section class="error-state" data-testid="error">
                             <h1>{if err.code.ends_with("not_found") { "Run not found" } else { "The run cannot be shown" }}</h1>
                             <p>{err.detail}</p>
                             <a href="/history">"See all runs"</a>
                         </section>
-                    }.into_any(),
+                        }.into_any()
+                    }
                 }
             })}
         </Suspense>

@@ -14,6 +14,13 @@ use weft_app::wire::{ApiErrorBody, Problem};
 
 use crate::runner::RunnerError;
 
+/// Answers the server-rendered page being rendered with a 404: its data was not found.
+pub fn page_not_found() {
+    if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(StatusCode::NOT_FOUND);
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub enum ApiError {
