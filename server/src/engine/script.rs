@@ -34,6 +34,10 @@ pub const MAX_SCRIPT_OPERATIONS: u64 = 10_000_000;
 pub const MAX_SCRIPT_TIME_MS: u64 = 60_000;
 /// The longest source accepted for a condition or a script.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+/// The most lines one evaluation's `print`s add to the run's log.
+pub const MAX_PRINTED_LINES: usize = 100;
+/// The longest line a `print` adds to the run's log, in characters.
+pub const MAX_PRINTED_CHARS: usize = 1_000;
 
 /// What one evaluation may spend: operations counted by the interpreter, and wall time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ struct Running {
     max_operations: u64,
     deadline: Instant,
     printed: Vec<String>,
+    /// Lines printed past [`MAX_PRINTED_LINES`], counted but not kept.
+    dropped: usize,
 }
 
 thread_local! {
@@ -107,8 +113,8 @@ fn engine() -> &'static Engine {
                     None
                 })
             })
-            .on_print(|line| note(line.to_owned()))
-            .on_debug(|line, _, _| note(line.to_owned()))
+            .on_print(note)
+            .on_debug(|line, _, _| note(line))
             .register_type_with_name::<StateView>("State")
             .register_indexer_get(StateView::get)
             .register_fn("contains", |state: &mut StateView, key: ImmutableString| {
@@ -121,10 +127,16 @@ fn engine() -> &'static Engine {
     })
 }
 
-fn note(line: String) {
+fn note(line: &str) {
     RUNNING.with_borrow_mut(|running| {
-        if let Some(running) = running.as_mut() {
-            running.printed.push(line);
+        let Some(running) = running.as_mut() else { return };
+        if running.printed.len() >= MAX_PRINTED_LINES {
+            running.dropped += 1;
+        } else if line.chars().count() > MAX_PRINTED_CHARS {
+            let kept: String = line.chars().take(MAX_PRINTED_CHARS).collect();
+            running.printed.push(format!("{kept}…"));
+        } else {
+            running.printed.push(line.to_owned());
         }
     });
 }
@@ -135,16 +147,20 @@ fn evaluate(ast: &AST, state: &Arc<State>, budget: Budget) -> (Result<Dynamic, S
         max_operations: budget.operations,
         deadline: Instant::now() + budget.time,
         printed: Vec::new(),
+        dropped: 0,
     }));
     let mut scope = Scope::new();
     scope.push_constant("state", StateView(Arc::clone(state)));
     let result = engine()
         .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         .map_err(|err| describe(&err));
-    let printed = RUNNING
-        .replace(previous)
-        .map(|running| running.printed)
-        .unwrap_or_default();
+    let mut printed = Vec::new();
+    if let Some(running) = RUNNING.replace(previous) {
+        printed = running.printed;
+        if running.dropped > 0 {
+            printed.push(format!("({} more printed line(s) not kept)", running.dropped));
+        }
+    }
     (result, printed)
 }
 
@@ -493,6 +509,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a value of type i64"));
+    }
+
+    #[test]
+    fn printing_is_bounded() {
+        let script = Script::compile("for i in 0..150 { print(i); } #{}", Budget::CONDITION).unwrap();
+        let printed = script.run(&state(json!({}))).printed;
+        assert_eq!(printed.len(), MAX_PRINTED_LINES + 1);
+        assert_eq!(printed[99], "99");
+        assert_eq!(printed[100], "(50 more printed line(s) not kept)");
+        let long = Script::compile("let s = \"x\"; s.pad(2000, \"y\"); print(s); #{}", Budget::CONDITION).unwrap();
+        let line = &long.run(&state(json!({}))).printed[0];
+        assert_eq!(line.chars().count(), MAX_PRINTED_CHARS + 1);
+        assert!(line.ends_with("y…"));
     }
 
     #[test]
