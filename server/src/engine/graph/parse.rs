@@ -87,20 +87,22 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    /// The index of the node `name` names, or a problem at `path` when there is none.
-    fn target(&mut self, value: &Value, path: &str, what: &str) -> Result<Option<usize>, ()> {
+    /// Where an edge's `value` leads: `Some(None)` for the end of the run, `Some(index)`
+    /// for a declared node, and `None` when it names no node (the problem is added, at
+    /// `path`, with `what` the edge is: "edge to", say).
+    fn target(&mut self, value: &Value, path: &str, what: &str) -> Option<Option<usize>> {
         match value {
-            Value::Null => Ok(None),
+            Value::Null => Some(None),
             Value::String(name) => match self.names.get(name.as_str()) {
-                Some(&index) => Ok(Some(index)),
+                Some(&index) => Some(Some(index)),
                 None => {
                     self.problems.add(path, format!("{what} `{name}`, which is not a node"));
-                    Err(())
+                    None
                 }
             },
             _ => {
-                self.problems.add(path, format!("{what} must be a node name or null"));
-                Err(())
+                self.problems.add(path, "must be a node name or null");
+                None
             }
         }
     }
@@ -246,11 +248,8 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Reads a route: a target (`to`), or `branches` and `default`.
-    fn route(&mut self, value: &Value, path: &str, branches: Option<&Value>, default: Option<&Value>) -> Option<Draft> {
-        let Some(branches) = branches else {
-            return self.target(value, path, "edge to").ok().map(Draft::To);
-        };
+    /// Reads a conditional edge at `path`: its `branches` and its `default`.
+    fn conditional(&mut self, path: &str, branches: &Value, default: Option<&Value>) -> Option<Draft> {
         let Value::Array(branches) = branches else {
             self.problems
                 .add(format!("{path}/branches"), "must be a list of {\"when\", \"to\"}");
@@ -290,7 +289,7 @@ impl<'a> Parser<'a> {
                 }
             };
             let to = match fields.get("to") {
-                Some(to) => self.target(to, &format!("{at}/to"), "branch to").ok(),
+                Some(to) => self.target(to, &format!("{at}/to"), "branch to"),
                 None => {
                     self.problems.add(format!("{at}/to"), "is required (null ends the run)");
                     None
@@ -302,7 +301,7 @@ impl<'a> Parser<'a> {
             }
         }
         let default = match default {
-            Some(default) => self.target(default, &format!("{path}/default"), "default to").ok(),
+            Some(default) => self.target(default, &format!("{path}/default"), "default to"),
             None => {
                 self.problems
                     .add(format!("{path}/default"), "is required (null ends the run)");
@@ -344,14 +343,10 @@ impl<'a> Parser<'a> {
                     let route = match to {
                         Value::Object(fields) => {
                             self.unknown_fields(fields, &path, &["branches", "default"]);
-                            self.route(
-                                to,
-                                &path,
-                                Some(fields.get("branches").unwrap_or(&Value::Null)),
-                                fields.get("default"),
-                            )
+                            let branches = fields.get("branches").unwrap_or(&Value::Null);
+                            self.conditional(&path, branches, fields.get("default"))
                         }
-                        _ => self.route(to, &path, None, None),
+                        _ => self.target(to, &path, "edge to").map(Draft::To),
                     };
                     self.set_route(from, path.clone(), &path, route);
                 }
@@ -368,11 +363,12 @@ impl<'a> Parser<'a> {
                     };
                     let route = if fields.contains_key("branches") {
                         self.unknown_fields(fields, &path, &["from", "branches", "default"]);
-                        self.route(edge, &path, fields.get("branches"), fields.get("default"))
+                        let branches = fields.get("branches").unwrap_or(&Value::Null);
+                        self.conditional(&path, branches, fields.get("default"))
                     } else {
                         self.unknown_fields(fields, &path, &["from", "to"]);
                         match fields.get("to") {
-                            Some(to) => self.route(to, &format!("{path}/to"), None, None),
+                            Some(to) => self.target(to, &format!("{path}/to"), "edge to").map(Draft::To),
                             None => {
                                 self.problems
                                     .add(format!("{path}/to"), "is required (or give `branches` and `default`)");
@@ -693,7 +689,7 @@ mod tests {
                     "/edges/phantom".into(),
                     "edge from `phantom`, which is not a node".into()
                 ),
-                ("/edges/b".into(), "edge to must be a node name or null".into()),
+                ("/edges/b".into(), "must be a node name or null".into()),
             ]
         );
     }
