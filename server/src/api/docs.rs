@@ -58,6 +58,7 @@ pub const DOCS_PATH: &str = "/docs";
     tags(
         (name = "graphs", description = "Define graphs and discover tools, presets and stored graphs."),
         (name = "runs", description = "Start runs, follow them, list them and cancel them."),
+        (name = "service", description = "The server itself."),
     )
 )]
 struct ApiDoc;
@@ -98,7 +99,8 @@ pub fn router() -> Router {
 #[utoipa::path(
     get,
     path = "/health",
-    tag = "runs",
+    summary = "Check the server is up",
+    tag = "service",
     responses((status = 200, description = "The server is up.", content_type = "text/plain", body = String, example = "ok"))
 )]
 pub async fn health() -> &'static str {

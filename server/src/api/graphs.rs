@@ -21,6 +21,7 @@ use crate::{ids::GraphId, runner::Runner};
 #[utoipa::path(
     post,
     path = "/graph/create",
+    summary = "Create a graph",
     tag = "graphs",
     description = "Checks a graph and stores it. The body is a preset (`{\"preset\": NAME}`), a version 2 spec \
                    (`nodes` is a list: name, description, start, nodes with config, timeout and retry, static and \
@@ -91,6 +92,7 @@ pub async fn create_graph(
 #[utoipa::path(
     get,
     path = "/tools",
+    summary = "List the tools",
     tag = "graphs",
     responses((status = 200, description = "Every tool a node may run, by name, with its config's JSON Schema.", body = Vec<ToolInfo>))
 )]
@@ -102,6 +104,7 @@ pub async fn list_tools(State(runner): State<Runner>) -> Json<Vec<ToolInfo>> {
 #[utoipa::path(
     get,
     path = "/presets",
+    summary = "List the presets",
     tag = "graphs",
     responses((status = 200, description = "Every preset, with its graph drawn and an input to try it with.", body = Vec<PresetInfo>))
 )]
@@ -125,6 +128,7 @@ pub struct GraphListQuery {
 #[utoipa::path(
     get,
     path = "/graphs",
+    summary = "List stored graphs",
     tag = "graphs",
     params(GraphListQuery),
     responses(
@@ -147,6 +151,7 @@ pub async fn list_graphs(
 #[utoipa::path(
     get,
     path = "/graphs/{graph_id}",
+    summary = "Read a graph",
     tag = "graphs",
     params(("graph_id" = String, Path, description = "The graph's id, as `POST /graph/create` answered it.")),
     responses(

@@ -26,6 +26,7 @@ use crate::{
 #[utoipa::path(
     post,
     path = "/graph/run",
+    summary = "Start a run",
     tag = "runs",
     request_body = RunRequest,
     responses(
@@ -72,6 +73,7 @@ pub async fn run_graph(
 #[utoipa::path(
     get,
     path = "/graph/state/{run_id}",
+    summary = "Read a run's state",
     tag = "runs",
     params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
     responses(
@@ -88,6 +90,7 @@ pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>)
 #[utoipa::path(
     get,
     path = "/runs/{run_id}",
+    summary = "Read a run and its events",
     tag = "runs",
     params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
     responses(
@@ -152,6 +155,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/runs",
+    summary = "List runs",
     tag = "runs",
     params(ListQuery),
     responses(
@@ -179,6 +183,7 @@ pub async fn list_runs(
 #[utoipa::path(
     post,
     path = "/runs/{run_id}/cancel",
+    summary = "Cancel a run",
     tag = "runs",
     params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
     responses(

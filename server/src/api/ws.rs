@@ -47,6 +47,7 @@ pub struct StreamQuery {
 #[utoipa::path(
     get,
     path = "/ws/{run_id}",
+    summary = "Follow a run (WebSocket)",
     tag = "runs",
     description = "Upgrades to a WebSocket that streams the run's events as JSON text messages: every stored \
                    event after `since`, then each new one as it is committed, and closes after `end`. Exactly \
