@@ -91,7 +91,18 @@ async fn every_route_is_documented_with_examples() {
     .collect();
     assert_eq!(operations, expected);
 
-    // Every error answer and every wire type carries an example.
+    // Every parameter, error answer and wire type carries an example.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                assert!(
+                    parameter.get("example").is_some() || parameter["schema"].get("example").is_some(),
+                    "{method} {path}: parameter `{}` has no example",
+                    parameter["name"]
+                );
+            }
+        }
+    }
     for (name, response) in document["components"]["responses"].as_object().unwrap() {
         let example = &response["content"]["application/json"]["example"];
         assert!(example["code"].is_string(), "response `{name}` has no example");

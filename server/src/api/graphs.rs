@@ -118,6 +118,7 @@ pub async fn list_presets(State(runner): State<Runner>) -> Json<Vec<PresetInfo>>
 #[serde(deny_unknown_fields)]
 pub struct GraphListQuery {
     /// Only graphs older than this one (the previous page's `next_before`).
+    #[param(example = "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5")]
     before: Option<String>,
     /// Graphs per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500, example = 20)]
@@ -153,7 +154,7 @@ pub async fn list_graphs(
     path = "/graphs/{graph_id}",
     summary = "Read a graph",
     tag = "graphs",
-    params(("graph_id" = String, Path, description = "The graph's id, as `POST /graph/create` answered it.")),
+    params(("graph_id" = String, Path, description = "The graph's id, as `POST /graph/create` answered it.", example = "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5")),
     responses(
         (status = 200, description = "The graph's spec as posted, its warnings, and its drawing.", body = GraphDetail),
         (status = 404, response = NotFound),

@@ -75,7 +75,7 @@ pub async fn run_graph(
     path = "/graph/state/{run_id}",
     summary = "Read a run's state",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
     responses(
         (status = 200, description = "Where the run stands: its state after the latest step and its log.", body = RunSnapshot),
         (status = 404, response = NotFound),
@@ -92,7 +92,7 @@ pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>)
     path = "/runs/{run_id}",
     summary = "Read a run and its events",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
     responses(
         (status = 200, description = "The run and every event it produced, each step with the state after it.", body = RunDetail),
         (status = 404, response = NotFound),
@@ -140,11 +140,13 @@ pub fn status_filter(name: Option<&str>) -> Result<Option<RunStatus>, ApiError> 
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only runs of this graph.
+    #[param(example = "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5")]
     graph_id: Option<String>,
     /// Only runs in this status: `queued`, `running`, `completed`, `failed` or `cancelled`.
     #[param(example = "failed")]
     status: Option<String>,
     /// Only runs older than this one (the previous page's `next_before`).
+    #[param(example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")]
     before: Option<String>,
     /// Runs per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500, example = 20)]
@@ -185,7 +187,7 @@ pub async fn list_runs(
     path = "/runs/{run_id}/cancel",
     summary = "Cancel a run",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.")),
+    params(("run_id" = String, Path, description = "The run's id, as `POST /graph/run` answered it.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
     responses(
         (status = 202, description = "The run will end `cancelled`: at once if queued, else after its current node.", body = CancelAccepted),
         (status = 404, response = NotFound),

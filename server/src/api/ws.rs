@@ -56,7 +56,7 @@ pub struct StreamQuery {
                    `?since=<last seq>` misses nothing and sees nothing twice. An unknown run gets one \
                    `error` message, then the socket closes.",
     params(
-        ("run_id" = String, Path, description = "The run's id."),
+        ("run_id" = String, Path, description = "The run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"),
         StreamQuery,
     ),
     responses(
