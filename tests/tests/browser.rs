@@ -619,6 +619,30 @@ async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::
         assert!(text_of(client, "[data-testid=log]")
             .await
             .contains("report: counted to 3"));
+        assert!(text_of(client, ".graph-description").await.is_empty());
+
+        // A graph that was accepted with a warning shows it beside its drawing.
+        let spinning = ui
+            .app
+            .create_graph(json!({
+                "description": "Spins until the step limit.",
+                "max_steps": 4,
+                "nodes": [{"id": "spin", "tool": "noop"}, {"id": "again", "tool": "noop"}],
+                "edges": [{"from": "spin", "to": "again"}, {"from": "again", "to": "spin"}]
+            }))
+            .await;
+        let run = ui.app.start_run(&spinning, json!({})).await;
+        ui.app.wait_for_end(&run).await;
+        open(client, &ui.url(&format!("/run/{run}"))).await?;
+        assert_eq!(
+            text_of(client, ".graph-description").await,
+            "Spins until the step limit."
+        );
+        assert_eq!(
+            text_of(client, "[data-testid=graph-warnings] li").await,
+            "/nodes/0 the loop through `spin`, `again` has no exit condition: a run that enters it ends only at \
+             the step limit (4)"
+        );
         anyhow::Ok(())
     }
     .await;

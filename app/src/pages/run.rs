@@ -137,7 +137,15 @@ fn RunView(data: RunPageData) -> impl IntoView {
                 <p class="error-banner" data-testid="run-error">{err}</p>
             })}
             <div class="graph-panel">
+                {graph.description.clone().map(|text| view! { <p class="muted graph-description">{text}</p> })}
                 <GraphDiagram view=graph.view.clone() state=nodes_state/>
+                {(!graph.warnings.is_empty()).then(|| view! {
+                    <ul class="graph-warnings" data-testid="graph-warnings">
+                        {graph.warnings.iter().map(|warning| view! {
+                            <li><code>{warning.path.clone()}</code> " " {warning.message.clone()}</li>
+                        }).collect_view()}
+                    </ul>
+                })}
             </div>
             <div class="run-body">
                 <Timeline model selected/>
