@@ -34,6 +34,12 @@ pub const MAX_SCRIPT_OPERATIONS: u64 = 10_000_000;
 pub const MAX_SCRIPT_TIME_MS: u64 = 60_000;
 /// The longest source accepted for a condition or a script.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+/// The most bytes of strings one value may hold (all its strings together).
+pub const MAX_STRING_BYTES: usize = 4 * 1024 * 1024;
+/// The most elements one value's arrays may hold (all together).
+pub const MAX_ARRAY_LEN: usize = 100_000;
+/// The most entries one value's maps may hold (all together).
+pub const MAX_MAP_LEN: usize = 10_000;
 /// The most lines one evaluation's `print`s add to the run's log.
 pub const MAX_PRINTED_LINES: usize = 100;
 /// The longest line a `print` adds to the run's log, in characters.
@@ -94,9 +100,9 @@ fn engine() -> &'static Engine {
             .disable_symbol("eval")
             .set_max_call_levels(32)
             .set_max_expr_depths(64, 32)
-            .set_max_string_size(16 * 1024 * 1024)
-            .set_max_array_size(1_000_000)
-            .set_max_map_size(100_000)
+            .set_max_string_size(MAX_STRING_BYTES)
+            .set_max_array_size(MAX_ARRAY_LEN)
+            .set_max_map_size(MAX_MAP_LEN)
             // A ceiling for everything; each evaluation's own budget is lower.
             .set_max_operations(MAX_SCRIPT_OPERATIONS + 1)
             .on_progress(|operations| {
@@ -509,6 +515,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a value of type i64"));
+    }
+
+    #[test]
+    fn values_are_bounded_in_size() {
+        let budget = Budget {
+            operations: 1_000,
+            time: Duration::from_secs(10),
+        };
+        let big = Script::compile("let s = \"x\"; s.pad(5000000, \"y\"); #{n: s.len()}", budget).unwrap();
+        let err = big.run(&state(json!({}))).update.unwrap_err().to_string();
+        assert!(err.contains("Length of string too large"), "{err}");
+        let many = Script::compile("let a = []; a.pad(200000, 0); #{n: a.len()}", budget).unwrap();
+        let err = many.run(&state(json!({}))).update.unwrap_err().to_string();
+        assert!(err.contains("Size of array/BLOB too large"), "{err}");
     }
 
     #[test]
