@@ -208,4 +208,14 @@ async fn a_client_that_stops_reading_neither_stalls_the_run_nor_loses_events() {
     );
     assert_eq!(seqs.len(), 2 + 300 * 2 + 1);
     assert_eq!(last_count, 300);
+
+    // The run's history reads the same events back, across several pages of the store.
+    let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
+    let stored: Vec<u64> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, seqs);
 }

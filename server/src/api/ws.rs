@@ -25,12 +25,10 @@ use weft_app::wire::{ErrorEvent, RunEvent};
 use super::{docs::BadRequest, error::ApiError};
 use crate::{
     ids::RunId,
-    runner::{end_event, Runner},
+    runner::{end_event, EventPages, Runner},
     store::{StoreError, StoredRun},
 };
 
-/// Steps read from the store per query while replaying.
-const REPLAY_PAGE: u32 = 256;
 /// How often a run that is not live in this process is polled.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
@@ -124,27 +122,18 @@ async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
 
 /// Sends every stored event after `last`; answers the new `last`, and whether the run's
 /// `end` was among them.
-async fn replay(
-    runner: &Runner,
-    run_id: &RunId,
-    mut last: u64,
-    sender: &mut Sender,
-) -> Result<(u64, bool), StreamError> {
-    loop {
-        let events = runner.store().events_after(run_id, last, REPLAY_PAGE).await?;
-        let full = events.len() == REPLAY_PAGE as usize;
-        for event in events {
-            last = event.seq;
-            let end = event.kind == "end";
+async fn replay(runner: &Runner, run_id: &RunId, last: u64, sender: &mut Sender) -> Result<(u64, bool), StreamError> {
+    let mut pages = EventPages::after(runner.store().as_ref(), run_id, last);
+    while let Some(page) = pages.next().await? {
+        for event in page {
+            let (seq, end) = (event.seq, event.kind == "end");
             send(sender, event.event).await?;
             if end {
-                return Ok((last, true));
+                return Ok((seq, true));
             }
         }
-        if !full {
-            return Ok((last, false));
-        }
     }
+    Ok((pages.last(), false))
 }
 
 /// Ends a stream whose run's `end` is not stored (runs recorded before it was).

@@ -36,7 +36,9 @@ use crate::{
         StepView,
     },
     ids::{GraphId, RunId},
-    store::{now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredGraph, StoredRun},
+    store::{
+        now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun,
+    },
 };
 
 /// Why the runner refused a request.
@@ -685,7 +687,7 @@ pub async fn end_event(store: &dyn Store, run: &StoredRun) -> Result<String, Sto
     serde_json::to_string(&event).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
-/// Steps read from the store per query when reading a whole run.
+/// Events read from the store per query when reading a run's events.
 const EVENT_PAGE: u32 = 256;
 
 impl Runner {
@@ -702,17 +704,12 @@ impl Runner {
     pub async fn events(&self, run: &StoredRun) -> Result<Vec<Box<RawValue>>, RunnerError> {
         let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("stored event: {err}"));
         let mut events = Vec::new();
-        let (mut last, mut ended) = (0, false);
-        loop {
-            let page = self.store.events_after(&run.id, last, EVENT_PAGE).await?;
-            let full = page.len() == EVENT_PAGE as usize;
+        let mut ended = false;
+        let mut pages = EventPages::after(self.store.as_ref(), &run.id, 0);
+        while let Some(page) = pages.next().await? {
             for event in page {
-                last = event.seq;
                 ended |= event.kind == "end";
                 events.push(RawValue::from_string(event.event).map_err(corrupt)?);
-            }
-            if !full {
-                break;
             }
         }
         // Runs recorded before `end` was an event of its own get it rebuilt.
@@ -720,6 +717,45 @@ impl Runner {
             events.push(RawValue::from_string(end_event(self.store.as_ref(), run).await?).map_err(corrupt)?);
         }
         Ok(events)
+    }
+}
+
+/// A run's stored events after a given one, read a page at a time.
+pub struct EventPages<'a> {
+    store: &'a dyn Store,
+    id: &'a RunId,
+    last: u64,
+    done: bool,
+}
+
+impl<'a> EventPages<'a> {
+    /// The events of run `id` after the one numbered `after` (0: all of them).
+    pub fn after(store: &'a dyn Store, id: &'a RunId, after: u64) -> Self {
+        Self {
+            store,
+            id,
+            last: after,
+            done: false,
+        }
+    }
+
+    /// The next page of events, in order, or `None` once all have been read.
+    pub async fn next(&mut self) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.events_after(self.id, self.last, EVENT_PAGE).await?;
+        self.done = page.len() < EVENT_PAGE as usize;
+        match page.last() {
+            Some(event) => self.last = event.seq,
+            None => return Ok(None),
+        }
+        Ok(Some(page))
+    }
+
+    /// The number of the last event read (or the one the pages started after).
+    pub fn last(&self) -> u64 {
+        self.last
     }
 }
 
