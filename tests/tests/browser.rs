@@ -616,6 +616,7 @@ async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::
             )
             .await?;
         assert_eq!(title, "state.count < 3");
+        screenshot(client, "branching-run.png").await?;
         assert!(text_of(client, "[data-testid=log]")
             .await
             .contains("report: counted to 3"));

@@ -69,16 +69,67 @@ impl Graph {
     }
 }
 
+/// The edges that close a loop when the graph is walked depth-first from `start` (then
+/// from each node not reached yet): those leading back to a node still on the walk.
+fn back_edges(nodes: usize, edges: &[(u32, u32)], start: u32) -> HashSet<(u32, u32)> {
+    let mut successors = vec![Vec::new(); nodes];
+    for &(from, to) in edges {
+        successors[from as usize].push(to);
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnWalk,
+        Done,
+    }
+    let mut marks = vec![Mark::New; nodes];
+    let mut back = HashSet::new();
+    let roots = std::iter::once(start).chain(0..nodes as u32);
+    for root in roots {
+        if marks[root as usize] != Mark::New {
+            continue;
+        }
+        marks[root as usize] = Mark::OnWalk;
+        // (node, how many of its successors have been looked at)
+        let mut walk = vec![(root, 0)];
+        while let Some(&mut (node, ref mut seen)) = walk.last_mut() {
+            match successors[node as usize].get(*seen).copied() {
+                Some(next) => {
+                    *seen += 1;
+                    match marks[next as usize] {
+                        Mark::New => {
+                            marks[next as usize] = Mark::OnWalk;
+                            walk.push((next, 0));
+                        }
+                        Mark::OnWalk => {
+                            back.insert((node, next));
+                        }
+                        Mark::Done => {}
+                    }
+                }
+                None => {
+                    marks[node as usize] = Mark::Done;
+                    walk.pop();
+                }
+            }
+        }
+    }
+    back
+}
+
 fn lay_out(graph: &Graph, edges: Vec<EdgeView>) -> GraphView {
     let ids: Vec<u32> = (0..graph.len() as u32).collect();
     let index = |name: &str| graph.find(name).map(|id| id.0);
-    // Nodes are placed along the static edges; jumps (loops back, mostly) are drawn as
-    // arcs over that, and self-loops carry nothing for placing nodes.
-    let pairs: Vec<(u32, u32)> = edges
+    // Nodes are placed along the static and conditional edges that lead away from the
+    // start node; jumps, edges back to where a run came from (loops) and self-loops are
+    // drawn as arcs over that and carry nothing for placing nodes.
+    let forward: Vec<(u32, u32)> = edges
         .iter()
         .filter(|edge| edge.kind != EdgeKind::Jump && edge.from != edge.to)
         .filter_map(|edge| Some((index(&edge.from)?, index(&edge.to)?)))
         .collect();
+    let back = back_edges(ids.len(), &forward, graph.start().0);
+    let pairs: Vec<(u32, u32)> = forward.into_iter().filter(|pair| !back.contains(pair)).collect();
     // The crate lays out top to bottom; sizes are given turned by a quarter so that,
     // once x and y are swapped, layers become columns.
     let size = (GraphView::NODE_HEIGHT + ROW_GAP, GraphView::NODE_WIDTH + LAYER_GAP);
@@ -157,6 +208,32 @@ mod tests {
         assert!(view.width >= xs[2] + GraphView::NODE_WIDTH / 2.0);
         assert!(view.height >= ys[0] + GraphView::NODE_HEIGHT / 2.0);
         assert_eq!(view.edges.len(), 2);
+    }
+
+    #[test]
+    fn a_conditional_loop_flows_from_the_start_node() {
+        let spec = json!({
+            "nodes": [{"id": "count", "tool": "increment"}, {"id": "wait", "tool": "noop"}, {"id": "report", "tool": "noop"}],
+            "edges": [
+                {"from": "count", "to": "wait"},
+                {"from": "wait", "branches": [{"when": "state.count < 3", "to": "count"}], "default": "report"}
+            ]
+        });
+        let graph = Graph::parse(&spec, &registry()).unwrap();
+        let view = graph.view();
+        let x = |id: &str| view.node(id).unwrap().x;
+        assert!(x("count") < x("wait"), "the start node comes first");
+        assert!(x("wait") < x("report"));
+    }
+
+    #[test]
+    fn back_edges_are_those_that_return_to_the_walk() {
+        // 0 → 1 → 2 → 0, 1 → 3, 3 → 1; started from 0.
+        let edges = [(0, 1), (1, 2), (2, 0), (1, 3), (3, 1)];
+        let back = back_edges(4, &edges, 0);
+        assert_eq!(back, HashSet::from([(2, 0), (3, 1)]));
+        // Started from 2, the loop closes on the edge back to 2 instead.
+        assert_eq!(back_edges(4, &edges, 2), HashSet::from([(1, 2), (3, 1)]));
     }
 
     #[test]
