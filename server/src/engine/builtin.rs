@@ -171,6 +171,7 @@ mod tests {
         let input = ToolInput {
             state: Arc::new(state.as_object().cloned().unwrap_or_default()),
             config: Arc::new(config),
+            timeout: crate::engine::policy::DEFAULT_TIMEOUT,
         };
         registry().get(tool).unwrap().call(input).await
     }

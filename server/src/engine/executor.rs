@@ -349,6 +349,7 @@ async fn attempt<S: StepSink>(
         let mut call = node.tool.call(ToolInput {
             state: Arc::clone(state),
             config: Arc::clone(&node.config),
+            timeout: node.policy.timeout,
         });
         // A tool that finishes without waiting (most do) needs no timer: arm one only
         // for a call that is still pending after its first poll.

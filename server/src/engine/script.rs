@@ -5,8 +5,9 @@
 //! is converted to a script value only when it is read, so a condition over one number
 //! costs the same whatever else the state holds. A key the state lacks reads as `()`.
 //!
-//! The sandbox: no modules, no `eval`, no file, network or process access (Rhai has none
-//! unless given), bounded call depth, expression depth and string, array and map sizes,
+//! The sandbox: no modules, no `eval`, no clock (`timestamp()` is an error), no file,
+//! network or process access (Rhai has none unless given), bounded call depth,
+//! expression depth and string, array and map sizes,
 //! and per evaluation an operation budget and a deadline, both checked as the script
 //! runs ([`Budget`]). `print` and `debug` write to the run's log instead of stdout.
 
@@ -121,6 +122,12 @@ fn engine() -> &'static Engine {
             })
             .on_print(note)
             .on_debug(|line, _, _| note(line))
+            // No clock: a script's update depends on the state alone, so a run resumed
+            // after a crash, which runs the interrupted node again, gets the same one.
+            // (Functions registered here take precedence over Rhai's own.)
+            .register_fn("timestamp", || -> Result<Dynamic, Box<EvalAltResult>> {
+                Err("timestamp() is not available: a script's update depends on the state alone".into())
+            })
             .register_type_with_name::<StateView>("State")
             .register_indexer_get(StateView::get)
             .register_fn("contains", |state: &mut StateView, key: ImmutableString| {
@@ -432,7 +439,13 @@ impl Tool for ScriptNode {
         // needs more is run again on the pool with its whole budget; a script only
         // computes its update from the state, so running it again is safe (what the
         // first try printed is dropped).
-        let budget = self.script.budget();
+        // The script stops by itself at the node's timeout when that comes first: past
+        // it, the call is dropped, but a script on the pool would keep its thread.
+        let own = self.script.budget();
+        let budget = Budget {
+            time: own.time.min(input.timeout),
+            ..own
+        };
         let slice = Budget {
             operations: budget.operations.min(INLINE_OPERATIONS),
             ..budget
@@ -444,7 +457,7 @@ impl Tool for ScriptNode {
         }
         let script = Arc::clone(&self.script);
         let pool = self.pool.clone();
-        Box::pin(async move { outcome(pool.run(move || script.run(&input.state)).await?) })
+        Box::pin(async move { outcome(pool.run(move || script.run_within(&input.state, budget)).await?) })
     }
 }
 
@@ -578,11 +591,30 @@ mod tests {
     }
 
     async fn call(node: &Arc<dyn Tool>, state: Value) -> Result<Outcome, ToolError> {
+        call_within(node, state, Duration::from_secs(60)).await
+    }
+
+    async fn call_within(node: &Arc<dyn Tool>, state: Value, timeout: Duration) -> Result<Outcome, ToolError> {
         node.call(ToolInput {
             state: Arc::new(state.as_object().cloned().unwrap_or_default()),
             config: Arc::new(Value::Null),
+            timeout,
         })
         .await
+    }
+
+    #[tokio::test]
+    async fn a_script_stops_by_the_node_s_timeout_when_that_is_sooner() {
+        let spin = node(
+            json!({"script": "let n = 0; loop { n += 1; }", "max_operations": 10_000_000, "time_limit_ms": 60_000}),
+        );
+        let started = std::time::Instant::now();
+        let err = call_within(&spin, json!({}), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ToolError::Failed("stopped: time limit reached".into()));
+        // It stopped itself near the node's 50 ms, not at its own 60 s.
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test]
@@ -630,8 +662,11 @@ mod tests {
     }
 
     #[test]
-    fn the_sandbox_has_no_eval_and_no_writable_state() {
+    fn the_sandbox_has_no_eval_no_clock_and_no_writable_state() {
         assert!(Script::compile("eval(\"1\")", Budget::CONDITION).is_err());
+        let clock = Script::compile("let t = timestamp(); #{}", Budget::CONDITION).unwrap();
+        let err = clock.run(&state(json!({}))).update.unwrap_err().to_string();
+        assert!(err.contains("timestamp() is not available"), "{err}");
         let write = Script::compile("state.x = 1;", Budget::CONDITION).unwrap();
         assert!(write.run(&state(json!({"x": 0}))).update.is_err());
     }

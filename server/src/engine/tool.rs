@@ -22,6 +22,10 @@ pub struct ToolInput {
     pub state: Arc<State>,
     /// The node's own configuration from the graph spec (`null` when it has none).
     pub config: Arc<Value>,
+    /// The time this attempt may take (the node's timeout). The call is dropped when it
+    /// runs out; a tool whose work cannot be dropped midway (a script on the CPU pool,
+    /// say) should stop by itself within it.
+    pub timeout: std::time::Duration,
 }
 
 /// Where the run goes after a node.
@@ -392,6 +396,7 @@ mod tests {
         ToolInput {
             state: Arc::new(state),
             config: Arc::new(Value::Null),
+            timeout: crate::engine::policy::DEFAULT_TIMEOUT,
         }
     }
 

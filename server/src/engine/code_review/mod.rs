@@ -482,6 +482,7 @@ mod tests {
         let input = |state: Value| crate::engine::tool::ToolInput {
             state: Arc::new(state.as_object().unwrap().clone()),
             config: Arc::new(Value::Null),
+            timeout: crate::engine::policy::DEFAULT_TIMEOUT,
         };
         let missing = tool.call(input(json!({}))).await.unwrap_err();
         assert_eq!(
