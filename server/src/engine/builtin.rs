@@ -129,12 +129,8 @@ impl Tool for Sleep {
         "Waits `config.ms` (else `state.sleep_ms`, else 100) milliseconds, at most 60000."
     }
 
-    fn config_schema(&self) -> Value {
-        self.config.schema()
-    }
-
-    fn configure(&self, config: &Value) -> Result<Option<std::sync::Arc<dyn Tool>>, Vec<Problem>> {
-        self.config.check(config).map(|()| None)
+    fn config(&self) -> &ConfigSpec {
+        &self.config
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {

@@ -379,8 +379,8 @@ impl Tool for ScriptTool {
          write; `print` writes to the log. Limited to `max_operations` and `time_limit_ms`."
     }
 
-    fn config_schema(&self) -> Value {
-        self.config.schema()
+    fn config(&self) -> &ConfigSpec {
+        &self.config
     }
 
     fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {

@@ -5,7 +5,12 @@
 //! log notes. The state is handed over as an `Arc`, so a tool that only reads costs no
 //! copy, and a CPU-heavy tool can move it to the [`CpuPool`] without cloning it.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -94,15 +99,17 @@ pub enum ToolError {
 pub trait Tool: Send + Sync + 'static {
     /// One line on what the tool does, listed by the tool registry.
     fn description(&self) -> &str;
-    /// The JSON Schema of a node's `config` for this tool (`GET /tools` lists it).
-    fn config_schema(&self) -> Value {
-        ConfigSpec::none().schema
+    /// The config a node gives this tool: its JSON Schema (`GET /tools` lists it) and its
+    /// check. By default, none.
+    fn config(&self) -> &ConfigSpec {
+        static NONE: OnceLock<ConfigSpec> = OnceLock::new();
+        NONE.get_or_init(ConfigSpec::none)
     }
     /// Checks a node's `config` when its graph is parsed, answering every problem with a
     /// JSON pointer relative to the config. A tool that prepares something per node (a
     /// compiled script, say) answers the tool the node runs instead of this one.
     fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
-        (ConfigSpec::none().check)(config).map(|()| None)
+        self.config().check(config).map(|()| None)
     }
     /// Runs the tool over the state.
     fn call(&self, input: ToolInput) -> ToolFuture;
@@ -214,8 +221,8 @@ impl ConfigSpec {
     }
 
     /// The JSON Schema.
-    pub fn schema(&self) -> Value {
-        self.schema.clone()
+    pub fn schema(&self) -> &Value {
+        &self.schema
     }
 
     /// Checks a node's config.
@@ -318,12 +325,8 @@ impl Tool for FnTool {
         &self.jumps
     }
 
-    fn config_schema(&self) -> Value {
-        self.config.schema.clone()
-    }
-
-    fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
-        (self.config.check)(config).map(|()| None)
+    fn config(&self) -> &ConfigSpec {
+        &self.config
     }
 
     fn call(&self, input: ToolInput) -> ToolFuture {
@@ -376,7 +379,7 @@ impl Registry {
             .map(|(name, tool)| ToolInfo {
                 name: name.clone(),
                 description: tool.description().to_owned(),
-                config_schema: tool.config_schema(),
+                config_schema: tool.config().schema().clone(),
             })
             .collect()
     }
