@@ -15,7 +15,7 @@ use super::{
     json::ApiJson,
     runs::page_limit,
 };
-use crate::{ids::GraphId, runner::Runner};
+use crate::{engine::graph, ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
 #[utoipa::path(
@@ -69,7 +69,7 @@ pub async fn create_graph(
         ));
     };
     // Version 2 (`nodes` is a list) may leave `edges` out; the prototype's form may not.
-    let v2 = fields.get("nodes").is_some_and(Value::is_array);
+    let v2 = graph::is_version_2(fields);
     let (id, warnings) = match fields.get("preset") {
         Some(Value::String(name)) => runner.create_preset(name).await?,
         Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),

@@ -27,6 +27,12 @@ pub use executor::{
 pub use graph::{Graph, GraphError, NodeId};
 pub use tool::{CpuPool, Registry};
 
+/// `parent` extended by one JSON pointer segment, `key` escaped as RFC 6901 says: how every
+/// problem in a spec or a config says where it is.
+pub(crate) fn pointer(parent: &str, key: &str) -> String {
+    format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
 /// A registry with every tool Weft ships.
 pub fn default_registry(pool: &CpuPool) -> Registry {
     let mut registry = Registry::new();

@@ -96,7 +96,7 @@ impl NodePolicy {
             None | Some(Value::Null) => {}
             Some(Value::Object(retry)) => {
                 for (key, value) in retry {
-                    let at = format!("{path}/retry/{key}");
+                    let at = super::pointer(&format!("{path}/retry"), key);
                     match key.as_str() {
                         "attempts" => match value.as_u64().filter(|n| (1..=u64::from(MAX_ATTEMPTS)).contains(n)) {
                             Some(n) => policy.retry.attempts = n as u32,

@@ -173,15 +173,11 @@ pub fn read_config<C: ToolConfig>(config: &Value) -> Result<C, Vec<Problem>> {
     let empty = Value::Object(serde_json::Map::new());
     let config = if config.is_null() { &empty } else { config };
     let parsed: C = serde_path_to_error::deserialize(config).map_err(|err| {
-        let path = err
-            .path()
-            .iter()
-            .filter_map(|segment| match segment {
-                serde_path_to_error::Segment::Map { key } => Some(key.replace('~', "~0").replace('/', "~1")),
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                _ => None,
-            })
-            .fold(String::new(), |path, segment| format!("{path}/{segment}"));
+        let path = err.path().iter().fold(String::new(), |path, segment| match segment {
+            serde_path_to_error::Segment::Map { key } => super::pointer(&path, key),
+            serde_path_to_error::Segment::Seq { index } => super::pointer(&path, &index.to_string()),
+            _ => path,
+        });
         vec![Problem {
             path,
             message: err.into_inner().to_string(),

@@ -105,18 +105,6 @@ pub enum Route {
 }
 
 impl Route {
-    /// Every place the route may lead (`None`: the end).
-    pub fn targets(&self) -> Vec<Option<NodeId>> {
-        match self {
-            Route::To(to) => vec![*to],
-            Route::Branches { branches, default } => branches
-                .iter()
-                .map(|branch| branch.to)
-                .chain(std::iter::once(*default))
-                .collect(),
-        }
-    }
-
     /// Where the run goes from `state`, or why the conditions could not say.
     pub fn next(&self, state: &Arc<weft_app::wire::State>) -> Result<Option<NodeId>, String> {
         match self {
@@ -189,6 +177,12 @@ fn summary(problems: &[Problem]) -> String {
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Whether a spec is in version 2 of the graph language: its `nodes` are a list. (The
+/// prototype's form has them as an object.)
+pub fn is_version_2(spec: &serde_json::Map<String, Value>) -> bool {
+    spec.get("nodes").is_some_and(Value::is_array)
 }
 
 /// Reads a step limit: a whole number from 1 to [`MAX_STEPS_CEILING`].

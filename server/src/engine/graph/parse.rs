@@ -18,15 +18,11 @@ use super::{
     MAX_DESCRIPTION_LEN, MAX_GRAPH_NAME_LEN, MAX_NAME_LEN, MAX_NODES,
 };
 use crate::engine::{
+    pointer,
     policy::NodePolicy,
     script::Condition,
     tool::{Registry, Tool},
 };
-
-/// Escapes a key for use in a JSON pointer (RFC 6901).
-fn pointer(parent: &str, key: &str) -> String {
-    format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
-}
 
 struct Problems(Vec<Problem>);
 
@@ -179,15 +175,7 @@ impl<'a> Parser<'a> {
             Value::Null if !self.v2 => (name.to_owned(), Value::Null, NodePolicy::default(), path.to_owned()),
             Value::String(tool) if !self.v2 => (tool.clone(), Value::Null, NodePolicy::default(), path.to_owned()),
             Value::Object(spec) => {
-                for key in spec.keys() {
-                    if !fields.contains(&key.as_str()) {
-                        let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
-                        self.problems.add(
-                            pointer(path, key),
-                            format!("unknown field (expected one of {expected})"),
-                        );
-                    }
-                }
+                self.unknown_fields(spec, path, fields);
                 let policy = NodePolicy::parse(spec, path, &mut self.problems.0);
                 let tool_path = format!("{path}/tool");
                 let tool = match spec.get("tool") {
@@ -495,7 +483,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         problems.add("", "a graph must be a JSON object");
         return Err(GraphError { problems: problems.0 });
     };
-    let v2 = spec.get("nodes").is_some_and(Value::is_array);
+    let v2 = super::is_version_2(spec);
     if v2 {
         for key in spec.keys() {
             if !["name", "description", "start", "max_steps", "nodes", "edges"].contains(&key.as_str()) {
@@ -717,6 +705,11 @@ mod tests {
     fn escapes_pointer_segments() {
         let found = problems(json!({"nodes": {"a/b~": {}}, "edges": {}}));
         assert_eq!(found[0].0, "/nodes/a~1b~0");
+        // In a node's retry policy and its config too.
+        let found = problems(json!({"nodes": {"a": {"retry": {"x/y": 1}}}, "edges": {}}));
+        assert_eq!(found[0].0, "/nodes/a/retry/x~1y");
+        let found = problems(json!({"nodes": {"a": {"tool": "sleep", "config": {"m~s": 1}}}, "edges": {}}));
+        assert_eq!(found[0].0, "/nodes/a/config/m~0s");
     }
 
     #[test]
