@@ -39,6 +39,22 @@ pub fn python_source(lines: usize) -> String {
     code
 }
 
+/// A runtime like the server's on this machine kind: two workers.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A state carrying a 100-element array, so that a per-step copy of the state would show.
+fn with_payload() -> Map<String, Value> {
+    let mut state = Map::new();
+    state.insert("payload".into(), json!({"items": (0..100).collect::<Vec<_>>()}));
+    state
+}
+
 fn step_overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,8 +64,7 @@ fn step_overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("step_overhead");
     for len in [10usize, 1_000] {
         let graph = Graph::parse(&chain(len), &registry).unwrap();
-        let mut state = Map::new();
-        state.insert("payload".into(), json!({"items": (0..100).collect::<Vec<_>>()}));
+        let state = with_payload();
         group.throughput(Throughput::Elements(len as u64));
         group.bench_with_input(BenchmarkId::from_parameter(len), &graph, |b, graph| {
             b.to_async(&rt).iter(|| {
@@ -62,11 +77,7 @@ fn step_overhead(c: &mut Criterion) {
 }
 
 fn code_review(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let registry = default_registry(&CpuPool::new(2));
     let spec = presets::find("code_review").unwrap().spec();
     let graph = Graph::parse(&spec, &registry).unwrap();
@@ -107,11 +118,7 @@ fn counting_loop(steps: usize, tool: &str, config: Value) -> Value {
 }
 
 fn branching(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let registry = default_registry(&CpuPool::new(2));
     let steps = 1_000;
     let mut group = c.benchmark_group("branching");
@@ -125,8 +132,7 @@ fn branching(c: &mut Criterion) {
         ),
     ] {
         let graph = Graph::parse(&counting_loop(steps, tool, config), &registry).unwrap();
-        let mut state = Map::new();
-        state.insert("payload".into(), json!({"items": (0..100).collect::<Vec<_>>()}));
+        let state = with_payload();
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let checkpoint = Checkpoint::start(&graph, state.clone());
