@@ -171,11 +171,7 @@ struct Ui {
 }
 
 impl Ui {
-    async fn start() -> anyhow::Result<Self> {
-        Self::start_with(&[]).await
-    }
-
-    /// Starts with extra Chromium arguments.
+    /// The app serving the built site, and Chromium started with `extra_args` too.
     async fn start_with(extra_args: &[String]) -> anyhow::Result<Self> {
         let root = site_root();
         assert!(
@@ -208,6 +204,16 @@ impl Ui {
     }
 }
 
+/// Runs `test` against a fresh app and browser (Chromium started with `extra_args` too),
+/// one browser test at a time, and closes the browser whatever the outcome.
+async fn with_ui(extra_args: &[String], test: impl AsyncFnOnce(&Ui) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let ui = Ui::start_with(extra_args).await?;
+    let outcome = test(&ui).await;
+    ui.close().await;
+    outcome
+}
+
 /// The nodes of a run's step events, in order, from the REST API.
 fn step_nodes(detail: &serde_json::Value) -> Vec<String> {
     detail["events"]
@@ -222,15 +228,13 @@ fn step_nodes(detail: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
-    let ui = Ui::start().await?;
-    // The first render is the server's: the HTML already holds the gallery and the form.
-    let html = ui.app.client.get(ui.url("/")).send().await?.text().await?;
-    assert!(html.contains("data-preset=\"code_review\""), "{html}");
-    assert!(html.contains("server-rendered"));
+    with_ui(&[], async |ui| {
+        // The first render is the server's: the HTML already holds the gallery and the form.
+        let html = ui.app.client.get(ui.url("/")).send().await?.text().await?;
+        assert!(html.contains("data-preset=\"code_review\""), "{html}");
+        assert!(html.contains("server-rendered"));
 
-    let client = &ui.client;
-    let outcome = async {
+        let client = &ui.client;
         open(client, &ui.url("/")).await?;
         screenshot(client, "start.png").await?;
         // The custom graph's JSON editors check the text as it is typed.
@@ -320,33 +324,29 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
         client.set_window_size(1280, 2600).await?;
         screenshot(client, "report.png").await?;
         anyhow::Ok(())
-    }
-    .await;
-    ui.close().await;
-    outcome
+    })
+    .await
 }
 
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_slow_run_is_followed_live_through_a_reload_and_cancelled_from_the_page() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
-    let ui = Ui::start().await?;
-    let graph = ui
-        .app
-        .create_graph(json!({
-            "nodes": {
-                "first": "increment",
-                "wait": {"tool": "sleep", "config": {"ms": 3000}},
-                "second": "increment",
-                "again": {"tool": "sleep", "config": {"ms": 3000}},
-                "third": "increment"
-            },
-            "edges": {"first": "wait", "wait": "second", "second": "again", "again": "third", "third": null}
-        }))
-        .await;
-    let run_id = ui.app.start_run(&graph, json!({})).await;
-    let client = &ui.client;
-    let outcome = async {
+    with_ui(&[], async |ui| {
+        let graph = ui
+            .app
+            .create_graph(json!({
+                "nodes": {
+                    "first": "increment",
+                    "wait": {"tool": "sleep", "config": {"ms": 3000}},
+                    "second": "increment",
+                    "again": {"tool": "sleep", "config": {"ms": 3000}},
+                    "third": "increment"
+                },
+                "edges": {"first": "wait", "wait": "second", "second": "again", "again": "third", "third": null}
+            }))
+            .await;
+        let run_id = ui.app.start_run(&graph, json!({})).await;
+        let client = &ui.client;
         let page = ui.url(&format!("/run/{run_id}"));
         open(client, &page).await?;
         let running = |node: &'static str| async move {
@@ -393,47 +393,43 @@ async fn a_slow_run_is_followed_live_through_a_reload_and_cancelled_from_the_pag
             "Cancel stays after the end"
         );
         anyhow::Ok(())
-    }
-    .await;
-    ui.close().await;
-    outcome
+    })
+    .await
 }
 
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_lists_it() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
-    let ui = Ui::start().await?;
-    let (_, created) = ui.app.post("/graph/create", &json!({"preset": "code_review"})).await;
-    let graph = created["graph_id"].as_str().context("graph id")?.to_owned();
-    let code = "def f(x):\n    # TODO: more\n    return x   \n";
-    let finished = ui
-        .app
-        .run_and_wait(&graph, json!({"code": code, "threshold": 100}))
-        .await;
-    let run_id = finished["run_id"].as_str().context("run id")?.to_owned();
-    let failing = ui
-        .app
-        .create_graph(json!({"nodes": {"boom": "fail"}, "edges": {}}))
-        .await;
-    ui.app.run_and_wait(&failing, json!({})).await;
-    let (_, detail) = ui.app.get(&format!("/runs/{run_id}")).await;
-    let nodes = step_nodes(&detail);
-    assert!(nodes.len() > 5, "{nodes:?}");
+    with_ui(&[], async |ui| {
+        let (_, created) = ui.app.post("/graph/create", &json!({"preset": "code_review"})).await;
+        let graph = created["graph_id"].as_str().context("graph id")?.to_owned();
+        let code = "def f(x):\n    # TODO: more\n    return x   \n";
+        let finished = ui
+            .app
+            .run_and_wait(&graph, json!({"code": code, "threshold": 100}))
+            .await;
+        let run_id = finished["run_id"].as_str().context("run id")?.to_owned();
+        let failing = ui
+            .app
+            .create_graph(json!({"nodes": {"boom": "fail"}, "edges": {}}))
+            .await;
+        ui.app.run_and_wait(&failing, json!({})).await;
+        let (_, detail) = ui.app.get(&format!("/runs/{run_id}")).await;
+        let nodes = step_nodes(&detail);
+        assert!(nodes.len() > 5, "{nodes:?}");
 
-    // Without JavaScript the server's HTML already holds the whole timeline.
-    let html = ui
-        .app
-        .client
-        .get(ui.url(&format!("/run/{run_id}")))
-        .send()
-        .await?
-        .text()
-        .await?;
-    assert_eq!(html.matches("data-testid=\"timeline-step\"").count(), nodes.len());
+        // Without JavaScript the server's HTML already holds the whole timeline.
+        let html = ui
+            .app
+            .client
+            .get(ui.url(&format!("/run/{run_id}")))
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert_eq!(html.matches("data-testid=\"timeline-step\"").count(), nodes.len());
 
-    let client = &ui.client;
-    let outcome = async {
+        let client = &ui.client;
         open(client, &ui.url(&format!("/run/{run_id}"))).await?;
         let rows = client.find_all(Locator::Css("[data-testid=timeline-step]")).await?;
         let mut shown = Vec::new();
@@ -489,10 +485,8 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
         assert_eq!(missing.status().as_u16(), 404);
         assert!(missing.text().await?.contains("Run not found"));
         anyhow::Ok(())
-    }
-    .await;
-    ui.close().await;
-    outcome
+    })
+    .await
 }
 
 #[tokio::test]
@@ -565,10 +559,8 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
-    let ui = Ui::start().await?;
-    let client = &ui.client;
-    let outcome = async {
+    with_ui(&[], async |ui| {
+        let client = &ui.client;
         open(client, &ui.url("/")).await?;
         client
             .find(Locator::Css("[data-preset=custom] button"))
@@ -645,10 +637,8 @@ async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::
              the step limit (4)"
         );
         anyhow::Ok(())
-    }
-    .await;
-    ui.close().await;
-    outcome
+    })
+    .await
 }
 
 /// The URLs of every request a page of `origin` made, read from Chromium's net log
@@ -668,13 +658,12 @@ fn requests_initiated_by(netlog: &std::path::Path, origin: &str) -> anyhow::Resu
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
     let logs = tempfile::tempdir()?;
     let netlog = logs.path().join("netlog.json");
-    let ui = Ui::start_with(&[format!("--log-net-log={}", netlog.display())]).await?;
-    let origin = ui.url("");
-    let client = &ui.client;
-    let result = async {
+    let mut origin = String::new();
+    with_ui(&[format!("--log-net-log={}", netlog.display())], async |ui| {
+        origin = ui.url("");
+        let client = &ui.client;
         tokio::time::timeout(STEP, client.goto(&ui.url("/docs"))).await??;
         let (_, document) = ui.app.get("/openapi.json").await;
         let operations: usize = document["paths"]
@@ -728,10 +717,8 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
         let foreign: Vec<&String> = loaded.iter().filter(|url| !url.starts_with(&origin)).collect();
         assert!(foreign.is_empty(), "loaded from elsewhere: {foreign:?}");
         Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    ui.close().await;
-    result?;
+    })
+    .await?;
 
     // The net log also sees requests that failed, which the page's own list may not.
     let origin = origin.trim_end_matches('/');
