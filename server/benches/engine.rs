@@ -14,7 +14,10 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Map, Value};
-use weft_server::engine::{default_registry, execute, executor::NullSink, presets, Checkpoint, CpuPool, Graph};
+use weft_server::{
+    engine::{execute, executor::NullSink, Checkpoint, CpuPool, Graph},
+    tools::{default_registry, presets},
+};
 
 fn chain(len: usize) -> Value {
     let nodes: Map<String, Value> = (0..len).map(|i| (format!("n{i}"), json!({"tool": "noop"}))).collect();

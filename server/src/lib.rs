@@ -1,6 +1,9 @@
 //! Weft's server: the workflow engine, its durable store, and the HTTP surface.
 //!
-//! - [`engine`]: graphs, tools, the step loop and the presets. Knows no HTTP, no SQL.
+//! - [`engine`]: graphs, the tool trait, the step loop. Knows no HTTP, no SQL.
+//! - [`tools`]: the tools and presets Weft ships (Code Review, Summarization, Data
+//!   Quality, and small building blocks), users of the engine like any other.
+//! - [`layout`]: graphs laid out for drawing, for the API and the UI.
 //! - [`store`]: the [`store::Store`] trait and its embedded SQLite implementation.
 //! - [`runner`]: starts runs, records and publishes each step, resumes interrupted runs.
 //! - [`api`]: the REST routes and the run WebSocket.
@@ -16,8 +19,10 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod layout;
 pub mod runner;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod ui;

@@ -11,9 +11,10 @@ use weft_app::{api::BackendHandle, shell, App};
 
 use crate::{
     config::Settings,
-    engine::{default_registry, CpuPool},
+    engine::CpuPool,
     runner::{Runner, RunnerError},
     store::{sqlite::SqliteStore, Store, StoreError},
+    tools::default_registry,
     ui::UiBackend,
 };
 

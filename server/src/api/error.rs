@@ -103,7 +103,7 @@ impl From<RunnerError> for ApiError {
                 detail: err.to_string(),
             },
             RunnerError::UnknownPreset(ref name) => {
-                let known: Vec<&str> = crate::engine::presets::PRESETS.iter().map(|p| p.name).collect();
+                let known: Vec<&str> = crate::tools::presets::PRESETS.iter().map(|p| p.name).collect();
                 Self::invalid(
                     "unknown_preset",
                     "/preset",

@@ -567,7 +567,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_node_past_its_timeout_fails_after_its_last_attempt() {
         let mut registry = registry();
-        crate::engine::builtin::register(&mut registry);
+        crate::tools::builtin::register(&mut registry);
         let spec = json!({
             "nodes": {"slow": {"tool": "sleep", "config": {"ms": 5000}, "timeout_ms": 50, "retry": {"attempts": 2, "backoff_ms": 10}}},
             "edges": {}

@@ -5,20 +5,15 @@
 //!   that keeps CPU-heavy tools off the async runtime.
 //! - [`executor`] is the step loop, with its step limit and the [`StepSink`] through
 //!   which the server persists and streams each step.
-//! - [`builtin`], [`code_review`] and [`presets`] are the tools and graphs Weft ships.
+//! - [`script`] is the sandboxed Rhai behind conditional edges and the `script` tool.
 //!
-//! The engine knows nothing of HTTP or storage: those live in `api` and `store`.
+//! The engine knows nothing of HTTP or storage: those live in `api` and `store`. The
+//! tools and presets Weft ships are users of the engine, in `crate::tools`.
 
-pub mod builtin;
-pub mod code_review;
-pub mod data_quality;
 pub mod executor;
 pub mod graph;
-pub mod layout;
 pub mod policy;
-pub mod presets;
 pub mod script;
-pub mod summarize;
 pub mod tool;
 
 pub use executor::{
@@ -31,17 +26,6 @@ pub use tool::{CpuPool, Registry};
 /// problem in a spec or a config says where it is.
 pub(crate) fn pointer(parent: &str, key: &str) -> String {
     format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
-}
-
-/// A registry with every tool Weft ships.
-pub fn default_registry(pool: &CpuPool) -> Registry {
-    let mut registry = Registry::new();
-    builtin::register(&mut registry);
-    code_review::register(&mut registry, pool);
-    summarize::register(&mut registry);
-    data_quality::register(&mut registry);
-    registry.register("script", script::ScriptTool::new(pool.clone()));
-    registry
 }
 
 #[cfg(test)]

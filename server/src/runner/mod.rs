@@ -32,13 +32,14 @@ use crate::{
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
-        presets, Checkpoint, Control, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
+        Checkpoint, Control, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
         StepView,
     },
     ids::{GraphId, RunId},
     store::{
         now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun,
     },
+    tools::presets,
 };
 
 /// Why the runner refused a request.

@@ -6,9 +6,9 @@ use weft_app::wire::{GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail
 
 use super::{Runner, RunnerError, Snapshot};
 use crate::{
-    engine::presets::PRESETS,
     ids::{GraphId, RunId},
     store::{RunFilter, StoredRun},
+    tools::presets::PRESETS,
 };
 
 impl Snapshot {

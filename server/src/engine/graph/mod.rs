@@ -160,7 +160,7 @@ pub struct Graph {
     description: Option<String>,
     warnings: Vec<Problem>,
     /// The drawing, laid out on first use (see [`Graph::view`]).
-    pub(super) view: OnceLock<GraphView>,
+    pub(crate) view: OnceLock<GraphView>,
 }
 
 /// Why a spec is not a runnable graph: every problem found, not just the first.

@@ -611,7 +611,7 @@ mod tests {
         for name in ["a", "b", "c"] {
             registry.register(name, FnTool::inline("test", |_, _| Ok(Outcome::default())));
         }
-        crate::engine::builtin::register(&mut registry);
+        crate::tools::builtin::register(&mut registry);
         registry
     }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use weft_app::wire::State;
 
-use super::tool::{FnTool, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{FnTool, Next, Outcome, Registry, ToolError};
 
 /// The summary's length limit when the state gives none, in characters.
 pub const DEFAULT_MAX_CHARS: u64 = 300;

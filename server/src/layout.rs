@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use rust_sugiyama::configure::Config;
 use weft_app::wire::{EdgeKind, EdgeView, GraphView, NodeView};
 
-use super::graph::{Graph, NodeId, Route};
+use crate::engine::graph::{Graph, NodeId, Route};
 
 /// Space between two layers (columns), edge to edge.
 const LAYER_GAP: f64 = 56.0;
@@ -187,7 +187,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{builtin, code_review, tool::CpuPool, tool::Registry};
+    use crate::{
+        engine::{tool::CpuPool, tool::Registry, Graph},
+        tools::{builtin, code_review},
+    };
 
     fn registry() -> Registry {
         let mut registry = Registry::default();

@@ -153,7 +153,7 @@ fn wrap_comment(line: &str, prefix: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::code_review::issues::Severity;
+    use crate::tools::code_review::issues::Severity;
 
     fn finding(line: usize, kind: &str) -> Issue {
         Issue {

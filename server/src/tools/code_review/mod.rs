@@ -31,7 +31,7 @@ use self::{
     language::Language,
     refine::refine,
 };
-use super::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
 
 /// The threshold when the initial state sets none.
 pub const DEFAULT_THRESHOLD: f64 = 80.0;

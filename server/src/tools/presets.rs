@@ -3,7 +3,8 @@
 use serde_json::Value;
 use weft_app::wire::PresetInfo;
 
-use super::{code_review, data_quality, summarize, Graph, GraphError, Registry};
+use super::{code_review, data_quality, summarize};
+use crate::engine::{Graph, GraphError, Registry};
 
 /// A named, ready-made graph spec.
 #[derive(Debug, Clone, Copy)]

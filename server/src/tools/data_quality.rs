@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 use weft_app::wire::State;
 
-use super::tool::{FnTool, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{FnTool, Next, Outcome, Registry, ToolError};
 
 /// The most refine passes a run makes.
 pub const MAX_PASSES: u64 = 5;

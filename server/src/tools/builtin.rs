@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use weft_app::wire::{Problem, State};
 
-use super::tool::{ConfigSpec, FnTool, Outcome, Registry, Tool, ToolConfig, ToolError, ToolFuture, ToolInput};
+use crate::engine::tool::{ConfigSpec, FnTool, Outcome, Registry, Tool, ToolConfig, ToolError, ToolFuture, ToolInput};
 
 /// The longest pause the `sleep` tool takes.
 pub const MAX_SLEEP_MS: u64 = 60_000;

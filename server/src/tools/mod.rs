@@ -1,0 +1,25 @@
+//! The tools and presets Weft ships: users of the engine, like any tool of one's own.
+//!
+//! - [`builtin`]: small building blocks for custom graphs (`noop`, `increment`, `sleep`,
+//!   `fail`).
+//! - [`code_review`], [`summarize`] and [`data_quality`]: the three presets' tools.
+//! - [`presets`]: the ready-made graphs built from them.
+
+pub mod builtin;
+pub mod code_review;
+pub mod data_quality;
+pub mod presets;
+pub mod summarize;
+
+use crate::engine::{script, CpuPool, Registry};
+
+/// A registry with every tool Weft ships.
+pub fn default_registry(pool: &CpuPool) -> Registry {
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    code_review::register(&mut registry, pool);
+    summarize::register(&mut registry);
+    data_quality::register(&mut registry);
+    registry.register("script", script::ScriptTool::new(pool.clone()));
+    registry
+}
