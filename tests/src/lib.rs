@@ -221,15 +221,28 @@ impl Drop for TestApp {
     }
 }
 
-/// A graph of `count` nodes chained in order, each running the `increment` tool.
-pub fn counter_chain(count: usize) -> Value {
-    let nodes: serde_json::Map<String, Value> = (0..count)
-        .map(|i| (format!("n{i}"), json!({"tool": "increment"})))
-        .collect();
-    let edges: serde_json::Map<String, Value> = (1..count)
-        .map(|i| (format!("n{}", i - 1), json!(format!("n{i}"))))
+/// A graph in the prototype's form of `nodes` (name and spec) chained in order. The last
+/// node's edge is `null` (the end), so even one node has an edge: the prototype's form
+/// counts empty `edges` as missing.
+pub fn chain(nodes: impl IntoIterator<Item = (String, Value)>) -> Value {
+    let nodes: serde_json::Map<String, Value> = nodes.into_iter().collect();
+    let names: Vec<&String> = nodes.keys().collect();
+    let edges: serde_json::Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (
+                (*name).clone(),
+                names.get(i + 1).map_or(Value::Null, |next| json!(next)),
+            )
+        })
         .collect();
     json!({"nodes": nodes, "edges": edges})
+}
+
+/// A graph of `count` nodes chained in order, each running the `increment` tool.
+pub fn counter_chain(count: usize) -> Value {
+    chain((0..count).map(|i| (format!("n{i}"), json!({"tool": "increment"}))))
 }
 
 /// The server binary as a child process, killed with SIGKILL when dropped.

@@ -314,10 +314,10 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
         assert_eq!(issues.len(), state["issues"].as_array().map_or(0, Vec::len));
         assert!(!issues.is_empty());
         let first = issues[0].text().await?;
-        assert!(
-            first.contains(state["issues"][0]["type"].as_str().unwrap_or("?")),
-            "{first}"
-        );
+        for key in ["type", "message", "text"] {
+            let value = state["issues"][0][key].as_str().unwrap_or("?");
+            assert!(first.contains(value), "{key} `{value}` in {first}");
+        }
         let diff = text_of(client, "[data-testid=revised-diff]").await;
         assert!(diff.contains("weft: needs a person"), "{diff}");
         // Tall enough to hold the whole report.
@@ -411,7 +411,7 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
         let run_id = finished["run_id"].as_str().context("run id")?.to_owned();
         let failing = ui
             .app
-            .create_graph(json!({"nodes": {"boom": "fail"}, "edges": {}}))
+            .create_graph(json!({"nodes": {"boom": "fail"}, "edges": {"boom": null}}))
             .await;
         ui.app.run_and_wait(&failing, json!({})).await;
         let (_, detail) = ui.app.get(&format!("/runs/{run_id}")).await;

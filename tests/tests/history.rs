@@ -8,7 +8,9 @@ use weft_tests::{counter_chain, spawn_app};
 async fn lists_runs_newest_first_filtered_and_paginated() {
     let app = spawn_app().await;
     let counting = app.create_graph(counter_chain(2)).await;
-    let failing = app.create_graph(json!({"nodes": {"fail": {}}, "edges": {}})).await;
+    let failing = app
+        .create_graph(json!({"nodes": {"fail": {}}, "edges": {"fail": null}}))
+        .await;
     let mut ok_runs = Vec::new();
     for _ in 0..3 {
         ok_runs.push(

@@ -93,7 +93,15 @@ pub fn CodeReviewReport(
                     <a class="line-ref" href=format!("#L{line}")>{format!("line {line}")}</a>
                     <span class="kind">{kind}</span>
                     <span class="severity">{severity}</span>
-                    <p class="text">{text(issue, "text").to_owned()}</p>
+                    // What is wrong, then the line it is on (runs from before `message`
+                    // existed only have the line).
+                    <p class="text">{match text(issue, "message") {
+                        "" => text(issue, "text").to_owned(),
+                        message => message.to_owned(),
+                    }}</p>
+                    {(!text(issue, "message").is_empty()).then(|| view! {
+                        <code class="quote">{text(issue, "text").to_owned()}</code>
+                    })}
                     <p class="suggestion">{suggestion}</p>
                 </li>
             }

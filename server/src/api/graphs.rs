@@ -68,14 +68,19 @@ pub async fn create_graph(
             "the body must be a JSON object: {\"preset\": NAME} or {\"nodes\": {...}, \"edges\": {...}}".into(),
         ));
     };
-    // Version 2 (`nodes` is a list) may leave `edges` out; the prototype's form may not.
+    // Version 2 (`nodes` is a list) may leave `edges` out; the prototype's form may not,
+    // and there an empty (or null) `nodes` or `edges` counts as missing, as it did in the
+    // prototype.
     let v2 = graph::is_version_2(fields);
+    let given = |key: &str| match fields.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(entries)) => !entries.is_empty(),
+        Some(_) => true,
+    };
     let (id, warnings) = match fields.get("preset") {
         Some(Value::String(name)) => runner.create_preset(name).await?,
         Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
-        None if v2 || (fields.contains_key("nodes") && fields.contains_key("edges")) => {
-            runner.create_graph(&body).await?
-        }
+        None if v2 || (given("nodes") && given("edges")) => runner.create_graph(&body).await?,
         None => {
             return Err(ApiError::BadRequest(
                 "give either `preset` or both `nodes` and `edges`".into(),

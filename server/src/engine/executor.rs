@@ -350,6 +350,7 @@ async fn attempt<S: StepSink>(
             state: Arc::clone(state),
             config: Arc::clone(&node.config),
             timeout: node.policy.timeout,
+            missing: node.missing,
         });
         // A tool that finishes without waiting (most do) needs no timer: arm one only
         // for a call that is still pending after its first poll.

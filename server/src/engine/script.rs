@@ -599,6 +599,7 @@ mod tests {
             state: Arc::new(state.as_object().cloned().unwrap_or_default()),
             config: Arc::new(Value::Null),
             timeout,
+            missing: crate::engine::tool::MissingInput::Fail,
         })
         .await
     }

@@ -31,6 +31,19 @@ pub struct ToolInput {
     /// runs out; a tool whose work cannot be dropped midway (a script on the CPU pool,
     /// say) should stop by itself within it.
     pub timeout: std::time::Duration,
+    /// What to do with an input the state lacks (see [`MissingInput`]).
+    pub missing: MissingInput,
+}
+
+/// What a tool does with an input key the state lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingInput {
+    /// Fail the node, saying what is missing: graphs in version 2 of the language.
+    #[default]
+    Fail,
+    /// Read it as empty, as the prototype's tools did (`suggest` before `detect` scores
+    /// an empty issue list), with a note in the run's log: graphs in the prototype's form.
+    ReadAsEmpty,
 }
 
 /// Where the run goes after a node.
@@ -250,6 +263,10 @@ pub struct Heavy {
     pub threshold: usize,
 }
 
+/// A state key a tool reads, with the empty value it reads as when the state lacks it
+/// and the graph says [`MissingInput::ReadAsEmpty`].
+pub type Input = (&'static str, fn() -> Value);
+
 /// A tool made of a plain function, run either inline (for work that takes
 /// microseconds) or on a [`CpuPool`] (for work that grows with the input).
 pub struct FnTool {
@@ -258,6 +275,7 @@ pub struct FnTool {
     pool: Option<(CpuPool, Option<Heavy>)>,
     jumps: Vec<String>,
     config: ConfigSpec,
+    inputs: Vec<Input>,
 }
 
 impl FnTool {
@@ -272,7 +290,34 @@ impl FnTool {
             pool: None,
             jumps: Vec::new(),
             config: ConfigSpec::none(),
+            inputs: Vec::new(),
         }
+    }
+
+    /// Declares the state keys the tool reads and the empty value each reads as when
+    /// missing and the node's graph says [`MissingInput::ReadAsEmpty`].
+    pub fn reads(mut self, inputs: &[Input]) -> Self {
+        self.inputs = inputs.to_vec();
+        self
+    }
+
+    /// The state the tool sees: `state` with each missing input read as empty, when the
+    /// graph asks for that, and a note for each.
+    fn filled(&self, state: Arc<State>, missing: MissingInput) -> (Arc<State>, Vec<String>) {
+        let absent = |key: &&'static str| !state.contains_key(*key);
+        if missing == MissingInput::Fail || !self.inputs.iter().map(|(key, _)| key).any(absent) {
+            return (state, Vec::new());
+        }
+        let mut filled = State::clone(&state);
+        let mut notes = Vec::new();
+        for (key, empty) in &self.inputs {
+            if !filled.contains_key(*key) {
+                let value = empty();
+                notes.push(format!("`{key}` is missing: read as {value}"));
+                filled.insert((*key).to_owned(), value);
+            }
+        }
+        (Arc::new(filled), notes)
     }
 
     /// Declares the tool's config: nodes' configs are checked against `C` when their
@@ -327,19 +372,26 @@ impl Tool for FnTool {
 
     fn call(&self, input: ToolInput) -> ToolFuture {
         let run = Arc::clone(&self.run);
+        let (state, notes) = self.filled(input.state, input.missing);
+        let config = input.config;
         let pool = match &self.pool {
             Some((pool, None)) => Some(pool),
-            Some((pool, Some(heavy))) if (heavy.weigh)(&input.state) >= heavy.threshold => Some(pool),
+            Some((pool, Some(heavy))) if (heavy.weigh)(&state) >= heavy.threshold => Some(pool),
             _ => None,
         };
+        let noted = move |outcome: Result<Outcome, ToolError>| {
+            outcome.map(|mut outcome| {
+                if !notes.is_empty() {
+                    outcome.notes.splice(0..0, notes);
+                }
+                outcome
+            })
+        };
         match pool {
-            None => {
-                let outcome = run(&input.state, &input.config);
-                Box::pin(std::future::ready(outcome))
-            }
+            None => Box::pin(std::future::ready(noted(run(&state, &config)))),
             Some(pool) => {
                 let pool = pool.clone();
-                Box::pin(async move { pool.run(move || run(&input.state, &input.config)).await? })
+                Box::pin(async move { noted(pool.run(move || run(&state, &config)).await?) })
             }
         }
     }
@@ -396,6 +448,7 @@ mod tests {
             state: Arc::new(state),
             config: Arc::new(Value::Null),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
+            missing: MissingInput::Fail,
         }
     }
 
@@ -440,6 +493,50 @@ mod tests {
         big.insert("n".into(), 10.into());
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), tool.call(input(big))).await;
         assert!(waiting.is_err(), "a heavy call waits for a pool permit");
+    }
+
+    #[tokio::test]
+    async fn missing_inputs_read_as_empty_only_when_the_graph_says_so() {
+        let tool = FnTool::inline("counts issues", |state, _| {
+            let issues = state
+                .get("issues")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ToolError::InvalidInput("`issues` is missing".into()))?;
+            let mut update = State::new();
+            update.insert("count".into(), issues.len().into());
+            Ok(Outcome::update(update).note("counted"))
+        })
+        .reads(&[("issues", || Value::Array(Vec::new())), ("code", || Value::from(""))]);
+
+        let strict = tool.call(input(State::new())).await.unwrap_err();
+        assert_eq!(strict, ToolError::InvalidInput("`issues` is missing".into()));
+
+        let lenient = ToolInput {
+            missing: MissingInput::ReadAsEmpty,
+            ..input(State::new())
+        };
+        let outcome = tool.call(lenient).await.unwrap();
+        assert_eq!(outcome.update["count"], 0);
+        assert_eq!(
+            outcome.notes,
+            [
+                "`issues` is missing: read as []",
+                "`code` is missing: read as \"\"",
+                "counted"
+            ]
+        );
+
+        // A present input is read as it is, with no note.
+        let mut state = State::new();
+        state.insert("issues".into(), serde_json::json!([1, 2]));
+        state.insert("code".into(), "x".into());
+        let present = ToolInput {
+            missing: MissingInput::ReadAsEmpty,
+            ..input(state)
+        };
+        let outcome = tool.call(present).await.unwrap();
+        assert_eq!(outcome.update["count"], 2);
+        assert_eq!(outcome.notes, ["counted"]);
     }
 
     #[test]

@@ -168,6 +168,7 @@ mod tests {
             state: Arc::new(state.as_object().cloned().unwrap_or_default()),
             config: Arc::new(config),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
+            missing: crate::engine::tool::MissingInput::Fail,
         };
         registry().get(tool).unwrap().call(input).await
     }

@@ -57,15 +57,18 @@ pub fn register(registry: &mut Registry) {
             FnTool::inline(
                 "Lists missing values, non-numbers in numeric columns, outliers and duplicate rows.",
                 |s, _| detect(s),
-            ),
+            )
+            .reads(&[("rows", empty_list), ("profile", empty_list)]),
         )
         .register(
             "generate_rules",
-            FnTool::inline("Turns the anomalies into cleaning rules.", |s, _| rules(s)),
+            FnTool::inline("Turns the anomalies into cleaning rules.", |s, _| rules(s))
+                .reads(&[("profile", empty_list), ("anomalies", empty_list)]),
         )
         .register(
             "apply_rules",
-            FnTool::inline("Applies the rules to `rows`.", |s, _| apply(s)),
+            FnTool::inline("Applies the rules to `rows`.", |s, _| apply(s))
+                .reads(&[("rows", empty_list), ("profile", empty_list)]),
         )
         .register(
             "assess_quality",
@@ -75,6 +78,11 @@ pub fn register(registry: &mut Registry) {
             )
             .may_jump_to(&["detect"]),
         );
+}
+
+/// What a list input the state lacks reads as, in the prototype's form of graph.
+fn empty_list() -> Value {
+    Value::Array(Vec::new())
 }
 
 /// A column's profile.

@@ -67,11 +67,13 @@ pub fn register(registry: &mut Registry) {
             "summarize_chunks",
             FnTool::inline("Keeps the heavier half of each chunk's sentences, in order.", |s, _| {
                 summarize(s)
-            }),
+            })
+            .reads(&[("chunks", empty_list)]),
         )
         .register(
             "merge_summaries",
-            FnTool::inline("Joins the chunk summaries into `summary`.", |s, _| merge(s)),
+            FnTool::inline("Joins the chunk summaries into `summary`.", |s, _| merge(s))
+                .reads(&[("chunk_summaries", empty_list)]),
         )
         .register(
             "refine_summary",
@@ -79,8 +81,14 @@ pub fn register(registry: &mut Registry) {
                 "Ends when `summary` fits `max_chars`, else drops its lightest sentence and loops.",
                 |s, _| refine(s),
             )
+            .reads(&[("summary", || Value::from(""))])
             .may_jump_to(&["refine"]),
         );
+}
+
+/// What a list input the state lacks reads as, in the prototype's form of graph.
+fn empty_list() -> Value {
+    Value::Array(Vec::new())
 }
 
 fn text(state: &State) -> Result<&str, ToolError> {

@@ -50,7 +50,7 @@ use weft_app::wire::{GraphView, Problem};
 use super::{
     policy::NodePolicy,
     script::Condition,
-    tool::{Registry, Tool},
+    tool::{MissingInput, Registry, Tool},
 };
 
 mod flow;
@@ -135,6 +135,9 @@ pub struct Node {
     pub(crate) config: Arc<Value>,
     /// Its timeout and retry policy.
     pub policy: NodePolicy,
+    /// What its tool does with an input the state lacks: read it as empty in the
+    /// prototype's form, as the prototype did; fail in version 2.
+    pub missing: MissingInput,
     /// Where the run goes after it.
     pub route: Route,
 }

@@ -21,7 +21,7 @@ use crate::engine::{
     pointer,
     policy::NodePolicy,
     script::Condition,
-    tool::{Registry, Tool},
+    tool::{MissingInput, Registry, Tool},
 };
 
 struct Problems(Vec<Problem>);
@@ -579,6 +579,11 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
                 tool: built.tool,
                 config: Arc::new(built.config),
                 policy: built.policy,
+                missing: if v2 {
+                    MissingInput::Fail
+                } else {
+                    MissingInput::ReadAsEmpty
+                },
                 route,
             })
         })

@@ -60,8 +60,12 @@ pub struct Issue {
     pub kind: String,
     /// How much it matters.
     pub severity: Severity,
-    /// What was found, for a person.
+    /// The offending line, stripped, as the prototype wrote it for every finding: a
+    /// function-level finding's line is the one its function starts on.
     pub text: String,
+    /// What is wrong with it, for a person.
+    #[serde(default)]
+    pub message: String,
     /// The function it is about, for function-level findings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
@@ -76,13 +80,24 @@ pub struct Findings {
     pub total: usize,
 }
 
-fn issue(line: usize, kind: &str, severity: Severity, text: String, function: Option<&str>) -> Issue {
-    Issue {
-        line,
-        kind: kind.to_owned(),
-        severity,
-        text,
-        function: function.map(str::to_owned),
+/// The code's lines, read once, so a finding can quote its line in constant time.
+struct Lines<'a>(Vec<&'a str>);
+
+impl Lines<'_> {
+    /// A finding at 1-based `line`, quoting that line, stripped.
+    fn issue(&self, line: usize, kind: &str, severity: Severity, message: String, function: Option<&str>) -> Issue {
+        let text = line
+            .checked_sub(1)
+            .and_then(|index| self.0.get(index))
+            .map_or("", |text| text.trim());
+        Issue {
+            line,
+            kind: kind.to_owned(),
+            severity,
+            text: text.to_owned(),
+            message,
+            function: function.map(str::to_owned),
+        }
     }
 }
 
@@ -96,21 +111,12 @@ fn has_word(line: &str, word: &str) -> bool {
     })
 }
 
-/// A line's text, shortened for a finding's message.
-fn excerpt(line: &str) -> String {
-    const MAX: usize = 100;
-    let line = line.trim();
-    match line.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line.to_owned(),
-    }
-}
-
 /// Finds every issue in `code`, given its measured functions and first syntax error.
 pub fn detect(code: &str, functions: &[Function], syntax_error_line: Option<usize>) -> Findings {
+    let lines = Lines(code.lines().collect());
     let mut issues = Vec::new();
     if let Some(line) = syntax_error_line {
-        issues.push(issue(
+        issues.push(lines.issue(
             line,
             "syntax-error",
             Severity::High,
@@ -118,18 +124,19 @@ pub fn detect(code: &str, functions: &[Function], syntax_error_line: Option<usiz
             None,
         ));
     }
-    for (index, line) in code.lines().enumerate() {
+    for (index, line) in lines.0.iter().enumerate() {
         let number = index + 1;
         if has_word(line, "TODO") || has_word(line, "FIXME") {
-            issues.push(issue(number, "todo/fixme", Severity::Low, excerpt(line), None));
+            let message = "a note left to resolve".to_owned();
+            issues.push(lines.issue(number, "todo/fixme", Severity::Low, message, None));
         }
         let chars = line.chars().count();
         if chars > MAX_LINE_CHARS {
-            let text = format!("line is {chars} characters long (limit {MAX_LINE_CHARS})");
-            issues.push(issue(number, "long-line", Severity::Low, text, None));
+            let message = format!("line is {chars} characters long (limit {MAX_LINE_CHARS})");
+            issues.push(lines.issue(number, "long-line", Severity::Low, message, None));
         }
         if line.ends_with([' ', '\t']) {
-            issues.push(issue(
+            issues.push(lines.issue(
                 number,
                 "trailing-whitespace",
                 Severity::Low,
@@ -147,11 +154,11 @@ pub fn detect(code: &str, functions: &[Function], syntax_error_line: Option<usiz
             } else {
                 Severity::Medium
             };
-            let text = format!(
+            let message = format!(
                 "`{}` has cyclomatic complexity {} (limit {MAX_COMPLEXITY})",
                 function.name, function.complexity
             );
-            issues.push(issue(line, "high-complexity", severity, text, name));
+            issues.push(lines.issue(line, "high-complexity", severity, message, name));
         }
         if function.length() > MAX_FUNCTION_LINES {
             let severity = if function.length() > 2 * MAX_FUNCTION_LINES {
@@ -159,27 +166,27 @@ pub fn detect(code: &str, functions: &[Function], syntax_error_line: Option<usiz
             } else {
                 Severity::Medium
             };
-            let text = format!(
+            let message = format!(
                 "`{}` is {} lines long (limit {MAX_FUNCTION_LINES})",
                 function.name,
                 function.length()
             );
-            issues.push(issue(line, "long-function", severity, text, name));
+            issues.push(lines.issue(line, "long-function", severity, message, name));
         }
         if function.nesting > MAX_NESTING {
-            let text = format!(
+            let message = format!(
                 "`{}` nests blocks {} deep (limit {MAX_NESTING})",
                 function.name, function.nesting
             );
-            issues.push(issue(line, "deep-nesting", Severity::Medium, text, name));
+            issues.push(lines.issue(line, "deep-nesting", Severity::Medium, message, name));
         }
         let parameters = function.counted_parameters();
         if parameters > MAX_PARAMETERS {
-            let text = format!(
+            let message = format!(
                 "`{}` takes {parameters} parameters (limit {MAX_PARAMETERS})",
                 function.name
             );
-            issues.push(issue(line, "too-many-parameters", Severity::Medium, text, name));
+            issues.push(lines.issue(line, "too-many-parameters", Severity::Medium, message, name));
         }
     }
     issues.sort_by_key(|issue| issue.line);
@@ -230,6 +237,17 @@ pub fn suggestion(issue: &Issue) -> String {
 mod tests {
     use super::*;
 
+    fn issue(line: usize, kind: &str, severity: Severity, text: &str, function: Option<&str>) -> Issue {
+        Issue {
+            line,
+            kind: kind.to_owned(),
+            severity,
+            text: text.to_owned(),
+            message: String::new(),
+            function: function.map(str::to_owned),
+        }
+    }
+
     fn function(name: &str, start: usize, end: usize, complexity: u32, nesting: u32, params: usize) -> Function {
         Function {
             name: name.into(),
@@ -260,8 +278,12 @@ mod tests {
                 (5, "todo/fixme", Severity::Low),
             ]
         );
+        // `text` is the line, stripped, as the prototype had it; `message` explains.
         assert_eq!(found.issues[0].text, "# TODO: tidy");
-        assert_eq!(found.issues[2].text, "line is 136 characters long (limit 120)");
+        assert_eq!(found.issues[0].message, "a note left to resolve");
+        assert_eq!(found.issues[1].text, "ok = 1");
+        assert_eq!(found.issues[2].text, long);
+        assert_eq!(found.issues[2].message, "line is 136 characters long (limit 120)");
         assert_eq!(found.total, 4);
     }
 
@@ -302,26 +324,26 @@ mod tests {
 
     #[test]
     fn score_caps_each_kind_of_finding() {
-        let todo = |line| issue(line, "todo/fixme", Severity::Low, String::new(), None);
+        let todo = |line| issue(line, "todo/fixme", Severity::Low, "", None);
         assert_eq!(quality_score(&[]), 100);
         assert_eq!(quality_score(&(1..=5).map(todo).collect::<Vec<_>>()), 90);
         assert_eq!(quality_score(&(1..=100).map(todo).collect::<Vec<_>>()), 70);
         let mixed = vec![
             todo(1),
-            issue(2, "high-complexity", Severity::High, String::new(), None),
-            issue(3, "long-function", Severity::Medium, String::new(), None),
+            issue(2, "high-complexity", Severity::High, "", None),
+            issue(3, "long-function", Severity::Medium, "", None),
         ];
         assert_eq!(quality_score(&mixed), 83);
     }
 
     #[test]
     fn every_finding_gets_a_specific_suggestion() {
-        let complex = issue(4, "high-complexity", Severity::Medium, String::new(), Some("parse"));
+        let complex = issue(4, "high-complexity", Severity::Medium, "", Some("parse"));
         assert_eq!(
             suggestion(&complex),
             "Split `parse` into smaller functions, or replace branches with early returns or a lookup table."
         );
-        let todo = issue(1, "todo/fixme", Severity::Low, "# TODO: x".into(), None);
+        let todo = issue(1, "todo/fixme", Severity::Low, "# TODO: x", None);
         assert_eq!(
             suggestion(&todo),
             "Resolve this note or move it to the issue tracker: # TODO: x"

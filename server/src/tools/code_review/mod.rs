@@ -31,7 +31,7 @@ use self::{
     language::Language,
     refine::refine,
 };
-use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{CpuPool, FnTool, Heavy, Input, Next, Outcome, Registry, ToolError};
 
 /// The threshold when the initial state sets none.
 pub const DEFAULT_THRESHOLD: f64 = 80.0;
@@ -66,33 +66,44 @@ pub fn example_input() -> Value {
 /// A node's work: the state in, the outcome out.
 type Step = fn(&State) -> Result<Outcome, ToolError>;
 
+/// What an input the state lacks reads as, in the prototype's form of graph (as the
+/// prototype's tools read them): no code, no issues, a score of 0.
+const CODE: Input = ("code", || Value::from(""));
+const ISSUES: Input = ("issues", || Value::Array(Vec::new()));
+const SCORE: Input = ("quality_score", || Value::from(0));
+
 /// Registers the preset's five tools.
 pub fn register(registry: &mut Registry, pool: &CpuPool) {
-    let tools: [(&str, &str, Step); 5] = [
+    let tools: [(&str, &str, Step, &[Input]); 5] = [
         (
             "extract",
             "Finds the functions in `state.code` by parsing it (Python, Rust, JavaScript, TypeScript).",
             extract,
+            &[CODE],
         ),
         (
             "complexity",
             "Measures each function's cyclomatic complexity, length and nesting.",
             complexity,
+            &[CODE],
         ),
         (
             "detect",
             "Lists issues with their lines and severity: TODOs, long lines, complex or long functions, ...",
             detect_issues,
+            &[CODE],
         ),
         (
             "suggest",
             "Writes one suggestion per issue and the 0-100 quality score.",
             suggest,
+            &[CODE, ISSUES],
         ),
         (
             "assess_loop",
             "Ends the review at the threshold, else applies safe fixes and loops back to `complexity`.",
             assess_loop,
+            &[CODE, SCORE],
         ),
     ];
     // Reviewing a few KiB takes microseconds: less than a hop to a pool thread.
@@ -100,8 +111,8 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
         weigh: code_bytes,
         threshold: INLINE_BELOW_BYTES,
     };
-    for (name, description, run) in tools {
-        let mut tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _| run(state));
+    for (name, description, run, inputs) in tools {
+        let mut tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _| run(state)).reads(inputs);
         if name == "assess_loop" {
             tool = tool.may_jump_to(&["complexity"]);
         }
@@ -462,9 +473,11 @@ mod tests {
             state["issues"],
             json!([
                 {"line": 1, "type": "high-complexity", "severity": "medium", "function": "busy",
-                 "text": "`busy` has cyclomatic complexity 13 (limit 10)"},
+                 "text": "def busy(a, b, c, d, e, f):",
+                 "message": "`busy` has cyclomatic complexity 13 (limit 10)"},
                 {"line": 1, "type": "too-many-parameters", "severity": "medium", "function": "busy",
-                 "text": "`busy` takes 6 parameters (limit 5)"}
+                 "text": "def busy(a, b, c, d, e, f):",
+                 "message": "`busy` takes 6 parameters (limit 5)"}
             ])
         );
         assert_eq!(
@@ -483,6 +496,7 @@ mod tests {
             state: Arc::new(state.as_object().unwrap().clone()),
             config: Arc::new(Value::Null),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
+            missing: crate::engine::tool::MissingInput::Fail,
         };
         let missing = tool.call(input(json!({}))).await.unwrap_err();
         assert_eq!(

@@ -161,6 +161,7 @@ mod tests {
             kind: kind.into(),
             severity: Severity::Medium,
             text: String::new(),
+            message: String::new(),
             function: Some("f".into()),
         }
     }
