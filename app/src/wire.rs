@@ -62,6 +62,29 @@ impl RunStatus {
     }
 }
 
+/// `200` answer of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"status": "ok", "cpu_pool": {"threads": 2, "busy": 0}})))]
+pub struct Health {
+    /// `ok` while the server answers.
+    pub status: String,
+    /// The pool CPU-heavy tools run on.
+    pub cpu_pool: PoolHealth,
+}
+
+/// How busy the CPU pool is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"threads": 2, "busy": 1})))]
+pub struct PoolHealth {
+    /// Jobs it runs at most at once.
+    pub threads: usize,
+    /// Jobs running now, counting those whose callers gave up (a timed-out review, say)
+    /// until they stop at their next check.
+    pub busy: usize,
+}
+
 /// `200` answer of `POST /graph/create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -52,7 +52,8 @@ impl Application {
         } else {
             SqliteStore::open(settings.database.as_ref()).await?
         });
-        let runner = Runner::new(store, default_registry(&CpuPool::for_this_machine()), settings.limits);
+        let pool = CpuPool::for_this_machine();
+        let runner = Runner::new(store, default_registry(&pool), pool, settings.limits);
         if settings.resume_runs {
             let resumed = runner.resume_unfinished().await?;
             if resumed > 0 {

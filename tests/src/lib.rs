@@ -221,6 +221,15 @@ impl Drop for TestApp {
     }
 }
 
+/// `functions` Python functions, each of `lines` lines of a 97-character comment (which
+/// starts with `salt`) between its signature and its `return`.
+pub fn comment_heavy_python(functions: usize, lines: usize, salt: &str) -> String {
+    let comment = format!("    # {salt}{}\n", "c".repeat(97 - 6 - salt.len()));
+    (0..functions)
+        .map(|f| format!("def f{f}(a):\n{}    return a\n\n", comment.repeat(lines)))
+        .collect()
+}
+
 /// A graph in the prototype's form of `nodes` (name and spec) chained in order. The last
 /// node's edge is `null` (the end), so even one node has an edge: the prototype's form
 /// counts empty `edges` as missing.

@@ -2,18 +2,20 @@
 //! annotations and the wire types' schemas, served at `/openapi.json`, and the
 //! interactive page at `/docs` (Swagger UI, whose assets are built into the binary).
 
-use axum::Router;
+use axum::{extract::State, Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 use weft_app::wire::{
     ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, GraphCreated, GraphDetail, GraphPage, GraphSummary,
-    GraphView, NodeFailedEvent, NodeStartedEvent, NodeView, PresetInfo, Problem, RunDetail, RunEvent, RunFinished,
-    RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary, ToolInfo,
+    GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, RunDetail,
+    RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus,
+    RunSummary, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
+use crate::runner::Runner;
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -50,7 +52,7 @@ pub const DOCS_PATH: &str = "/docs";
             ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, RunStatus, RunEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
-            Problem, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
+            Problem, Health, PoolHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),
         responses(BadRequest, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Invalid, Unavailable)
     ),
@@ -95,16 +97,23 @@ pub fn router() -> Router {
         .into()
 }
 
-/// `GET /health`: whether the server is up.
+/// `GET /health`: whether the server is up, and how busy its CPU pool is.
 #[utoipa::path(
     get,
     path = "/health",
     summary = "Check the server is up",
     tag = "service",
-    responses((status = 200, description = "The server is up.", content_type = "text/plain", body = String, example = "ok"))
+    responses((status = 200, description = "The server is up.", body = Health))
 )]
-pub async fn health() -> &'static str {
-    "ok"
+pub async fn health(State(runner): State<Runner>) -> Json<Health> {
+    let pool = runner.cpu_pool();
+    Json(Health {
+        status: "ok".into(),
+        cpu_pool: PoolHealth {
+            threads: pool.threads(),
+            busy: pool.busy(),
+        },
+    })
 }
 
 // The request bodies below exist only to be documented: the handlers read bodies as JSON

@@ -457,7 +457,7 @@ impl Tool for ScriptNode {
         }
         let script = Arc::clone(&self.script);
         let pool = self.pool.clone();
-        Box::pin(async move { outcome(pool.run(move || script.run_within(&input.state, budget)).await?) })
+        Box::pin(async move { outcome(pool.run(move |_| script.run_within(&input.state, budget)).await?) })
     }
 }
 

@@ -9,12 +9,15 @@ use std::{
     collections::BTreeMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
 };
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_app::wire::{Problem, State, ToolInfo};
 
 /// The future a tool returns.
@@ -106,6 +109,10 @@ pub enum ToolError {
     /// The tool panicked or its worker was lost; the details are in the server's log.
     #[error("the tool crashed")]
     Crashed,
+    /// The tool stopped before finishing because its [`Cancel`] was raised: whoever
+    /// waited for it had given up.
+    #[error("stopped before finishing")]
+    Stopped,
 }
 
 /// A unit of work a node can run.
@@ -133,11 +140,66 @@ pub trait Tool: Send + Sync + 'static {
     }
 }
 
+/// A pooled job's stop signal. It is raised when whoever waits for the job gives up (the
+/// node timed out, or the run was cancelled): the job's future is dropped, but its thread
+/// cannot be, so a long computation checks [`Cancel::requested`] every so often and
+/// stops there.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A signal that is never raised: for work run inline, which is dropped with its call.
+    pub fn never() -> Self {
+        Self::default()
+    }
+
+    /// Whether the job should stop.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Asks the job to stop.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Raises a job's [`Cancel`] when dropped, unless the job's result was taken.
+struct CancelOnDrop(Option<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.request();
+        }
+    }
+}
+
 /// A bounded pool for CPU-heavy tools, so they never block the async runtime's workers
 /// and never take more threads than the machine has cores for.
+///
+/// The bound holds for real: a job keeps its permit until its thread has finished, not
+/// only while somebody waits for it, so a job whose caller gave up still counts until it
+/// stops (which it does at its next [`Cancel`] check).
 #[derive(Debug, Clone)]
 pub struct CpuPool {
     permits: Arc<Semaphore>,
+    /// Jobs run at most at once.
+    threads: usize,
+    /// Jobs whose threads are running now.
+    busy: Arc<AtomicUsize>,
+}
+
+/// What a job's thread holds while it runs: its permit, and its place in the busy count.
+struct Running {
+    _permit: OwnedSemaphorePermit,
+    busy: Arc<AtomicUsize>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl CpuPool {
@@ -145,6 +207,8 @@ impl CpuPool {
     pub fn new(threads: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(threads.max(1))),
+            threads: threads.max(1),
+            busy: Arc::default(),
         }
     }
 
@@ -153,19 +217,44 @@ impl CpuPool {
         Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
-    /// Runs `job` on a blocking thread once a permit is free.
+    /// How many jobs it runs at most at once.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// How many jobs' threads are running now, including jobs whose callers gave up and
+    /// that have not reached their next stop check yet.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Runs `job` on a blocking thread once a permit is free. Dropping the returned
+    /// future raises the job's [`Cancel`].
     pub async fn run<T, F>(&self, job: F) -> Result<T, ToolError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&Cancel) -> T + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ToolError::Crashed)?;
-        tokio::task::spawn_blocking(job).await.map_err(|err| {
+        let cancel = Cancel::default();
+        let mut on_drop = CancelOnDrop(Some(cancel.clone()));
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let running = Running {
+            _permit: permit,
+            busy: Arc::clone(&self.busy),
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            job(&cancel)
+        })
+        .await;
+        on_drop.0 = None;
+        result.map_err(|err| {
             tracing::error!(error = %err, "a CPU tool panicked");
             ToolError::Crashed
         })
@@ -248,7 +337,7 @@ impl ConfigSpec {
     }
 }
 
-type SyncFn = dyn Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync;
+type SyncFn = dyn Fn(&State, &Value, &Cancel) -> Result<Outcome, ToolError> + Send + Sync;
 
 /// How much work a call will be, in the tool's own unit (bytes of input, say).
 pub type Weigh = fn(&State) -> usize;
@@ -286,7 +375,7 @@ impl FnTool {
     {
         Self {
             description: description.to_owned(),
-            run: Arc::new(run),
+            run: Arc::new(move |state: &State, config: &Value, _: &Cancel| run(state, config)),
             pool: None,
             jumps: Vec::new(),
             config: ConfigSpec::none(),
@@ -333,14 +422,16 @@ impl FnTool {
         self
     }
 
-    /// A CPU-heavy tool, always run on `pool`.
+    /// A CPU-heavy tool, always run on `pool`. A long computation checks its [`Cancel`]
+    /// now and then, and stops when asked.
     pub fn on_pool<F>(description: &str, pool: CpuPool, run: F) -> Self
     where
-        F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
+        F: Fn(&State, &Value, &Cancel) -> Result<Outcome, ToolError> + Send + Sync + 'static,
     {
         Self {
+            run: Arc::new(run),
             pool: Some((pool, None)),
-            ..Self::inline(description, run)
+            ..Self::inline(description, |_, _| Ok(Outcome::default()))
         }
     }
 
@@ -348,12 +439,11 @@ impl FnTool {
     /// is heavy, inline otherwise.
     pub fn on_pool_when<F>(description: &str, pool: CpuPool, heavy: Heavy, run: F) -> Self
     where
-        F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
+        F: Fn(&State, &Value, &Cancel) -> Result<Outcome, ToolError> + Send + Sync + 'static,
     {
-        Self {
-            pool: Some((pool, Some(heavy))),
-            ..Self::inline(description, run)
-        }
+        let mut tool = Self::on_pool(description, pool, run);
+        tool.pool = tool.pool.map(|(pool, _)| (pool, Some(heavy)));
+        tool
     }
 }
 
@@ -388,10 +478,10 @@ impl Tool for FnTool {
             })
         };
         match pool {
-            None => Box::pin(std::future::ready(noted(run(&state, &config)))),
+            None => Box::pin(std::future::ready(noted(run(&state, &config, &Cancel::never())))),
             Some(pool) => {
                 let pool = pool.clone();
-                Box::pin(async move { noted(pool.run(move || run(&state, &config)).await?) })
+                Box::pin(async move { noted(pool.run(move |cancel| run(&state, &config, cancel)).await?) })
             }
         }
     }
@@ -454,7 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn pooled_tool_runs_off_the_runtime_and_returns_its_outcome() {
-        let tool = FnTool::on_pool("doubles n", CpuPool::new(1), |state, _| {
+        let tool = FnTool::on_pool("doubles n", CpuPool::new(1), |state, _, _| {
             let n = state["n"].as_i64().unwrap_or(0);
             let mut update = State::new();
             update.insert("n".into(), (n * 2).into());
@@ -470,9 +560,43 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_pooled_tool_becomes_a_crash_error() {
-        let tool = FnTool::on_pool("panics", CpuPool::new(1), |_, _| panic!("boom"));
+        let tool = FnTool::on_pool("panics", CpuPool::new(1), |_, _, _| panic!("boom"));
         let err = tool.call(input(State::new())).await.unwrap_err();
         assert_eq!(err, ToolError::Crashed);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_gives_up_is_asked_to_stop_and_keeps_its_permit_until_it_does() {
+        let pool = CpuPool::new(1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let job = pool.run(move |cancel| {
+            started_tx.send(()).unwrap();
+            // Work until asked to stop, then wait to be let go.
+            while !cancel.requested() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            release_rx.recv().ok();
+            "stopped"
+        });
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), job).await;
+        assert!(gave_up.is_err(), "the caller gave up");
+        started_rx.recv().unwrap();
+        // The thread is still running, so it still holds the pool's only permit.
+        assert_eq!(pool.busy(), 1);
+        let next = tokio::time::timeout(std::time::Duration::from_millis(50), pool.run(|_| 1)).await;
+        assert!(next.is_err(), "a second job waits for the permit");
+        release_tx.send(()).unwrap();
+        assert_eq!(pool.run(|_| 2).await.unwrap(), 2);
+        assert_eq!(pool.busy(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_awaited_to_the_end_is_never_asked_to_stop() {
+        let pool = CpuPool::new(1);
+        let asked = pool.run(|cancel| cancel.requested()).await.unwrap();
+        assert!(!asked);
+        assert_eq!(pool.busy(), 0);
     }
 
     #[tokio::test]
@@ -480,12 +604,14 @@ mod tests {
         // A pool with no permits would never run a job: a light call must not need one.
         let pool = CpuPool {
             permits: Arc::new(Semaphore::new(0)),
+            threads: 0,
+            busy: Arc::default(),
         };
         let heavy = Heavy {
             weigh: |state| state.get("n").and_then(Value::as_u64).unwrap_or(0) as usize,
             threshold: 10,
         };
-        let tool = FnTool::on_pool_when("echo", pool, heavy, |_, _| Ok(Outcome::default().note("ran")));
+        let tool = FnTool::on_pool_when("echo", pool, heavy, |_, _, _| Ok(Outcome::default().note("ran")));
         let mut light = State::new();
         light.insert("n".into(), 3.into());
         assert_eq!(tool.call(input(light)).await.unwrap().notes, ["ran"]);

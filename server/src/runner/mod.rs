@@ -32,7 +32,7 @@ use crate::{
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
-        Checkpoint, Control, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
+        Checkpoint, Control, CpuPool, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
         StepView,
     },
     ids::{GraphId, RunId},
@@ -146,13 +146,16 @@ pub struct Runner {
     waiting: Arc<AtomicUsize>,
     /// The presets as listed, built on first use (they never change).
     presets: Arc<OnceLock<Vec<PresetInfo>>>,
+    /// The pool the registry's CPU-heavy tools run on, for reporting how busy it is.
+    pool: CpuPool,
 }
 
 impl Runner {
-    /// A runner over `store` with the tools in `registry`, running at most
-    /// `limits.max_running` runs at once.
-    pub fn new(store: Arc<dyn Store>, registry: Registry, limits: RunLimits) -> Self {
+    /// A runner over `store` with the tools in `registry` (whose CPU-heavy tools run on
+    /// `pool`), running at most `limits.max_running` runs at once.
+    pub fn new(store: Arc<dyn Store>, registry: Registry, pool: CpuPool, limits: RunLimits) -> Self {
         Self {
+            pool,
             store,
             registry: Arc::new(registry),
             hub: Hub::default(),
@@ -198,6 +201,11 @@ impl Runner {
     /// The tools.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The pool CPU-heavy tools run on.
+    pub fn cpu_pool(&self) -> &CpuPool {
+        &self.pool
     }
 
     /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.

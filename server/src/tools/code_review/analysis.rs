@@ -2,12 +2,16 @@
 //!
 //! The walk is iterative (a tree cursor and an explicit stack), so deeply nested input
 //! cannot overflow the thread's stack, and every syntax node is visited once: the cost
-//! is linear in the size of the code.
+//! is linear in the size of the code, whatever its shape (see [`analyze`]).
 
 use serde::{Deserialize, Serialize};
-use tree_sitter::{Node, Parser, TreeCursor};
+use tree_sitter::{Node, ParseOptions, ParseState, Parser, TreeCursor};
 
-use super::language::{Kinds, Language};
+use super::{
+    comments,
+    language::{Kinds, Language},
+};
+use crate::engine::tool::Cancel;
 
 /// One function or method found in the code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,12 +28,24 @@ pub struct Function {
     pub complexity: u32,
     /// The deepest nesting of blocks in its own body (0 for a flat function).
     pub nesting: u32,
+    /// Lines from signature to end that hold code: not blank, not only a comment. (0 in
+    /// measurements stored before it was measured.)
+    #[serde(default)]
+    pub code_lines: usize,
 }
 
 impl Function {
     /// Lines from signature to end.
     pub fn length(&self) -> usize {
         self.end_line + 1 - self.start_line
+    }
+
+    /// Lines that hold code: what makes a function long (a long comment does not).
+    pub fn lines_of_code(&self) -> usize {
+        match self.code_lines {
+            0 => self.length(),
+            lines => lines,
+        }
     }
 
     /// Parameters that count towards "too many": not the receiver (`self`, `cls`).
@@ -50,110 +66,59 @@ pub struct Analysis {
     pub syntax_error_line: Option<usize>,
 }
 
-/// Inputs smaller than this are parsed in one piece: splitting costs more than it saves.
-const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+/// How many syntax nodes the walk visits between two checks of its [`Cancel`].
+const CANCEL_CHECK_EVERY: usize = 4_096;
+
+/// The review was asked to stop before it finished (its node timed out, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stopped before the analysis finished")]
+pub struct Stopped;
 
 /// Parses `code` as `language` and measures its functions.
 ///
-/// Large inputs are cut at top-level definitions and the pieces parsed on parallel
-/// threads. A cut can only be wrong by landing inside a string or comment, which leaves
-/// the piece before it unterminated and so with a syntax error: any error in any piece
-/// sends the whole input through one parse instead. The result is always exactly what a
-/// single parse gives.
-pub fn analyze(code: &str, language: Language) -> Analysis {
-    if code.len() >= PARALLEL_MIN_BYTES {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let pieces = split_at_definitions(code, language, threads);
-        if pieces.len() > 1 {
-            let analyses: Vec<Option<Analysis>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = pieces
-                    .iter()
-                    .map(|&(start, end, first_line)| {
-                        scope.spawn(move || analyze_piece(&code[start..end], language, first_line))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().ok().flatten()).collect()
-            });
-            if analyses
-                .iter()
-                .all(|a| a.as_ref().is_some_and(|a| a.syntax_error_line.is_none()))
-            {
-                let functions = analyses.into_iter().flatten().flat_map(|a| a.functions).collect();
-                return Analysis {
-                    functions,
-                    syntax_error_line: None,
-                };
-            }
-        }
+/// The cost is linear in the code whatever its shape: Python comment blocks are thinned
+/// first ([`comments::thin`]), the walk visits each syntax node once and keeps its own
+/// stack of ancestors (tree-sitter finds a node's parent by searching down from the root,
+/// which costs the width of every level on the way). Both the parse and the walk stop
+/// soon after `cancel` is raised.
+pub fn analyze(code: &str, language: Language, cancel: &Cancel) -> Result<Analysis, Stopped> {
+    match language {
+        Language::Python => analyze_source(&comments::thin(code), language, cancel),
+        _ => analyze_source(code, language, cancel),
     }
-    analyze_piece(code, language, 0).unwrap_or_default()
 }
 
-/// Parses one piece of code whose first line is line `first_line + 1` of the whole.
-fn analyze_piece(code: &str, language: Language, first_line: usize) -> Option<Analysis> {
-    let grammar = language.grammar()?;
+/// Parses `source` as it is and measures its functions.
+fn analyze_source(source: &str, language: Language, cancel: &Cancel) -> Result<Analysis, Stopped> {
+    let Some(grammar) = language.grammar() else {
+        return Ok(Analysis::default());
+    };
     let mut parser = Parser::new();
     if parser.set_language(&grammar).is_err() {
         tracing::error!(%language, "the grammar does not match the tree-sitter version");
-        return None;
+        return Ok(Analysis::default());
     }
-    let tree = parser.parse(code, None)?;
-    Some(
-        Walker {
-            source: code.as_bytes(),
-            language,
-            kinds: language.kinds(),
-            first_line,
-            analysis: Analysis::default(),
-            frames: Vec::new(),
-            scopes: Vec::new(),
-        }
-        .walk(tree.walk()),
-    )
-}
-
-/// Whether a line can start a piece: a top-level definition after a blank line.
-fn starts_definition(line: &str, language: Language) -> bool {
-    let starts: &[&str] = match language {
-        Language::Python => &["def ", "async def ", "class ", "@"],
-        Language::Rust => &[
-            "fn ", "pub ", "impl", "struct ", "enum ", "trait ", "mod ", "#[", "const ", "static ", "use ",
-        ],
-        Language::JavaScript | Language::TypeScript => &[
-            "function ",
-            "async function ",
-            "export ",
-            "class ",
-            "const ",
-            "let ",
-            "var ",
-            "interface ",
-            "type ",
-        ],
-        Language::Unknown => &[],
+    let bytes = source.as_bytes();
+    let mut read = |offset: usize, _| bytes.get(offset..).unwrap_or_default();
+    let mut stop = |_: &ParseState| cancel.requested();
+    let options = ParseOptions::new().progress_callback(&mut stop);
+    let Some(tree) = parser.parse_with_options(&mut read, None, Some(options)) else {
+        return if cancel.requested() {
+            Err(Stopped)
+        } else {
+            Ok(Analysis::default())
+        };
     };
-    starts.iter().any(|prefix| line.starts_with(prefix))
-}
-
-/// Cuts `code` into at most `parts` pieces of similar size at definition lines:
-/// `(start byte, end byte, lines before the piece)` each.
-fn split_at_definitions(code: &str, language: Language, parts: usize) -> Vec<(usize, usize, usize)> {
-    let target = code.len() / parts.max(1);
-    let mut pieces = Vec::with_capacity(parts);
-    let (mut start, mut start_line) = (0, 0);
-    let (mut offset, mut line_number, mut previous_blank) = (0, 0, false);
-    for line in code.split_inclusive('\n') {
-        if pieces.len() + 1 < parts && offset - start >= target && previous_blank && starts_definition(line, language) {
-            pieces.push((start, offset, start_line));
-            start = offset;
-            start_line = line_number;
-        }
-        previous_blank = line.trim().is_empty();
-        offset += line.len();
-        line_number += 1;
+    Walker {
+        source: bytes,
+        language,
+        kinds: language.kinds(),
+        analysis: Analysis::default(),
+        code_rows: Vec::new(),
+        frames: Vec::new(),
+        scopes: Vec::new(),
     }
-    pieces.push((start, code.len(), start_line));
-    pieces
+    .walk(tree.walk(), cancel)
 }
 
 /// A function being measured.
@@ -173,26 +138,35 @@ struct Walker<'a> {
     source: &'a [u8],
     language: Language,
     kinds: &'static Kinds,
-    /// Lines of the whole input before this piece.
-    first_line: usize,
     analysis: Analysis,
+    /// Per line (0-based), whether any token other than a comment is on it.
+    code_rows: Vec<bool>,
     frames: Vec<Frame>,
     /// Enclosing class/impl names, each with how many functions were open around it.
     scopes: Vec<(String, usize)>,
 }
 
 impl<'a> Walker<'a> {
-    fn walk(mut self, mut cursor: TreeCursor<'_>) -> Analysis {
+    fn walk(mut self, mut cursor: TreeCursor<'a>, cancel: &Cancel) -> Result<Analysis, Stopped> {
         // What each open node pushed, innermost last.
         let mut pushed: Vec<(usize, Pushed)> = Vec::new();
+        // The nodes above the cursor, innermost last.
+        let mut ancestors: Vec<Node<'a>> = Vec::new();
+        let mut visited = 0usize;
         loop {
+            visited += 1;
+            if visited.is_multiple_of(CANCEL_CHECK_EVERY) && cancel.requested() {
+                return Err(Stopped);
+            }
             let node = cursor.node();
-            if let Some(kind) = self.enter(node) {
+            if let Some(kind) = self.enter(node, ancestors.last().copied()) {
                 pushed.push((node.id(), kind));
             }
             if cursor.goto_first_child() {
+                ancestors.push(node);
                 continue;
             }
+            self.mark_code(node);
             loop {
                 let id = cursor.node().id();
                 while pushed.last().is_some_and(|(open, _)| *open == id) {
@@ -204,33 +178,59 @@ impl<'a> Walker<'a> {
                     break;
                 }
                 if !cursor.goto_parent() {
-                    return self.analysis;
+                    return Ok(self.finish());
                 }
+                ancestors.pop();
             }
         }
+    }
+
+    /// Notes the lines a leaf token covers, unless it is a comment.
+    fn mark_code(&mut self, leaf: Node<'_>) {
+        if leaf.kind().ends_with("comment") || leaf.byte_range().is_empty() {
+            return;
+        }
+        let (first, last) = (leaf.start_position().row, leaf.end_position().row);
+        if self.code_rows.len() <= last {
+            self.code_rows.resize(last + 1, false);
+        }
+        self.code_rows[first..=last].fill(true);
+    }
+
+    /// Counts each function's lines of code, now that every line is marked.
+    fn finish(mut self) -> Analysis {
+        let mut before = Vec::with_capacity(self.code_rows.len() + 1);
+        before.push(0usize);
+        for (row, &code) in self.code_rows.iter().enumerate() {
+            before.push(before[row] + usize::from(code));
+        }
+        let upto = |line: usize| before[line.min(before.len() - 1)];
+        for function in &mut self.analysis.functions {
+            function.code_lines = upto(function.end_line) - upto(function.start_line - 1);
+        }
+        self.analysis
     }
 
     fn text(&self, node: Node<'_>) -> &'a str {
         std::str::from_utf8(&self.source[node.byte_range()]).unwrap_or("")
     }
 
-    fn enter(&mut self, node: Node<'_>) -> Option<Pushed> {
+    /// Enters `node`, whose parent is `parent`.
+    fn enter(&mut self, node: Node<'_>, parent: Option<Node<'_>>) -> Option<Pushed> {
         if (node.is_error() || node.is_missing()) && self.analysis.syntax_error_line.is_none() {
-            self.analysis.syntax_error_line = Some(self.first_line + node.start_position().row + 1);
+            self.analysis.syntax_error_line = Some(node.start_position().row + 1);
         }
         let kind = node.kind();
         if !node.is_named() {
             if self.kinds.short_circuits.contains(&kind)
-                && node
-                    .parent()
-                    .is_some_and(|p| matches!(p.kind(), "binary_expression" | "boolean_operator"))
+                && parent.is_some_and(|p| matches!(p.kind(), "binary_expression" | "boolean_operator"))
             {
                 self.add_decision();
             }
             return None;
         }
         if self.kinds.functions.contains(&kind) || self.kinds.anonymous.contains(&kind) {
-            if let Some(name) = self.function_name(node) {
+            if let Some(name) = self.function_name(node, parent) {
                 self.open_function(node, name);
                 return Some(Pushed::Function);
             }
@@ -248,7 +248,7 @@ impl<'a> Walker<'a> {
         if self.kinds.decisions.contains(&kind) {
             self.add_decision();
         }
-        if self.kinds.nesting.contains(&kind) && !is_else_if(node) {
+        if self.kinds.nesting.contains(&kind) && !is_else_if(node, parent) {
             if let Some(frame) = self.frames.last_mut() {
                 frame.depth += 1;
                 let function = &mut self.analysis.functions[frame.function];
@@ -283,10 +283,10 @@ impl<'a> Walker<'a> {
 
     /// The function's name, or `None` for an anonymous function that nothing names
     /// (a callback): its decisions then count towards the function around it.
-    fn function_name(&self, node: Node<'_>) -> Option<String> {
+    fn function_name(&self, node: Node<'_>, parent: Option<Node<'_>>) -> Option<String> {
         let own = node.child_by_field_name("name").map(|n| self.text(n).to_owned());
         let name = if self.kinds.anonymous.contains(&node.kind()) {
-            let parent = node.parent()?;
+            let parent = parent?;
             let field = match parent.kind() {
                 "variable_declarator" => "name",
                 "pair" => "key",
@@ -321,11 +321,12 @@ impl<'a> Walker<'a> {
             .unwrap_or_default();
         self.analysis.functions.push(Function {
             name,
-            start_line: self.first_line + node.start_position().row + 1,
-            end_line: self.first_line + node.end_position().row + 1,
+            start_line: node.start_position().row + 1,
+            end_line: node.end_position().row + 1,
             parameters,
             complexity: 1,
             nesting: 0,
+            code_lines: 0,
         });
         self.frames.push(Frame {
             function: self.analysis.functions.len() - 1,
@@ -364,13 +365,17 @@ impl<'a> Walker<'a> {
 
 /// `else if`: an `if` that is the whole `else` branch of another continues its chain
 /// rather than nesting one level deeper.
-fn is_else_if(node: Node<'_>) -> bool {
-    matches!(node.kind(), "if_statement" | "if_expression") && node.parent().is_some_and(|p| p.kind() == "else_clause")
+fn is_else_if(node: Node<'_>, parent: Option<Node<'_>>) -> bool {
+    matches!(node.kind(), "if_statement" | "if_expression") && parent.is_some_and(|p| p.kind() == "else_clause")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn analyze(code: &str, language: Language) -> Analysis {
+        super::analyze(code, language, &Cancel::never()).expect("never cancelled")
+    }
 
     fn summary(code: &str, language: Language) -> Vec<(String, usize, usize, Vec<String>, u32, u32)> {
         analyze(code, language)
@@ -515,30 +520,97 @@ class Cart {
     }
 
     #[test]
-    fn large_inputs_parsed_in_pieces_match_a_single_parse() {
+    fn large_inputs_are_measured_whole() {
         let block = "def f_{i}(a, b):\n    if a and b:\n        return a\n    return b\n\n\nclass C_{i}:\n    def m(self):\n        pass\n\n\n";
         let code: String = (0..4_000).map(|i| block.replace("{i}", &i.to_string())).collect();
-        assert!(code.len() >= PARALLEL_MIN_BYTES);
-        assert!(split_at_definitions(&code, Language::Python, 2).len() == 2);
-        let whole = analyze_piece(&code, Language::Python, 0).unwrap();
-        let pieces = analyze(&code, Language::Python);
-        assert_eq!(pieces, whole);
-        assert_eq!(pieces.functions.len(), 8_000);
-        assert_eq!(pieces.functions[7_999].name, "C_3999.m");
-        assert_eq!(pieces.functions[7_999].start_line, 3_999 * 11 + 8);
+        let analysis = analyze(&code, Language::Python);
+        assert_eq!(analysis.functions.len(), 8_000);
+        assert_eq!(analysis.functions[7_998].complexity, 3);
+        assert_eq!(analysis.functions[7_999].name, "C_3999.m");
+        assert_eq!(analysis.functions[7_999].start_line, 3_999 * 11 + 8);
+    }
+
+    /// A small generator of comment-heavy Python: functions and nested blocks with comment
+    /// runs of every indentation between and after their lines, and strings holding `#`.
+    fn comment_heavy_python(seed: u64) -> String {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = |below: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % below
+        };
+        let mut code = String::new();
+        for f in 0..6 {
+            code.push_str(&format!("def f{f}(a, b):\n"));
+            let mut depth = 1;
+            for line in 0..12 {
+                let indent = "    ".repeat(depth);
+                match next(6) {
+                    0 if depth < 4 => {
+                        code.push_str(&format!("{indent}if a > {line}:\n"));
+                        depth += 1;
+                        code.push_str(&format!("{}a -= 1\n", "    ".repeat(depth)));
+                    }
+                    1 if depth > 1 => {
+                        depth -= 1;
+                        code.push_str(&format!("{}b = a or b\n", "    ".repeat(depth)));
+                    }
+                    2 => code.push_str(&format!("{indent}s = '''\n# not a comment\n#{line}\n'''\n")),
+                    _ => code.push_str(&format!("{indent}a = b + {line}\n")),
+                }
+                for _ in 0..next(6) {
+                    let spaces = " ".repeat(next(5 * 4) as usize);
+                    code.push_str(&format!("{spaces}# note\n"));
+                    if next(4) == 0 {
+                        code.push('\n');
+                    }
+                }
+            }
+            for _ in 0..next(5) {
+                code.push_str(&format!("{}# trailing\n", " ".repeat(next(13) as usize)));
+            }
+        }
+        code
     }
 
     #[test]
-    fn a_cut_inside_a_string_falls_back_to_one_parse() {
-        // Every definition after the first sits inside one long string: cutting there
-        // leaves the first piece unterminated, so the whole is parsed at once.
-        let body: String = (0..20_000).map(|i| format!("\ndef fake_{i}():\n    pass\n")).collect();
-        let code = format!("def real():\n    return '''{body}'''\n");
-        assert!(code.len() >= PARALLEL_MIN_BYTES);
+    fn thinning_comment_blocks_changes_no_measurement() {
+        let mut thinned_some = 0;
+        for seed in 0..300 {
+            let code = comment_heavy_python(seed);
+            let thinned = super::comments::thin(&code);
+            thinned_some += usize::from(thinned != code);
+            let whole = analyze_source(&code, Language::Python, &Cancel::never()).unwrap();
+            let thin = analyze_source(&thinned, Language::Python, &Cancel::never()).unwrap();
+            assert_eq!(whole.functions.len(), 6);
+            assert_eq!(thin, whole, "seed {seed}:\n{code}");
+        }
+        assert!(thinned_some > 250, "most inputs have blocks to thin: {thinned_some}");
+    }
+
+    #[test]
+    fn long_comment_blocks_keep_their_function_whole() {
+        let body = "    # c\n".repeat(50_000);
+        let code = format!("def f(a):\n    x = a\n{body}    return x\n\n\ndef g():\n    pass\n{body}# after\n{body}");
         let analysis = analyze(&code, Language::Python);
+        let found: Vec<(&str, usize, usize)> = analysis
+            .functions
+            .iter()
+            .map(|f| (f.name.as_str(), f.start_line, f.end_line))
+            .collect();
+        assert_eq!(found, [("f", 1, 50_003), ("g", 50_006, 100_007)]);
+        let code_lines: Vec<usize> = analysis.functions.iter().map(|f| f.code_lines).collect();
+        assert_eq!(code_lines, [3, 2], "comment lines are not lines of code");
         assert_eq!(analysis.syntax_error_line, None);
-        assert_eq!(analysis.functions.len(), 1);
-        assert_eq!(analysis.functions[0].name, "real");
+    }
+
+    #[test]
+    fn a_raised_cancel_stops_the_analysis() {
+        let code = "def f(a):\n    return a\n".repeat(50_000);
+        let cancel = Cancel::never();
+        cancel.request();
+        assert_eq!(super::analyze(&code, Language::Python, &cancel), Err(Stopped));
     }
 
     #[test]

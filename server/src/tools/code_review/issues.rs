@@ -14,7 +14,8 @@ use super::analysis::Function;
 
 /// Lines longer than this many characters are flagged (the prototype's rule).
 pub const MAX_LINE_CHARS: usize = 120;
-/// Functions longer than this many lines are flagged.
+/// Functions with more lines of code than this (comments and blank lines do not count)
+/// are flagged.
 pub const MAX_FUNCTION_LINES: usize = 50;
 /// Functions more complex than this are flagged.
 pub const MAX_COMPLEXITY: u32 = 10;
@@ -80,23 +81,59 @@ pub struct Findings {
     pub total: usize,
 }
 
-/// The code's lines, read once, so a finding can quote its line in constant time.
-struct Lines<'a>(Vec<&'a str>);
+/// Gathers findings: each quotes its line (read once, so in constant time), and only the
+/// first [`MAX_LISTED_PER_TYPE`] of each kind are built, the rest only counted. Each kind
+/// is found in line order, so those are the first by line.
+struct Collector<'a> {
+    lines: Vec<&'a str>,
+    issues: Vec<Issue>,
+    per_kind: BTreeMap<&'static str, usize>,
+    total: usize,
+}
 
-impl Lines<'_> {
-    /// A finding at 1-based `line`, quoting that line, stripped.
-    fn issue(&self, line: usize, kind: &str, severity: Severity, message: String, function: Option<&str>) -> Issue {
+impl<'a> Collector<'a> {
+    fn new(code: &'a str) -> Self {
+        Self {
+            lines: code.lines().collect(),
+            issues: Vec::new(),
+            per_kind: BTreeMap::new(),
+            total: 0,
+        }
+    }
+
+    /// A finding of `kind` at 1-based `line`; `message` is called only if it is listed.
+    fn add(
+        &mut self,
+        line: usize,
+        (kind, severity): (&'static str, Severity),
+        message: impl FnOnce() -> String,
+        function: Option<&str>,
+    ) {
+        self.total += 1;
+        let count = self.per_kind.entry(kind).or_default();
+        *count += 1;
+        if *count > MAX_LISTED_PER_TYPE {
+            return;
+        }
         let text = line
             .checked_sub(1)
-            .and_then(|index| self.0.get(index))
+            .and_then(|index| self.lines.get(index))
             .map_or("", |text| text.trim());
-        Issue {
+        self.issues.push(Issue {
             line,
             kind: kind.to_owned(),
             severity,
             text: text.to_owned(),
-            message,
+            message: message(),
             function: function.map(str::to_owned),
+        });
+    }
+
+    fn finish(mut self) -> Findings {
+        self.issues.sort_by_key(|issue| issue.line);
+        Findings {
+            issues: self.issues,
+            total: self.total,
         }
     }
 }
@@ -113,92 +150,63 @@ fn has_word(line: &str, word: &str) -> bool {
 
 /// Finds every issue in `code`, given its measured functions and first syntax error.
 pub fn detect(code: &str, functions: &[Function], syntax_error_line: Option<usize>) -> Findings {
-    let lines = Lines(code.lines().collect());
-    let mut issues = Vec::new();
+    let mut found = Collector::new(code);
     if let Some(line) = syntax_error_line {
-        issues.push(lines.issue(
-            line,
-            "syntax-error",
-            Severity::High,
-            "the code does not parse here".into(),
-            None,
-        ));
+        let message = || "the code does not parse here".to_owned();
+        found.add(line, ("syntax-error", Severity::High), message, None);
     }
-    for (index, line) in lines.0.iter().enumerate() {
-        let number = index + 1;
+    for index in 0..found.lines.len() {
+        let (number, line) = (index + 1, found.lines[index]);
         if has_word(line, "TODO") || has_word(line, "FIXME") {
-            let message = "a note left to resolve".to_owned();
-            issues.push(lines.issue(number, "todo/fixme", Severity::Low, message, None));
+            let message = || "a note left to resolve".to_owned();
+            found.add(number, ("todo/fixme", Severity::Low), message, None);
         }
         let chars = line.chars().count();
         if chars > MAX_LINE_CHARS {
-            let message = format!("line is {chars} characters long (limit {MAX_LINE_CHARS})");
-            issues.push(lines.issue(number, "long-line", Severity::Low, message, None));
+            let message = || format!("line is {chars} characters long (limit {MAX_LINE_CHARS})");
+            found.add(number, ("long-line", Severity::Low), message, None);
         }
         if line.ends_with([' ', '\t']) {
-            issues.push(lines.issue(
-                number,
-                "trailing-whitespace",
-                Severity::Low,
-                "whitespace at the end of the line".into(),
-                None,
-            ));
+            let message = || "whitespace at the end of the line".to_owned();
+            found.add(number, ("trailing-whitespace", Severity::Low), message, None);
         }
     }
     for function in functions {
-        let name = Some(function.name.as_str());
-        let line = function.start_line;
+        let (name, line) = (function.name.as_str(), function.start_line);
+        let graded = |value: usize, limit: usize| {
+            if value > 2 * limit {
+                Severity::High
+            } else {
+                Severity::Medium
+            }
+        };
         if function.complexity > MAX_COMPLEXITY {
-            let severity = if function.complexity > 2 * MAX_COMPLEXITY {
-                Severity::High
-            } else {
-                Severity::Medium
+            let severity = graded(function.complexity as usize, MAX_COMPLEXITY as usize);
+            let message = || {
+                format!(
+                    "`{name}` has cyclomatic complexity {} (limit {MAX_COMPLEXITY})",
+                    function.complexity
+                )
             };
-            let message = format!(
-                "`{}` has cyclomatic complexity {} (limit {MAX_COMPLEXITY})",
-                function.name, function.complexity
-            );
-            issues.push(lines.issue(line, "high-complexity", severity, message, name));
+            found.add(line, ("high-complexity", severity), message, Some(name));
         }
-        if function.length() > MAX_FUNCTION_LINES {
-            let severity = if function.length() > 2 * MAX_FUNCTION_LINES {
-                Severity::High
-            } else {
-                Severity::Medium
-            };
-            let message = format!(
-                "`{}` is {} lines long (limit {MAX_FUNCTION_LINES})",
-                function.name,
-                function.length()
-            );
-            issues.push(lines.issue(line, "long-function", severity, message, name));
+        let code_lines = function.lines_of_code();
+        if code_lines > MAX_FUNCTION_LINES {
+            let severity = graded(code_lines, MAX_FUNCTION_LINES);
+            let message = || format!("`{name}` has {code_lines} lines of code (limit {MAX_FUNCTION_LINES})");
+            found.add(line, ("long-function", severity), message, Some(name));
         }
         if function.nesting > MAX_NESTING {
-            let message = format!(
-                "`{}` nests blocks {} deep (limit {MAX_NESTING})",
-                function.name, function.nesting
-            );
-            issues.push(lines.issue(line, "deep-nesting", Severity::Medium, message, name));
+            let message = || format!("`{name}` nests blocks {} deep (limit {MAX_NESTING})", function.nesting);
+            found.add(line, ("deep-nesting", Severity::Medium), message, Some(name));
         }
         let parameters = function.counted_parameters();
         if parameters > MAX_PARAMETERS {
-            let message = format!(
-                "`{}` takes {parameters} parameters (limit {MAX_PARAMETERS})",
-                function.name
-            );
-            issues.push(lines.issue(line, "too-many-parameters", Severity::Medium, message, name));
+            let message = || format!("`{name}` takes {parameters} parameters (limit {MAX_PARAMETERS})");
+            found.add(line, ("too-many-parameters", Severity::Medium), message, Some(name));
         }
     }
-    issues.sort_by_key(|issue| issue.line);
-
-    let total = issues.len();
-    let mut listed: BTreeMap<String, usize> = BTreeMap::new();
-    issues.retain(|issue| {
-        let count = listed.entry(issue.kind.clone()).or_default();
-        *count += 1;
-        *count <= MAX_LISTED_PER_TYPE
-    });
-    Findings { issues, total }
+    found.finish()
 }
 
 /// The quality score, 0 to 100, of code with these findings.
@@ -256,6 +264,7 @@ mod tests {
             parameters: (0..params).map(|i| format!("p{i}")).collect(),
             complexity,
             nesting,
+            code_lines: 0,
         }
     }
 

@@ -11,6 +11,7 @@
 //! All five tools run on the [`CpuPool`]: their cost grows with the code.
 
 pub mod analysis;
+mod comments;
 pub mod issues;
 pub mod language;
 pub mod refine;
@@ -31,7 +32,7 @@ use self::{
     language::Language,
     refine::refine,
 };
-use crate::engine::tool::{CpuPool, FnTool, Heavy, Input, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{Cancel, CpuPool, FnTool, Heavy, Input, Next, Outcome, Registry, ToolError};
 
 /// The threshold when the initial state sets none.
 pub const DEFAULT_THRESHOLD: f64 = 80.0;
@@ -63,8 +64,8 @@ pub fn example_input() -> Value {
     json!({"code": "def f(x):\n    # TODO: handle None\n    return x * 2\n", "threshold": 80})
 }
 
-/// A node's work: the state in, the outcome out.
-type Step = fn(&State) -> Result<Outcome, ToolError>;
+/// A node's work: the state in, the outcome out, stopping early when cancelled.
+type Step = fn(&State, &Cancel) -> Result<Outcome, ToolError>;
 
 /// What an input the state lacks reads as, in the prototype's form of graph (as the
 /// prototype's tools read them): no code, no issues, a score of 0.
@@ -112,7 +113,10 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
         threshold: INLINE_BELOW_BYTES,
     };
     for (name, description, run, inputs) in tools {
-        let mut tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _| run(state)).reads(inputs);
+        let mut tool = FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _, cancel| {
+            run(state, cancel)
+        })
+        .reads(inputs);
         if name == "assess_loop" {
             tool = tool.may_jump_to(&["complexity"]);
         }
@@ -216,7 +220,7 @@ type CacheEntry = (u64, usize, Language, Arc<Analysis>);
 /// The analysis of `code`, shared with any node that measured the same code lately:
 /// `extract` and `complexity` look at the same code on the first pass, and parsing is
 /// most of their cost.
-fn analyzed(code: &str, language: Language) -> Arc<Analysis> {
+fn analyzed(code: &str, language: Language, cancel: &Cancel) -> Result<Arc<Analysis>, ToolError> {
     static CACHE: OnceLock<Mutex<VecDeque<CacheEntry>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -229,15 +233,15 @@ fn analyzed(code: &str, language: Language) -> Arc<Analysis> {
         .find(|(hash, len, lang, _)| (*hash, *len, *lang) == key)
         .map(|(.., analysis)| Arc::clone(analysis));
     if let Some(analysis) = hit {
-        return analysis;
+        return Ok(analysis);
     }
-    let analysis = Arc::new(analyze(code, language));
+    let analysis = Arc::new(analyze(code, language, cancel).map_err(|_| ToolError::Stopped)?);
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     if cache.len() >= CACHED_ANALYSES {
         cache.pop_front();
     }
     cache.push_back((key.0, key.1, key.2, Arc::clone(&analysis)));
-    analysis
+    Ok(analysis)
 }
 
 fn to_value<T: serde::Serialize>(value: &T) -> Value {
@@ -245,10 +249,10 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
 }
 
 /// `extract`: parses the original code and lists its functions.
-fn extract(state: &State) -> Result<Outcome, ToolError> {
+fn extract(state: &State, cancel: &Cancel) -> Result<Outcome, ToolError> {
     let code = original_code(state)?;
     let language = language(state)?;
-    let analysis = analyzed(code, language);
+    let analysis = analyzed(code, language, cancel)?;
     let names: Vec<&str> = analysis.functions.iter().map(|f| f.name.as_str()).collect();
     let details: Vec<Value> = analysis
         .functions
@@ -270,9 +274,9 @@ fn extract(state: &State) -> Result<Outcome, ToolError> {
 }
 
 /// `complexity`: measures every function of the subject.
-fn complexity(state: &State) -> Result<Outcome, ToolError> {
+fn complexity(state: &State, cancel: &Cancel) -> Result<Outcome, ToolError> {
     let subject = subject(state)?;
-    let analysis = analyzed(subject.code, language(state)?);
+    let analysis = analyzed(subject.code, language(state)?, cancel)?;
     let mut complexities = Map::new();
     for function in &analysis.functions {
         // Two functions of one name (overloads, redefinitions): report the worse.
@@ -283,7 +287,7 @@ fn complexity(state: &State) -> Result<Outcome, ToolError> {
         .functions
         .iter()
         .map(|f| {
-            json!({"name": f.name, "start_line": f.start_line, "end_line": f.end_line, "length": f.length(),
+            json!({"name": f.name, "start_line": f.start_line, "end_line": f.end_line, "length": f.length(), "code_lines": f.code_lines,
                    "complexity": f.complexity, "nesting": f.nesting, "parameters": f.parameters})
         })
         .collect();
@@ -305,13 +309,13 @@ fn complexity(state: &State) -> Result<Outcome, ToolError> {
 }
 
 /// `detect`: lists the subject's issues, using `complexity`'s measurements when present.
-fn detect_issues(state: &State) -> Result<Outcome, ToolError> {
+fn detect_issues(state: &State, cancel: &Cancel) -> Result<Outcome, ToolError> {
     let subject = subject(state)?;
     let measured: Option<Vec<Function>> = read(state, &subject, "metrics");
     let (functions, syntax_error_line) = match measured {
         Some(functions) => (functions, read(state, &subject, "syntax_error_line")),
         None => {
-            let analysis = analyzed(subject.code, language(state)?);
+            let analysis = analyzed(subject.code, language(state)?, cancel)?;
             (analysis.functions.clone(), analysis.syntax_error_line)
         }
     };
@@ -327,7 +331,7 @@ fn detect_issues(state: &State) -> Result<Outcome, ToolError> {
 }
 
 /// `suggest`: one suggestion per issue, and the quality score.
-fn suggest(state: &State) -> Result<Outcome, ToolError> {
+fn suggest(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
     let subject = subject(state)?;
     let issues: Vec<Issue> = read(state, &subject, "issues")
         .ok_or_else(|| ToolError::InvalidInput("`issues` is missing: run `detect` before `suggest`".into()))?;
@@ -353,7 +357,7 @@ fn threshold(state: &State) -> Result<f64, ToolError> {
 }
 
 /// `assess_loop`: ends the review, or refines the subject and loops back.
-fn assess_loop(state: &State) -> Result<Outcome, ToolError> {
+fn assess_loop(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
     let subject = subject(state)?;
     let threshold = threshold(state)?;
     let score: u32 = read(state, &subject, "quality_score").ok_or_else(|| {
