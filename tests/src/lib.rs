@@ -269,8 +269,19 @@ impl ServerProcess {
         if let Some(root) = site_root {
             command.env("LEPTOS_SITE_ROOT", root);
         }
+        command.env("WEFT_ADDR", addr.to_string());
+        Self::launch(command, database).await
+    }
+
+    /// Starts `binary` on port 0 over `database`, with `env` set: test hooks, say.
+    pub async fn start_with_env(binary: &str, database: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
+        command.env("WEFT_ADDR", "127.0.0.1:0").envs(env.iter().copied());
+        Self::launch(command, database).await
+    }
+
+    async fn launch(mut command: Command, database: &Path) -> Self {
         let mut child = command
-            .env("WEFT_ADDR", addr.to_string())
             .env("WEFT_DATABASE", database)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

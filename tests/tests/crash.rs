@@ -113,3 +113,60 @@ async fn runs_killed_mid_flight_resume_and_finish_with_the_same_state() {
     }
     second.kill().await;
 }
+
+#[tokio::test]
+async fn a_run_whose_last_step_fails_is_failed_after_a_crash_right_after_that_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let binary = env!("CARGO_BIN_EXE_weft-server-under-test");
+
+    // The process aborts right after the commit that records the `boom` step.
+    let first = ServerProcess::start_with_env(binary, &database, &[("WEFT_TEST_ABORT_AFTER_STEP", "boom")]).await;
+    let app = TestApp::connect(first.port);
+    let graph = app
+        .create_graph(json!({
+            "nodes": [{"id": "count", "tool": "increment"}, {"id": "boom", "tool": "fail", "config": {"message": "disk full"}}],
+            "edges": [{"from": "count", "to": "boom"}]
+        }))
+        .await;
+    let (status, started) = app.post("/graph/run", &json!({"graph_id": graph})).await;
+    assert_eq!(status, 200);
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    // The server is gone: its requests start failing.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while app.client.get(format!("{}/health", app.address)).send().await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the server did not abort");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await;
+
+    // After a restart the run is failed, never completed, and it has not run again.
+    let second = start(&database).await;
+    let app = TestApp::connect(second.port);
+    let body = app.wait_for_end(&run_id).await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["error"], "node `boom` failed: disk full");
+    assert_eq!(body["state"], json!({"count": 1}));
+    assert_eq!(body["steps"], 2);
+    let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_queued",
+            "run_started",
+            "node_started",
+            "step",
+            "node_started",
+            "node_failed",
+            "step",
+            "end"
+        ]
+    );
+    second.kill().await;
+}

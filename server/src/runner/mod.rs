@@ -401,6 +401,7 @@ impl Runner {
                 seq: last_seq,
                 announced,
                 log: Vec::new(),
+                held: Vec::new(),
             };
             // Wait for a slot, unless the run is cancelled while it waits.
             let slot = tokio::select! {
@@ -497,12 +498,76 @@ struct RunSink {
     announced: Option<u64>,
     /// The run's log lines, for the `wait: true` answer.
     log: Vec<String>,
+    /// Events numbered but not yet written: the last step, until the run's end joins it.
+    held: Vec<Held>,
+}
+
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    //! `WEFT_TEST_ABORT_AFTER_STEP=<node>` aborts the process right after the first commit
+    //! that records a step of that node: a crash at the worst moment, for process tests.
+
+    use std::sync::OnceLock;
+
+    use crate::store::EventRecord;
+
+    /// Whether the commit of `records` is the one to crash after.
+    pub(super) fn crashes_after(records: &[EventRecord]) -> bool {
+        static NODE: OnceLock<Option<String>> = OnceLock::new();
+        let node = NODE.get_or_init(|| std::env::var("WEFT_TEST_ABORT_AFTER_STEP").ok());
+        node.as_deref().is_some_and(|node| {
+            records
+                .iter()
+                .any(|record| record.kind == "step" && record.node.as_deref() == Some(node))
+        })
+    }
+}
+
+/// An event held back to be written with the next one.
+struct Held {
+    record: EventRecord,
+    lines: Vec<String>,
+    live: LiveEvent,
 }
 
 impl RunSink {
     /// Records `event` (numbered `self.seq + 1`) with its log lines and effect, then
-    /// publishes it: nothing is streamed that the store could lose.
+    /// publishes it: nothing is streamed that the store could lose. Events held back
+    /// (see [`RunSink::hold`]) are written in the same transaction, before it.
     async fn emit<S: Serialize>(
+        &mut self,
+        event: &RunEvent<S>,
+        lines: &[String],
+        effect: RunEffect,
+    ) -> Result<(), StoreError> {
+        self.hold(event, lines, effect)?;
+        let pending = std::mem::take(&mut self.held);
+        let records: Vec<EventRecord> = pending.iter().map(|held| held.record.clone()).collect();
+        #[cfg(feature = "test-hooks")]
+        let crash = test_hooks::crashes_after(&records);
+        match records.len() {
+            1 => {
+                self.store
+                    .append_event(records.into_iter().next().expect("one record"))
+                    .await?
+            }
+            _ => self.store.append_events(records).await?,
+        }
+        #[cfg(feature = "test-hooks")]
+        if crash {
+            std::process::abort();
+        }
+        for held in pending {
+            self.log.extend(held.lines);
+            self.publisher.publish(held.live);
+        }
+        Ok(())
+    }
+
+    /// Numbers `event` and keeps it, unwritten and unpublished, to be written with the
+    /// next emitted event in one transaction: how a run's last step and its ending land
+    /// together, so that no crash can record the one without the other.
+    fn hold<S: Serialize>(
         &mut self,
         event: &RunEvent<S>,
         lines: &[String],
@@ -512,8 +577,8 @@ impl RunSink {
         let end = matches!(effect, RunEffect::Ended { .. });
         let text = serde_json::to_string(event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         let log = serde_json::to_string(lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        self.store
-            .append_event(EventRecord {
+        self.held.push(Held {
+            record: EventRecord {
                 run_id: self.run_id.clone(),
                 seq,
                 kind: event.kind(),
@@ -521,11 +586,11 @@ impl RunSink {
                 log,
                 event: text.clone(),
                 effect,
-            })
-            .await?;
+            },
+            lines: lines.to_vec(),
+            live: LiveEvent { seq, end, text },
+        });
         self.seq = seq;
-        self.log.extend_from_slice(lines);
-        self.publisher.publish(LiveEvent { seq, end, text });
         Ok(())
     }
 
@@ -648,12 +713,14 @@ impl StepSink for RunSink {
             step_count: step.step,
             next_node: step.next.map(str::to_owned),
         };
-        self.emit(&event, &lines, effect).await.map_err(sink_error)?;
-        Ok(if self.publisher.cancel_requested() {
-            Control::Cancel
+        let cancel = self.publisher.cancel_requested();
+        if step.next.is_none() || cancel {
+            // The run ends after this step: it is written with the ending, in one commit.
+            self.hold(&event, &lines, effect).map_err(sink_error)?;
         } else {
-            Control::Continue
-        })
+            self.emit(&event, &lines, effect).await.map_err(sink_error)?;
+        }
+        Ok(if cancel { Control::Cancel } else { Control::Continue })
     }
 }
 

@@ -191,6 +191,10 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an event and applies its effect to the run, atomically; durable once this
     /// returns.
     async fn append_event(&self, event: EventRecord) -> Result<(), StoreError>;
+    /// Appends events in order and applies their effects, all in one transaction: all of
+    /// them are durable once this returns, or none is. A run's last step and its ending
+    /// are written this way, so no crash can leave the one without the other.
+    async fn append_events(&self, events: Vec<EventRecord>) -> Result<(), StoreError>;
     /// Reads a run.
     async fn run(&self, id: &RunId) -> Result<Option<StoredRun>, StoreError>;
     /// Every log line of a run, in order.

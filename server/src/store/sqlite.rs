@@ -37,6 +37,8 @@ enum Write {
     Graph(StoredGraph),
     Run(NewRun),
     Event(EventRecord),
+    /// Several events of one run, all or none.
+    Events(Vec<EventRecord>),
 }
 
 struct Job {
@@ -170,6 +172,11 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
             insert_event(conn, &run.id, 1, "run_queued", None, "[]", &run.event, run.status)?;
         }
         Write::Event(event) => apply_event(conn, event)?,
+        Write::Events(events) => {
+            for event in events {
+                apply_event(conn, event)?;
+            }
+        }
     }
     Ok(())
 }
@@ -309,6 +316,10 @@ impl Store for SqliteStore {
 
     async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
         self.write(Write::Run(run)).await
+    }
+
+    async fn append_events(&self, events: Vec<EventRecord>) -> Result<(), StoreError> {
+        self.write(Write::Events(events)).await
     }
 
     async fn append_event(&self, event: EventRecord) -> Result<(), StoreError> {
@@ -536,6 +547,50 @@ mod tests {
             "a seq is written once"
         );
         assert_eq!(store.run(&run).await.unwrap().unwrap().step_count, 1);
+    }
+
+    fn end(run: &RunId, seq: u64, status: RunStatus) -> EventRecord {
+        EventRecord {
+            run_id: run.clone(),
+            seq,
+            kind: "end",
+            node: None,
+            log: "[]".into(),
+            event: format!(r#"{{"seq":{seq}}}"#),
+            effect: RunEffect::Ended {
+                status,
+                final_state: r#"{"n":1}"#.into(),
+                steps: 1,
+                error: Some("boom".into()),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_last_step_and_the_end_land_together_or_not_at_all() {
+        let (_dir, store, run) = store_with_run().await;
+        // The end repeats the step's sequence number: the pair fails, and neither lands.
+        let clash = store
+            .append_events(vec![step(&run, 2, 1, None), end(&run, 2, RunStatus::Failed)])
+            .await;
+        assert!(matches!(clash, Err(StoreError::Write(_))));
+        let stored = store.run(&run).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.step_count, stored.last_seq),
+            (RunStatus::Running, 0, 1)
+        );
+
+        store
+            .append_events(vec![step(&run, 2, 1, None), end(&run, 3, RunStatus::Failed)])
+            .await
+            .unwrap();
+        let stored = store.run(&run).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.step_count, stored.last_seq),
+            (RunStatus::Failed, 1, 3)
+        );
+        assert_eq!(stored.error.as_deref(), Some("boom"));
+        assert!(store.unfinished_runs().await.unwrap().is_empty());
     }
 
     #[tokio::test]
