@@ -373,10 +373,18 @@ impl FnTool {
     where
         F: Fn(&State, &Value) -> Result<Outcome, ToolError> + Send + Sync + 'static,
     {
+        Self::new(
+            description,
+            Arc::new(move |state: &State, config: &Value, _: &Cancel| run(state, config)),
+            None,
+        )
+    }
+
+    fn new(description: &str, run: Arc<SyncFn>, pool: Option<(CpuPool, Option<Heavy>)>) -> Self {
         Self {
             description: description.to_owned(),
-            run: Arc::new(move |state: &State, config: &Value, _: &Cancel| run(state, config)),
-            pool: None,
+            run,
+            pool,
             jumps: Vec::new(),
             config: ConfigSpec::none(),
             inputs: Vec::new(),
@@ -428,11 +436,7 @@ impl FnTool {
     where
         F: Fn(&State, &Value, &Cancel) -> Result<Outcome, ToolError> + Send + Sync + 'static,
     {
-        Self {
-            run: Arc::new(run),
-            pool: Some((pool, None)),
-            ..Self::inline(description, |_, _| Ok(Outcome::default()))
-        }
+        Self::new(description, Arc::new(run), Some((pool, None)))
     }
 
     /// A tool whose cost grows with its input: run on `pool` when `heavy` says the call
@@ -441,9 +445,7 @@ impl FnTool {
     where
         F: Fn(&State, &Value, &Cancel) -> Result<Outcome, ToolError> + Send + Sync + 'static,
     {
-        let mut tool = Self::on_pool(description, pool, run);
-        tool.pool = tool.pool.map(|(pool, _)| (pool, Some(heavy)));
-        tool
+        Self::new(description, Arc::new(run), Some((pool, Some(heavy))))
     }
 }
 
