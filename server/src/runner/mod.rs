@@ -541,25 +541,24 @@ impl RunSink {
         effect: RunEffect,
     ) -> Result<(), StoreError> {
         self.hold(event, lines, effect)?;
-        let pending = std::mem::take(&mut self.held);
-        let records: Vec<EventRecord> = pending.iter().map(|held| held.record.clone()).collect();
+        let (mut records, published): (Vec<EventRecord>, Vec<(Vec<String>, LiveEvent)>) =
+            std::mem::take(&mut self.held)
+                .into_iter()
+                .map(|held| (held.record, (held.lines, held.live)))
+                .unzip();
         #[cfg(feature = "test-hooks")]
         let crash = test_hooks::crashes_after(&records);
         match records.len() {
-            1 => {
-                self.store
-                    .append_event(records.into_iter().next().expect("one record"))
-                    .await?
-            }
+            1 => self.store.append_event(records.swap_remove(0)).await?,
             _ => self.store.append_events(records).await?,
         }
         #[cfg(feature = "test-hooks")]
         if crash {
             std::process::abort();
         }
-        for held in pending {
-            self.log.extend(held.lines);
-            self.publisher.publish(held.live);
+        for (lines, live) in published {
+            self.log.extend(lines);
+            self.publisher.publish(live);
         }
         Ok(())
     }
