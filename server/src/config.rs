@@ -8,10 +8,17 @@
 //! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
 //! | `WEFT_MAX_RUNNING` | 256 | runs executing at once |
 //! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot before new ones get 503 |
+//! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
+//! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::{api::DEFAULT_MAX_BODY_BYTES, runner::RunLimits};
+use std::time::Duration;
+
+use crate::{
+    api::DEFAULT_MAX_BODY_BYTES,
+    runner::{Leases, RunLimits},
+};
 
 /// Why the settings could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,8 @@ pub struct Settings {
     pub resume_runs: bool,
     /// How many runs execute and wait at once.
     pub limits: RunLimits,
+    /// How long this instance holds its runs, and how often it renews them.
+    pub leases: Leases,
 }
 
 impl Settings {
@@ -49,6 +58,7 @@ impl Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             resume_runs: true,
             limits: RunLimits::default(),
+            leases: Leases::default(),
         }
     }
 
@@ -82,12 +92,29 @@ impl Settings {
             max_running: number("WEFT_MAX_RUNNING", defaults.max_running)?,
             max_queued: number("WEFT_MAX_QUEUED", defaults.max_queued)?,
         };
+        let lease_defaults = Leases::default();
+        let millis = |name, default: Duration| {
+            number(name, usize::try_from(default.as_millis()).unwrap_or(usize::MAX))
+                .map(|ms| Duration::from_millis(ms as u64))
+        };
+        let leases = Leases {
+            duration: millis("WEFT_LEASE_MS", lease_defaults.duration)?,
+            renew_every: millis("WEFT_LEASE_RENEW_MS", lease_defaults.renew_every)?,
+        };
+        if leases.renew_every >= leases.duration {
+            return Err(ConfigError {
+                name: "WEFT_LEASE_RENEW_MS",
+                value: leases.renew_every.as_millis().to_string(),
+                why: "must be shorter than WEFT_LEASE_MS, or leases run out between renewals",
+            });
+        }
         let mut settings = Self::new(addr, var("WEFT_DATABASE").unwrap_or_else(|| "weft.db".into()));
         if let Some(root) = var("LEPTOS_SITE_ROOT") {
             settings.site_root = PathBuf::from(root);
         }
         settings.max_body_bytes = max_body_bytes;
         settings.limits = limits;
+        settings.leases = leases;
         Ok(settings)
     }
 }

@@ -42,3 +42,8 @@ id_type!(
     /// Identifies a run.
     RunId
 );
+id_type!(
+    /// Identifies a Weft instance (one server process) as the owner of the runs it
+    /// executes.
+    OwnerId
+);

@@ -42,6 +42,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     runner: Runner,
+    /// Renews this instance's leases and claims expired ones, while it serves.
+    lease_keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -53,12 +55,14 @@ impl Application {
             SqliteStore::open(settings.database.as_ref()).await?
         });
         let pool = CpuPool::for_this_machine();
-        let runner = Runner::new(store, default_registry(&pool), pool, settings.limits);
+        let runner = Runner::new(store, default_registry(&pool), pool, settings.limits).with_leases(settings.leases);
+        let mut lease_keeper = None;
         if settings.resume_runs {
             let resumed = runner.resume_unfinished().await?;
             if resumed > 0 {
                 tracing::info!(resumed, "resumed interrupted runs");
             }
+            lease_keeper = Some(tokio::spawn(runner.clone().keep_leases()));
         }
         let listener = TcpListener::bind(settings.addr)
             .await
@@ -71,6 +75,7 @@ impl Application {
             listener,
             router,
             runner,
+            lease_keeper,
         })
     }
 
@@ -85,10 +90,20 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and finishes open requests.
+    /// Once stopped, it hands back the runs it holds, for the next instance to claim.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        if let Some(keeper) = self.lease_keeper {
+            keeper.abort();
+        }
+        match self.runner.release_runs().await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "handed back unfinished runs"),
+            Err(err) => tracing::error!(error = %err, "could not hand back unfinished runs"),
+        }
+        served
     }
 }
 

@@ -20,6 +20,10 @@ use tokio::{
 use tokio_tungstenite::tungstenite::Message;
 use weft_server::{config::Settings, startup::Application};
 
+/// The lease of a server started as a child process: how long its runs stay its own
+/// after it dies.
+pub const LEASE_MS: u64 = 1_500;
+
 /// How long any single wait in a test may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -283,6 +287,9 @@ impl ServerProcess {
     async fn launch(mut command: Command, database: &Path) -> Self {
         let mut child = command
             .env("WEFT_DATABASE", database)
+            // Short leases: a killed server's runs pass to the next one within a moment.
+            .env("WEFT_LEASE_MS", LEASE_MS.to_string())
+            .env("WEFT_LEASE_RENEW_MS", "200")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -35,9 +35,11 @@ use crate::{
         Checkpoint, Control, CpuPool, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
         StepView,
     },
-    ids::{GraphId, RunId},
+    ids::{GraphId, OwnerId, RunId},
+    lifecycle::Transition,
     store::{
-        now_millis, EventRecord, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun,
+        now_millis, EventRecord, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph,
+        StoredRun,
     },
     tools::presets,
 };
@@ -97,6 +99,31 @@ impl Default for RunLimits {
     }
 }
 
+/// How long an instance holds a run without renewing, and how often it renews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leases {
+    /// A lease's length: past it, another instance may claim the run.
+    pub duration: std::time::Duration,
+    /// How often the leases of running runs are renewed (and expired ones claimed).
+    pub renew_every: std::time::Duration,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            duration: std::time::Duration::from_secs(30),
+            renew_every: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl Leases {
+    /// When a lease taken now runs out.
+    fn until_from_now(&self) -> Millis {
+        now_millis().saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 /// How a finished run ended, for `POST /graph/run` with `wait: true`.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -148,6 +175,10 @@ pub struct Runner {
     presets: Arc<OnceLock<Vec<PresetInfo>>>,
     /// The pool the registry's CPU-heavy tools run on, for reporting how busy it is.
     pool: CpuPool,
+    /// This instance, as the owner of the runs it executes.
+    owner: OwnerId,
+    /// Its leases on them.
+    leases: Leases,
 }
 
 impl Runner {
@@ -156,6 +187,8 @@ impl Runner {
     pub fn new(store: Arc<dyn Store>, registry: Registry, pool: CpuPool, limits: RunLimits) -> Self {
         Self {
             pool,
+            owner: OwnerId::generate(),
+            leases: Leases::default(),
             store,
             registry: Arc::new(registry),
             hub: Hub::default(),
@@ -206,6 +239,42 @@ impl Runner {
     /// The pool CPU-heavy tools run on.
     pub fn cpu_pool(&self) -> &CpuPool {
         &self.pool
+    }
+
+    /// The same runner, holding its runs with `leases`.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// This instance's id, as the owner of its runs.
+    pub fn owner(&self) -> &OwnerId {
+        &self.owner
+    }
+
+    /// Keeps this instance's leases: every `renew_every`, renews the leases of the runs it
+    /// holds, then claims and resumes the runs whose lease expired (an instance that died
+    /// left them). Runs until the task is dropped.
+    pub async fn keep_leases(self) {
+        let mut tick = tokio::time::interval(self.leases.renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = self.store.renew_leases(&self.owner, self.leases.until_from_now()).await {
+                tracing::warn!(error = %err, "could not renew leases; trying again");
+                continue;
+            }
+            match self.resume_unfinished().await {
+                Ok(0) => {}
+                Ok(resumed) => tracing::info!(resumed, "claimed runs whose lease had expired"),
+                Err(err) => tracing::warn!(error = %err, "could not claim expired runs; trying again"),
+            }
+        }
+    }
+
+    /// Hands back every run this instance holds, for the next instance to claim at once.
+    pub async fn release_runs(&self) -> Result<u64, RunnerError> {
+        Ok(self.store.release_runs(&self.owner).await?)
     }
 
     /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
@@ -309,12 +378,15 @@ impl Runner {
             seq: 1,
             graph_id: request.graph_id.to_string(),
         });
+        let status = if full { RunStatus::Queued } else { RunStatus::Running };
         self.store
             .insert_run(NewRun {
                 id: run_id.clone(),
+                owner: self.owner.clone(),
+                lease_until: self.leases.until_from_now(),
                 event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
                 graph_id: request.graph_id,
-                status: if full { RunStatus::Queued } else { RunStatus::Running },
+                status,
                 initial_state: state_text(&request.initial_state),
                 next_node: graph.node(start).name.clone(),
                 max_steps,
@@ -322,14 +394,17 @@ impl Runner {
             })
             .await?;
         let checkpoint = Checkpoint::start(&graph, request.initial_state);
-        let finished = self.spawn(run_id.clone(), graph, checkpoint, max_steps, Resume::No);
+        let finished = self.spawn(run_id.clone(), graph, checkpoint, max_steps, Resume::No { status });
         Ok(Started { run_id, finished })
     }
 
-    /// Starts again every run a stop interrupted, from its last checkpoint.
-    /// Answers how many were resumed.
+    /// Claims every run whose lease has expired (a stop or a crash interrupted it) and
+    /// starts it again from its last checkpoint. Answers how many were resumed.
     pub async fn resume_unfinished(&self) -> Result<usize, RunnerError> {
-        let runs = self.store.unfinished_runs().await?;
+        let runs = self
+            .store
+            .claim_expired(&self.owner, now_millis(), self.leases.until_from_now())
+            .await?;
         let count = runs.len();
         for run in runs {
             let run_id = run.id.clone();
@@ -382,20 +457,24 @@ impl Runner {
         max_steps: u32,
         resume: Resume,
     ) -> tokio::task::JoinHandle<Finished> {
-        let (last_seq, announced) = match resume {
+        let (last_seq, announced, status) = match resume {
             // A new run has its `run_queued` event.
-            Resume::No => (1, None),
-            Resume::Yes { last_seq, announced } => (last_seq, announced),
+            Resume::No { status } => (1, None, status),
+            // A claimed run was handed back to `queued`.
+            Resume::Yes { last_seq, announced } => (last_seq, announced, RunStatus::Queued),
         };
         // Registered before the task starts, so a subscriber never misses the run.
         let publisher = self.hub.register(&run_id);
         let store = Arc::clone(&self.store);
+        let owner = self.owner.clone();
         let slots = Arc::clone(&self.slots);
         let waiting = Arc::clone(&self.waiting);
         waiting.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let mut sink = RunSink {
                 run_id: run_id.clone(),
+                owner,
+                status,
                 store: Arc::clone(&store),
                 publisher,
                 seq: last_seq,
@@ -427,6 +506,7 @@ impl Runner {
                 tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
                 return sink.abandon("the run's start could not be recorded");
             }
+            sink.status = RunStatus::Running;
             let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, max_steps, &mut sink))
                 .catch_unwind()
                 .await;
@@ -456,7 +536,8 @@ fn state_text(state: &State) -> String {
 /// Whether a run starts fresh or goes on after a restart.
 #[derive(Debug, Clone, Copy)]
 enum Resume {
-    No,
+    /// A new run, stored with this status.
+    No { status: RunStatus },
     Yes {
         /// The number of its last recorded event.
         last_seq: u64,
@@ -490,6 +571,10 @@ fn raw(value: &impl Serialize) -> Result<Box<RawValue>, SinkError> {
 /// Records and publishes one run's events.
 struct RunSink {
     run_id: RunId,
+    /// This instance, which must still own the run for any event to be written.
+    owner: OwnerId,
+    /// The run's status as stored, the start of its next move.
+    status: RunStatus,
     store: Arc<dyn Store>,
     publisher: Publisher,
     /// The number of the last event recorded.
@@ -523,6 +608,11 @@ mod test_hooks {
     }
 }
 
+/// The first pause before writing a run's ending again after a store error.
+const STORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest pause between two tries.
+const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An event held back to be written with the next one.
 struct Held {
     record: EventRecord,
@@ -541,11 +631,20 @@ impl RunSink {
         effect: RunEffect,
     ) -> Result<(), StoreError> {
         self.hold(event, lines, effect)?;
-        let (mut records, published): (Vec<EventRecord>, Vec<(Vec<String>, LiveEvent)>) =
-            std::mem::take(&mut self.held)
-                .into_iter()
-                .map(|held| (held.record, (held.lines, held.live)))
-                .unzip();
+        let (records, published): (Vec<EventRecord>, Vec<(Vec<String>, LiveEvent)>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|held| (held.record, (held.lines, held.live)))
+            .unzip();
+        self.write(records).await?;
+        for (lines, live) in published {
+            self.log.extend(lines);
+            self.publisher.publish(live);
+        }
+        Ok(())
+    }
+
+    /// Writes `records` in one transaction (one event, or several all or none).
+    async fn write(&self, mut records: Vec<EventRecord>) -> Result<(), StoreError> {
         #[cfg(feature = "test-hooks")]
         let crash = test_hooks::crashes_after(&records);
         match records.len() {
@@ -555,10 +654,6 @@ impl RunSink {
         #[cfg(feature = "test-hooks")]
         if crash {
             std::process::abort();
-        }
-        for (lines, live) in published {
-            self.log.extend(lines);
-            self.publisher.publish(live);
         }
         Ok(())
     }
@@ -579,6 +674,7 @@ impl RunSink {
         self.held.push(Held {
             record: EventRecord {
                 run_id: self.run_id.clone(),
+                owner: self.owner.clone(),
                 seq,
                 kind: event.kind(),
                 node: event.node().map(str::to_owned),
@@ -610,20 +706,56 @@ impl RunSink {
             state: &state,
             error: error.clone(),
         });
-        let effect = RunEffect::Ended {
-            status,
-            final_state: state_text(&state),
-            steps,
-            error: error.clone(),
-        };
-        if let Err(err) = self.emit(&event, &lines, effect).await {
-            tracing::error!(run_id = %self.run_id, error = %err, "could not record the end of a run");
+        match Transition::new(self.status, status) {
+            Ok(transition) => {
+                let effect = RunEffect::Ended {
+                    transition,
+                    final_state: state_text(&state),
+                    steps,
+                    error: error.clone(),
+                };
+                match self.hold(&event, &lines, effect) {
+                    Ok(()) => self.write_held_until_stored().await,
+                    Err(err) => {
+                        tracing::error!(run_id = %self.run_id, error = %err, "could not record the end of a run")
+                    }
+                }
+            }
+            Err(err) => tracing::error!(run_id = %self.run_id, error = %err, "refused to end a run"),
         }
         Finished {
             status,
             state,
             log: self.log,
             error,
+        }
+    }
+
+    /// Writes the held events (a run's ending, with its last step), retrying with backoff
+    /// while the store fails: an ending is never dropped for a passing store error. Gives
+    /// up only when the run is no longer this instance's (another owns it now).
+    async fn write_held_until_stored(&mut self) {
+        let mut delay = STORE_RETRY_FIRST;
+        loop {
+            let records: Vec<EventRecord> = self.held.iter().map(|held| held.record.clone()).collect();
+            match self.write(records).await {
+                Ok(()) => break,
+                Err(err @ StoreError::NotOwned { .. }) => {
+                    tracing::warn!(run_id = %self.run_id, error = %err, "the run is no longer ours: its ending is not written");
+                    self.held.clear();
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(run_id = %self.run_id, error = %err, retry_in_ms = delay.as_millis() as u64,
+                        "could not record the end of a run; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(STORE_RETRY_MAX);
+                }
+            }
+        }
+        for held in std::mem::take(&mut self.held) {
+            self.log.extend(held.lines);
+            self.publisher.publish(held.live);
         }
     }
 

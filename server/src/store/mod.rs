@@ -12,7 +12,10 @@ pub mod sqlite;
 use async_trait::async_trait;
 use weft_app::wire::RunStatus;
 
-use crate::ids::{GraphId, RunId};
+use crate::{
+    ids::{GraphId, OwnerId, RunId},
+    lifecycle::Transition,
+};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,17 @@ pub enum StoreError {
     /// The writer task has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// A write was conditional on the run's owner and status, and the run is no longer
+    /// this owner's in that status: another instance claimed it, or it moved on.
+    #[error("run {run} is not {owner}'s in status {}", .expected.as_str())]
+    NotOwned {
+        /// The run.
+        run: RunId,
+        /// The owner the write expected.
+        owner: OwnerId,
+        /// The status the write expected.
+        expected: RunStatus,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -62,6 +76,10 @@ pub struct StoredGraph {
 pub struct NewRun {
     /// Its id.
     pub id: RunId,
+    /// The instance that will execute it.
+    pub owner: OwnerId,
+    /// Until when its owner holds it without renewing.
+    pub lease_until: Millis,
     /// The graph it runs.
     pub graph_id: GraphId,
     /// `Queued` or `Running`.
@@ -79,11 +97,16 @@ pub struct NewRun {
 }
 
 /// What an event does to its run's record, in the same transaction as the event.
+///
+/// Every effect is conditional on the run being its owner's, and a status change also on
+/// the run being in the status the move starts from ([`Transition`]): otherwise the
+/// event is refused with [`StoreError::NotOwned`].
 #[derive(Debug, Clone)]
 pub enum RunEffect {
     /// Nothing beyond counting the event.
     None,
-    /// The run is now running.
+    /// The run is now running: from `queued`, or confirmed for a run admitted straight
+    /// into a free slot (stored `running` from the start).
     Started,
     /// A node finished: the checkpoint to resume from.
     Checkpoint {
@@ -94,8 +117,8 @@ pub enum RunEffect {
     },
     /// The run ended.
     Ended {
-        /// `Completed`, `Failed` or `Cancelled`.
-        status: RunStatus,
+        /// From `running` (or `queued`) to `completed`, `failed` or `cancelled`.
+        transition: Transition,
         /// The final state, as JSON text.
         final_state: String,
         /// Steps executed in all.
@@ -110,6 +133,8 @@ pub enum RunEffect {
 pub struct EventRecord {
     /// The run.
     pub run_id: RunId,
+    /// The instance writing it, which must own the run.
+    pub owner: OwnerId,
     /// The event's number in the run: one more than the last.
     pub seq: u64,
     /// The event's type, as in its JSON (`step`, `node_started`, ...).
@@ -205,8 +230,22 @@ pub trait Store: Send + Sync + 'static {
     async fn last_step(&self, id: &RunId) -> Result<Option<StoredEvent>, StoreError>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError>;
-    /// Runs that had not ended when the server stopped, oldest first.
-    async fn unfinished_runs(&self) -> Result<Vec<StoredRun>, StoreError>;
+    /// Claims for `owner`, until `lease_until`, every run not ended whose lease expired
+    /// before `now` (or that has no owner), each handed back to `queued`: the runs an
+    /// instance that stopped or died left behind. One conditional statement, so two
+    /// instances never claim the same run. Answers the claimed runs, oldest first.
+    async fn claim_expired(
+        &self,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<StoredRun>, StoreError>;
+    /// Extends to `lease_until` the lease of every run `owner` holds that has not ended.
+    /// Answers how many it holds.
+    async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError>;
+    /// Hands back every run `owner` holds that has not ended: `queued`, with an expired
+    /// lease, for the next instance to claim at once. Answers how many.
+    async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError>;
     /// A page of graphs, newest first, older than `before` when given.
     async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError>;
 }

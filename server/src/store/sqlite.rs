@@ -23,10 +23,12 @@ use tokio::sync::{mpsc, oneshot};
 use weft_app::wire::RunStatus;
 
 use super::{
-    now_millis, EventRecord, GraphListing, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph,
-    StoredRun,
+    now_millis, EventRecord, GraphListing, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent,
+    StoredGraph, StoredRun,
 };
-use crate::ids::{GraphId, RunId};
+use crate::ids::{GraphId, OwnerId, RunId};
+#[cfg(test)]
+use crate::lifecycle::Transition;
 
 /// The most writes one commit takes.
 pub const MAX_BATCH: usize = 512;
@@ -137,7 +139,10 @@ fn write_loop(mut conn: rusqlite::Connection, mut queue: mpsc::Receiver<Job>) {
 }
 
 fn commit(conn: &mut rusqlite::Connection, batch: &[Job]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: take the write lock first (waiting for it under the busy timeout), so a
+    // transaction that reads before it writes never fails to upgrade when another
+    // connection or process wrote in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for job in batch {
         apply(&tx, &job.write)?;
     }
@@ -158,7 +163,7 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
         Write::Run(run) => {
             conn.prepare_cached(
                 "INSERT INTO runs (id, graph_id, status, initial_state, next_node, step_count, max_steps, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7)",
+                 created_at, updated_at, owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8, ?9)",
             )?
             .execute(params![
                 run.id.as_str(),
@@ -167,7 +172,9 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.initial_state,
                 run.next_node,
                 i64::from(run.max_steps),
-                run.created_at
+                run.created_at,
+                run.owner.as_str(),
+                run.lease_until
             ])?;
             insert_event(conn, &run.id, 1, "run_queued", None, "[]", &run.event, run.status)?;
         }
@@ -209,10 +216,68 @@ fn insert_event(
 
 fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), StoreError> {
     let status = match &event.effect {
-        RunEffect::Ended { status, .. } => *status,
+        RunEffect::Ended { transition, .. } => transition.to,
         _ => RunStatus::Running,
     };
-    let (run_id, now) = (event.run_id.as_str(), now_millis());
+    let (run_id, owner, now) = (event.run_id.as_str(), event.owner.as_str(), now_millis());
+    let not_owned = |expected| StoreError::NotOwned {
+        run: event.run_id.clone(),
+        owner: event.owner.clone(),
+        expected,
+    };
+    // Each effect is one conditional statement: on the owner, and on the status the
+    // run must be in. No row changed means the run is not ours (or not there) any more.
+    let changed = match &event.effect {
+        RunEffect::None => conn
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2 AND status IN ('queued', 'running')")?
+            .exists(params![run_id, owner])?,
+        RunEffect::Started => {
+            // A run admitted straight into a free slot was stored `running` already.
+            conn.prepare_cached(
+                "UPDATE runs SET status = 'running', updated_at = ?1 WHERE id = ?2 AND owner = ?3 \
+                 AND status IN ('queued', 'running')",
+            )?
+            .execute(params![now, run_id, owner])?
+                == 1
+        }
+        RunEffect::Checkpoint { step_count, next_node } => {
+            conn.prepare_cached(
+                "UPDATE runs SET next_node = ?1, step_count = ?2, updated_at = ?3 WHERE id = ?4 AND owner = ?5 \
+                 AND status = 'running'",
+            )?
+            .execute(params![next_node, as_i64(*step_count), now, run_id, owner])?
+                == 1
+        }
+        RunEffect::Ended {
+            transition,
+            final_state,
+            steps,
+            error,
+        } => {
+            conn.prepare_cached(
+                "UPDATE runs SET status = ?1, final_state = ?2, step_count = ?3, error = ?4, next_node = NULL, \
+                 updated_at = ?5, finished_at = ?5, lease_until = NULL WHERE id = ?6 AND owner = ?7 AND status = ?8",
+            )?
+            .execute(params![
+                transition.to.as_str(),
+                final_state,
+                as_i64(*steps),
+                error,
+                now,
+                run_id,
+                owner,
+                transition.from.as_str()
+            ])? == 1
+        }
+    };
+    if !changed {
+        let expected = match &event.effect {
+            RunEffect::Started => RunStatus::Queued,
+            RunEffect::Ended { transition, .. } => transition.from,
+            _ => RunStatus::Running,
+        };
+        return Err(not_owned(expected));
+    }
     insert_event(
         conn,
         &event.run_id,
@@ -223,40 +288,6 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         &event.event,
         status,
     )?;
-    match &event.effect {
-        // The run's row changes only when its status or checkpoint does; its event count
-        // is read from the events themselves.
-        RunEffect::None => {}
-        RunEffect::Started => {
-            conn.prepare_cached("UPDATE runs SET status = 'running', updated_at = ?1 WHERE id = ?2")?
-                .execute(params![now, run_id])?;
-        }
-        RunEffect::Checkpoint { step_count, next_node } => {
-            conn.prepare_cached(
-                "UPDATE runs SET status = 'running', next_node = ?1, step_count = ?2, updated_at = ?3 WHERE id = ?4",
-            )?
-            .execute(params![next_node, as_i64(*step_count), now, run_id])?;
-        }
-        RunEffect::Ended {
-            status,
-            final_state,
-            steps,
-            error,
-        } => {
-            conn.prepare_cached(
-                "UPDATE runs SET status = ?1, final_state = ?2, step_count = ?3, error = ?4, next_node = NULL, \
-                 updated_at = ?5, finished_at = ?5 WHERE id = ?6",
-            )?
-            .execute(params![
-                status.as_str(),
-                final_state,
-                as_i64(*steps),
-                error,
-                now,
-                run_id
-            ])?;
-        }
-    }
     Ok(())
 }
 
@@ -408,13 +439,52 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn unfinished_runs(&self) -> Result<Vec<StoredRun>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
-        ))
+    async fn claim_expired(
+        &self,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
+             WHERE status IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) \
+             RETURNING id",
+        )
+        .bind(owner.as_str())
+        .bind(lease_until)
+        .bind(now)
         .fetch_all(&self.reads)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        let mut runs = Vec::with_capacity(claimed.len());
+        for row in claimed {
+            let id = RunId::from(row.try_get::<String, _>("id")?);
+            if let Some(run) = self.run(&id).await? {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(runs)
+    }
+
+    async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE runs SET lease_until = ?1 WHERE owner = ?2 AND status IN ('queued', 'running')")
+            .bind(lease_until)
+            .bind(owner.as_str())
+            .execute(&self.reads)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = ?1 \
+             WHERE owner = ?2 AND status IN ('queued', 'running')",
+        )
+        .bind(now_millis())
+        .bind(owner.as_str())
+        .execute(&self.reads)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -426,6 +496,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("weft.db")).await.unwrap();
         (dir, store)
+    }
+
+    /// The instance the tests write as.
+    fn me() -> OwnerId {
+        OwnerId::from("me".to_owned())
+    }
+
+    /// Another instance.
+    fn other() -> OwnerId {
+        OwnerId::from("other".to_owned())
     }
 
     /// A fresh store holding one graph and one running run of it (event 1 written).
@@ -445,6 +525,8 @@ mod tests {
         store
             .insert_run(NewRun {
                 id: run.clone(),
+                owner: me(),
+                lease_until: now_millis() + 60_000,
                 graph_id: graph,
                 status: RunStatus::Running,
                 initial_state: r#"{"n":0}"#.into(),
@@ -461,6 +543,7 @@ mod tests {
     fn step(run: &RunId, seq: u64, step: u64, next: Option<&str>) -> EventRecord {
         EventRecord {
             run_id: run.clone(),
+            owner: me(),
             seq,
             kind: "step",
             node: Some("a".into()),
@@ -487,7 +570,15 @@ mod tests {
         let stored = store.run(&run).await.unwrap().unwrap();
         assert_eq!((stored.step_count, stored.last_seq), (2, 3));
         assert_eq!(stored.next_node.as_deref(), Some("a"));
-        assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
+        let far = now_millis() + 1_000_000;
+        assert!(
+            store
+                .claim_expired(&other(), now_millis(), far)
+                .await
+                .unwrap()
+                .is_empty(),
+            "its owner's lease holds"
+        );
         assert_eq!(
             store.run_log(&run).await.unwrap(),
             ["[RUNNING] a", "step 1", "[RUNNING] a", "step 2"]
@@ -506,13 +597,14 @@ mod tests {
         store
             .append_event(EventRecord {
                 run_id: run.clone(),
+                owner: me(),
                 seq: 4,
                 kind: "end",
                 node: None,
                 log: "[]".into(),
                 event: r#"{"seq":4}"#.into(),
                 effect: RunEffect::Ended {
-                    status: RunStatus::Completed,
+                    transition: Transition::new(RunStatus::Running, RunStatus::Completed).unwrap(),
                     final_state: r#"{"n":2}"#.into(),
                     steps: 2,
                     error: None,
@@ -527,20 +619,27 @@ mod tests {
         assert_eq!(stored.final_state.as_deref(), Some(r#"{"n":2}"#));
         assert_eq!(stored.next_node, None);
         assert!(stored.finished_at.is_some());
-        assert!(store.unfinished_runs().await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_expired(&other(), i64::MAX, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty(),
+            "an ended run is never claimed"
+        );
     }
 
     #[tokio::test]
     async fn a_bad_write_fails_alone() {
         let (_dir, store, run) = store_with_run().await;
-        // An event for a run that does not exist breaks the foreign key; its neighbour
-        // lands, and so does a repeated sequence number's twin.
+        // An event for a run that does not exist is refused (no such run is ours); its
+        // neighbour in the same commit lands, and a repeated sequence number fails alone.
         let ghost = RunId::generate();
         let (bad, good) = tokio::join!(
             store.append_event(step(&ghost, 2, 1, None)),
             store.append_event(step(&run, 2, 1, None))
         );
-        assert!(matches!(bad, Err(StoreError::Write(_))));
+        assert!(matches!(bad, Err(StoreError::NotOwned { .. })), "{bad:?}");
         good.unwrap();
         assert!(
             store.append_event(step(&run, 2, 1, None)).await.is_err(),
@@ -552,13 +651,14 @@ mod tests {
     fn end(run: &RunId, seq: u64, status: RunStatus) -> EventRecord {
         EventRecord {
             run_id: run.clone(),
+            owner: me(),
             seq,
             kind: "end",
             node: None,
             log: "[]".into(),
             event: format!(r#"{{"seq":{seq}}}"#),
             effect: RunEffect::Ended {
-                status,
+                transition: Transition::new(RunStatus::Running, status).unwrap(),
                 final_state: r#"{"n":1}"#.into(),
                 steps: 1,
                 error: Some("boom".into()),
@@ -590,7 +690,89 @@ mod tests {
             (RunStatus::Failed, 1, 3)
         );
         assert_eq!(stored.error.as_deref(), Some("boom"));
-        assert!(store.unfinished_runs().await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_expired(&other(), i64::MAX, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty(),
+            "an ended run is never claimed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_passes_to_another_owner_only_once_its_lease_expires() {
+        let (_dir, store, run) = store_with_run().await;
+        let lease = store.run(&run).await.unwrap().unwrap();
+        assert_eq!(lease.status, RunStatus::Running);
+        let now = now_millis();
+        assert!(store
+            .claim_expired(&other(), now, now + 30_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // Renewed, the lease outlives a moment that the first lease would not have.
+        assert_eq!(store.renew_leases(&me(), now + 120_000).await.unwrap(), 1);
+        assert!(store
+            .claim_expired(&other(), now + 90_000, now + 120_000)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Past it, the other instance claims the run, handed back to `queued`.
+        let claimed = store
+            .claim_expired(&other(), now + 130_000, now + 160_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.iter().map(|r| (&r.id, r.status)).collect::<Vec<_>>(),
+            [(&run, RunStatus::Queued)]
+        );
+        // A second claim finds nothing: the run has one owner.
+        assert!(store
+            .claim_expired(&me(), now + 130_000, now + 160_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // The old owner can write nothing more for it.
+        let late = store.append_event(step(&run, 2, 1, Some("b"))).await;
+        assert!(matches!(late, Err(StoreError::NotOwned { .. })), "{late:?}");
+        assert_eq!(store.renew_leases(&me(), now + 200_000).await.unwrap(), 0);
+
+        // Released, it is free to claim at once.
+        assert_eq!(store.release_runs(&other()).await.unwrap(), 1);
+        assert_eq!(store.claim_expired(&me(), now, now + 30_000).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_move_from_a_status_the_run_is_not_in_is_refused() {
+        let (_dir, store, run) = store_with_run().await;
+        // The run is running: ending it as if it were still queued is refused, unwritten.
+        let mut wrong = end(&run, 2, RunStatus::Cancelled);
+        wrong.effect = RunEffect::Ended {
+            transition: Transition::new(RunStatus::Queued, RunStatus::Cancelled).unwrap(),
+            final_state: "{}".into(),
+            steps: 0,
+            error: None,
+        };
+        let refused = store.append_event(wrong).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(StoreError::NotOwned {
+                    expected: RunStatus::Queued,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let stored = store.run(&run).await.unwrap().unwrap();
+        assert_eq!((stored.status, stored.last_seq), (RunStatus::Running, 1));
+        // From the status it is in, the move lands; after it, nothing moves the run again.
+        store.append_event(end(&run, 2, RunStatus::Cancelled)).await.unwrap();
+        let again = store.append_event(end(&run, 3, RunStatus::Completed)).await;
+        assert!(matches!(again, Err(StoreError::NotOwned { .. })));
+        assert_eq!(store.run(&run).await.unwrap().unwrap().status, RunStatus::Cancelled);
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ pub mod code_review;
 pub mod data_quality;
 pub mod presets;
 pub mod summarize;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 use crate::engine::{script, CpuPool, Registry};
 
@@ -21,5 +23,7 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     summarize::register(&mut registry);
     data_quality::register(&mut registry);
     registry.register("script", script::ScriptTool::new(pool.clone()));
+    #[cfg(feature = "test-hooks")]
+    test_hooks::register(&mut registry);
     registry
 }
