@@ -10,6 +10,7 @@
 //! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot before new ones get 503 |
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
+//! | `WEFT_SHUTDOWN_GRACE_S` | 10 | at SIGTERM, how long nodes in progress may take to finish their step |
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub limits: RunLimits,
     /// How long this instance holds its runs, and how often it renews them.
     pub leases: Leases,
+    /// At shutdown, how long nodes in progress may take to finish their step.
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             resume_runs: true,
             limits: RunLimits::default(),
             leases: Leases::default(),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 
@@ -115,6 +119,7 @@ impl Settings {
         settings.max_body_bytes = max_body_bytes;
         settings.limits = limits;
         settings.leases = leases;
+        settings.shutdown_grace = Duration::from_secs(number("WEFT_SHUTDOWN_GRACE_S", 10)? as u64);
         Ok(settings)
     }
 }

@@ -44,6 +44,8 @@ pub struct Application {
     runner: Runner,
     /// Renews this instance's leases and claims expired ones, while it serves.
     lease_keeper: Option<tokio::task::JoinHandle<()>>,
+    /// How long runs may take to finish their step at shutdown.
+    grace: std::time::Duration,
 }
 
 impl Application {
@@ -76,6 +78,7 @@ impl Application {
             router,
             runner,
             lease_keeper,
+            grace: settings.shutdown_grace,
         })
     }
 
@@ -89,19 +92,45 @@ impl Application {
         &self.runner
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and finishes open requests.
-    /// Once stopped, it hands back the runs it holds, for the next instance to claim.
+    /// Serves until `shutdown` resolves, then shuts down gracefully: new runs are refused
+    /// (503), streams close with code 1012, each run finishes the step it is in (within
+    /// the grace period), and every run not ended is handed back, checkpointed, for the
+    /// next start to resume. Open requests are answered (a `wait: true` one with 503).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let token = self.runner.shutdown_signal().clone();
+        let signal = {
+            let token = token.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                token.cancel();
+            }
+        };
+        let grace = self.grace;
+        let serving = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // Requests get the grace period too, and a moment more to send their answers.
+        let bounded = async {
+            tokio::select! {
+                served = serving => served,
+                () = async {
+                    token.cancelled().await;
+                    tokio::time::sleep(grace + std::time::Duration::from_secs(1)).await;
+                } => Ok(()),
+            }
+        };
+        let draining = async {
+            token.cancelled().await;
+            self.runner.shut_down(grace).await
+        };
+        let (served, cut) = tokio::join!(bounded, draining);
         if let Some(keeper) = self.lease_keeper {
             keeper.abort();
         }
-        match self.runner.release_runs().await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "handed back unfinished runs"),
-            Err(err) => tracing::error!(error = %err, "could not hand back unfinished runs"),
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "runs were still mid-node when the grace period ended; they resume at the next start"
+            );
         }
         served
     }
@@ -139,7 +168,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down");
 }
 
 /// The leptos options for the site built into `settings.site_root`.

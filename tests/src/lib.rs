@@ -314,6 +314,20 @@ impl ServerProcess {
         Self { child, port }
     }
 
+    /// Sends it SIGTERM, as a service manager stopping it would, and waits for it to exit:
+    /// its exit status and how long it took, or `None` if it did not exit in time.
+    pub async fn terminate(mut self) -> Option<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id().expect("the server is running");
+        let sent = std::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM sent");
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait()).await.ok()?.ok()?;
+        Some((status, sent.elapsed()))
+    }
+
     /// Kills it with SIGKILL, as a crash would.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL sent");

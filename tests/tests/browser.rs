@@ -489,9 +489,28 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
     .await
 }
 
+/// How the server goes away under a watching page.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGKILL mid-node, as a crash.
+    Crash,
+    /// SIGTERM mid-node, as a restart: the node finishes its step and the process exits 0.
+    Restart,
+}
+
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_run() -> anyhow::Result<()> {
+    reconnects_after(Stop::Crash).await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn the_run_page_reconnects_after_a_sigterm_restart_and_follows_the_run_to_its_end() -> anyhow::Result<()> {
+    reconnects_after(Stop::Restart).await
+}
+
+async fn reconnects_after(stop: Stop) -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let root = site_root();
     assert!(root.join("pkg/weft.wasm").exists(), "no site at {}", root.display());
@@ -524,9 +543,15 @@ async fn the_run_page_reconnects_after_a_server_crash_and_follows_the_resumed_ru
             attr_of(&client, "[data-node=wait]", "data-state").await.as_deref() == Some("running")
         })
         .await?;
-        // The server dies mid-node: the page says it is reconnecting.
+        // The server goes away mid-node: the page says it is reconnecting.
         if let Some(server) = server.take() {
-            server.kill().await;
+            match stop {
+                Stop::Crash => server.kill().await,
+                Stop::Restart => {
+                    let (status, _) = server.terminate().await.expect("the server exits after SIGTERM");
+                    assert!(status.success(), "exit status {status:?}");
+                }
+            }
         }
         wait_for_text(&client, "[data-testid=reconnecting]", "Connection lost: reconnecting…").await?;
         // Back on the same database and port: the run resumes, and the page follows it.

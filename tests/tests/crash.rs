@@ -170,3 +170,90 @@ async fn a_run_whose_last_step_fails_is_failed_after_a_crash_right_after_that_st
     );
     second.kill().await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_nodes_finish_their_step_closes_streams_with_1012_and_runs_resume_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let binary = env!("CARGO_BIN_EXE_weft-server-under-test");
+    let laps = 4;
+
+    let first = ServerProcess::start_with_env(binary, &database, &[("WEFT_SHUTDOWN_GRACE_S", "5")]).await;
+    let app = TestApp::connect(first.port);
+    let graph = app.create_graph(slow_counter(laps, 400)).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(app.start_run(&graph, json!({})).await);
+    }
+    // A client watching the first run: it reads until the server closes the socket.
+    let url = format!("ws://127.0.0.1:{}/ws/{}", first.port, runs[0]);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let watcher = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut close = None;
+        while let Some(Ok(message)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+                close = frame.map(|frame| u16::from(frame.code));
+                break;
+            }
+        }
+        close
+    });
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    for run in &runs {
+        while steps_of(&app, run).await < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the runs did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // A client waiting for a run's end (`wait: true`) when the server stops.
+    let waiting = {
+        let client = app.client.clone();
+        let url = format!("{}/graph/run", app.address);
+        let body = json!({"graph_id": graph, "wait": true});
+        tokio::spawn(async move { client.post(url).json(&body).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Each run is mid-pause (400 ms nodes): it finishes that step, then the process exits 0.
+    let (status, took) = first.terminate().await.expect("the server exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "it took {took:?}, past the 5 s grace");
+    assert_eq!(
+        watcher.await.unwrap(),
+        Some(1012),
+        "the stream closes with 1012 (service restart)"
+    );
+    // The waiting client is told the run goes on after the restart, and when to come back.
+    let answer = waiting.await.unwrap().expect("an answer before the exit");
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let answer: Value = answer.json().await.unwrap();
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(detail.starts_with("the server is shutting down; run `"), "{detail}");
+    runs.push(detail.split('`').nth(1).unwrap().to_owned());
+
+    // After a restart every run ends as an uninterrupted one does, each step recorded once.
+    let second = start(&database).await;
+    let app = TestApp::connect(second.port);
+    for run in &runs {
+        let body = app.wait_for_end(run).await;
+        assert_eq!(body["status"], "completed", "{body}");
+        assert_eq!(body["state"], json!({"count": laps}));
+        assert_eq!(body["steps"], 2 * laps as u64);
+        let (_, detail) = app.get(&format!("/runs/{run}")).await;
+        let nodes: Vec<&str> = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "step")
+            .map(|e| e["node"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..laps)
+            .flat_map(|i| [format!("count{i}"), format!("pause{i}")])
+            .collect();
+        assert_eq!(nodes, expected);
+    }
+    second.kill().await;
+}

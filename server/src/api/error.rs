@@ -123,7 +123,7 @@ impl From<RunnerError> for ApiError {
                 code: "run_not_live",
                 detail: err.to_string(),
             },
-            RunnerError::QueueFull { .. } => Self::Unavailable {
+            RunnerError::QueueFull { .. } | RunnerError::ShuttingDown => Self::Unavailable {
                 detail: err.to_string(),
                 retry_after: 1,
             },

@@ -59,6 +59,14 @@ pub async fn run_graph(
         tracing::error!(%run_id, error = %err, "run task lost");
         ApiError::Internal
     })?;
+    if !finished.status.is_terminal() {
+        // The server began shutting down mid-run: the run is checkpointed and goes on at
+        // the next start; its id says where to find it.
+        return Err(ApiError::Unavailable {
+            detail: format!("the server is shutting down; run `{run_id}` goes on after it restarts"),
+            retry_after: 1,
+        });
+    }
     Ok(Json(RunFinished {
         run_id,
         status: finished.status,

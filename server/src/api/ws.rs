@@ -5,13 +5,15 @@
 //! always in one or the other; sequence numbers drop what arrives twice. A client that
 //! falls behind the live channel is resynced from the store rather than dropped, and a
 //! slow client never holds up the run: the run only ever writes to a broadcast channel.
+//! When the server shuts down, every stream is closed with code 1012 (service restart),
+//! and the client resumes with `?since=` once it is back.
 
 use std::time::Duration;
 
 use axum::{
     extract::{
         rejection::QueryRejection,
-        ws::{Message, Utf8Bytes, WebSocket},
+        ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket},
         Path, Query, State, WebSocketUpgrade,
     },
     response::Response,
@@ -82,25 +84,51 @@ pub async fn stream(
     Ok(upgrade.on_upgrade(move |socket| async move {
         let run_id = RunId::from(run_id);
         let (mut sender, mut receiver) = socket.split();
-        let streaming = send_events(&runner, &run_id, since, &mut sender);
-        // The client only ever closes; reading lets us notice that and stop.
-        let client_gone = async {
-            while let Some(Ok(message)) = receiver.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
+        let restarting = runner.shutdown_signal().clone();
+        let ended = {
+            let streaming = send_events(&runner, &run_id, since, &mut sender);
+            // The client only ever closes; reading lets us notice that and stop.
+            let client_gone = async {
+                while let Some(Ok(message)) = receiver.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
                 }
+            };
+            tokio::select! {
+                result = streaming => {
+                    if let Err(err) = result {
+                        tracing::debug!(%run_id, error = %err, "stream ended early");
+                    }
+                    Some(Ended::Streamed)
+                }
+                () = client_gone => None,
+                () = restarting.cancelled() => Some(Ended::Restarting),
             }
         };
-        tokio::select! {
-            result = streaming => {
-                if let Err(err) = result {
-                    tracing::debug!(%run_id, error = %err, "stream ended early");
-                }
+        match ended {
+            Some(Ended::Streamed) => {
                 let _ = sender.close().await;
             }
-            () = client_gone => {}
+            // The server is shutting down: say so, so the client reconnects (`?since=`).
+            Some(Ended::Restarting) => {
+                let frame = CloseFrame {
+                    code: close_code::RESTART,
+                    reason: Utf8Bytes::from_static("service restart"),
+                };
+                let _ = sender.send(Message::Close(Some(frame))).await;
+            }
+            None => {}
         }
     }))
+}
+
+/// Why the server ends a stream.
+enum Ended {
+    /// Every event up to the run's end was sent.
+    Streamed,
+    /// The server is shutting down (close code 1012).
+    Restarting,
 }
 
 #[derive(Debug, thiserror::Error)]

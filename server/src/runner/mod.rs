@@ -18,6 +18,7 @@ use std::{
 };
 
 use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
 use serde::{ser::SerializeMap, Deserialize, Serialize};
@@ -76,6 +77,9 @@ pub enum RunnerError {
     /// The run is not executing in this server process.
     #[error("run `{0}` is not running in this server")]
     NotLive(RunId),
+    /// The server is shutting down and takes no new runs.
+    #[error("the server is shutting down; try again in a moment")]
+    ShuttingDown,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -177,6 +181,11 @@ pub struct Runner {
     pool: CpuPool,
     /// This instance, as the owner of the runs it executes.
     owner: OwnerId,
+    /// Raised when the server starts to shut down: runs stop after their current step,
+    /// new runs are refused, streams close.
+    shutdown: CancellationToken,
+    /// The runs' tasks, to wait for at shutdown.
+    tasks: TaskTracker,
     /// Its leases on them.
     leases: Leases,
 }
@@ -188,6 +197,8 @@ impl Runner {
         Self {
             pool,
             owner: OwnerId::generate(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             leases: Leases::default(),
             store,
             registry: Arc::new(registry),
@@ -277,6 +288,29 @@ impl Runner {
         Ok(self.store.release_runs(&self.owner).await?)
     }
 
+    /// The signal raised when shutdown begins.
+    pub fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Shuts down: refuses new runs, lets each run finish the step it is in (within
+    /// `grace`), then hands back every run this instance holds, checkpointed, for the
+    /// next start. Answers how many runs were still mid-node when the grace ran out.
+    pub async fn shut_down(&self, grace: std::time::Duration) -> usize {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let cut = match tokio::time::timeout(grace, self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
+        };
+        match self.release_runs().await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, cut, "handed back unfinished runs"),
+            Err(err) => tracing::error!(error = %err, "could not hand back unfinished runs"),
+        }
+        cut
+    }
+
     /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
     pub async fn create_graph(&self, spec: &Value) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         self.insert_graph(spec, None).await
@@ -358,6 +392,9 @@ impl Runner {
 
     /// Stores a new run and starts it in the background.
     pub async fn start_run(&self, request: StartRun) -> Result<Started, RunnerError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RunnerError::ShuttingDown);
+        }
         let graph = self.graph(&request.graph_id).await?;
         let max_steps = match request.max_steps {
             None => graph.max_steps(),
@@ -467,10 +504,11 @@ impl Runner {
         let publisher = self.hub.register(&run_id);
         let store = Arc::clone(&self.store);
         let owner = self.owner.clone();
+        let shutdown = self.shutdown.clone();
         let slots = Arc::clone(&self.slots);
         let waiting = Arc::clone(&self.waiting);
         waiting.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut sink = RunSink {
                 run_id: run_id.clone(),
                 owner,
@@ -481,11 +519,16 @@ impl Runner {
                 announced,
                 log: Vec::new(),
                 held: Vec::new(),
+                shutdown: shutdown.clone(),
             };
             // Wait for a slot, unless the run is cancelled while it waits.
             let slot = tokio::select! {
                 slot = slots.acquire_owned() => slot.ok(),
                 () = sink.publisher.cancelled() => None,
+                () = shutdown.cancelled() => {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    return sink.suspend();
+                }
             };
             waiting.fetch_sub(1, Ordering::SeqCst);
             let Some(_slot) = slot else {
@@ -512,6 +555,7 @@ impl Runner {
                 .await;
             let end = match outcome {
                 Ok(Ok(end)) => end,
+                Ok(Err(_)) if sink.shutdown.is_cancelled() => return sink.suspend(),
                 Ok(Err(err)) => {
                     // The store refused a step: the run cannot go on, and its record may lag.
                     tracing::error!(%run_id, error = %err, "run stopped: its steps cannot be recorded");
@@ -585,6 +629,8 @@ struct RunSink {
     log: Vec<String>,
     /// Events numbered but not yet written: the last step, until the run's end joins it.
     held: Vec<Held>,
+    /// Raised at shutdown: the run stops after the step it is in.
+    shutdown: CancellationToken,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -759,6 +805,18 @@ impl RunSink {
         }
     }
 
+    /// The run stops here for the server's shutdown, its last step committed: it is
+    /// handed back (`queued`) and the next start resumes it.
+    fn suspend(self) -> Finished {
+        tracing::info!(run_id = %self.run_id, "run suspended for shutdown");
+        Finished {
+            status: RunStatus::Queued,
+            state: State::new(),
+            log: self.log,
+            error: None,
+        }
+    }
+
     fn abandon(self, why: &str) -> Finished {
         Finished {
             status: RunStatus::Failed,
@@ -845,6 +903,11 @@ impl StepSink for RunSink {
             next_node: step.next.map(str::to_owned),
         };
         let cancel = self.publisher.cancel_requested();
+        if step.next.is_some() && !cancel && self.shutdown.is_cancelled() {
+            // Shutting down: this step is committed, and the run stops here.
+            self.emit(&event, &lines, effect).await.map_err(sink_error)?;
+            return Err(SinkError("the server is shutting down".into()));
+        }
         if step.next.is_none() || cancel {
             // The run ends after this step: it is written with the ending, in one commit.
             self.hold(&event, &lines, effect).map_err(sink_error)?;
