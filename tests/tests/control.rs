@@ -52,6 +52,71 @@ async fn cancel_stops_a_run_at_its_next_safe_point() {
     assert_eq!(status, 404);
 }
 
+/// Cancels `run_id` once it has an event of type `kind`; answers how long the run took to
+/// end after the cancel was accepted.
+async fn cancel_once(app: &TestApp, run_id: &str, kind: &str) -> Duration {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
+        if detail["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == kind))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no `{kind}` event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = std::time::Instant::now();
+    let (status, body) = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let done = app.wait_for_end(run_id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    asked.elapsed()
+}
+
+#[tokio::test]
+async fn cancel_interrupts_a_retry_backoff_and_a_waiting_node_at_once() {
+    let app = spawn_app().await;
+    // A node that fails, then waits 5 s before its next attempt.
+    let flaky = app
+        .create_graph(json!({
+            "nodes": [
+                {"id": "count", "tool": "increment"},
+                {"id": "flaky", "tool": "fail", "retry": {"attempts": 3, "backoff_ms": 5000}}
+            ],
+            "edges": [{"from": "count", "to": "flaky"}]
+        }))
+        .await;
+    let run_id = app.start_run(&flaky, json!({})).await;
+    let took = cancel_once(&app, &run_id, "node_failed").await;
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after the cancel, in a 5 s backoff"
+    );
+    let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
+    assert_eq!(
+        (state["state"].clone(), state["steps"].as_u64()),
+        (json!({"count": 1}), Some(1))
+    );
+
+    // A node in a 60 s pause is dropped mid-pause.
+    let sleepy = app.create_graph(pauses(1, 60_000)).await;
+    let run_id = app.start_run(&sleepy, json!({})).await;
+    let took = cancel_once(&app, &run_id, "node_started").await;
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after the cancel, in a 60 s pause"
+    );
+    let messages = app.stream(&run_id, "").await.unwrap();
+    assert_eq!(
+        messages.iter().filter(|m| m["type"] == "step").count(),
+        0,
+        "the pause never finished"
+    );
+    assert_eq!(messages.last().unwrap()["status"], "cancelled");
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_503_and_queued_runs_wait_their_turn() {
     let dir = tempfile::tempdir().unwrap();

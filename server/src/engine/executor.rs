@@ -11,6 +11,8 @@
 
 use std::{future::Future, sync::Arc, task::Poll, time::Duration, time::Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use weft_app::wire::{RunStatus, State};
 
 use super::{
@@ -98,6 +100,21 @@ pub trait StepSink: Send {
 
     /// A node finished (or failed for good): exactly once per executed node.
     fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send;
+
+    /// The run's stop signal, if it can be cancelled: once raised, a node in progress is
+    /// dropped at once (its tool stops: an async tool with its future, a pooled job at its
+    /// next check), so is a retry backoff, and the run ends `cancelled` at its last step.
+    fn cancel_token(&self) -> Option<CancellationToken> {
+        None
+    }
+}
+
+/// Resolves when `token` is raised; never, without one.
+async fn raised(token: &Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A sink that keeps nothing, for benchmarks and tests of the loop itself.
@@ -225,7 +242,10 @@ pub async fn execute<S: StepSink>(
         trail.push(id);
 
         let started = Instant::now();
-        let (result, attempts) = attempt(node, &state, steps, sink).await?;
+        let Some((result, attempts)) = attempt(node, &state, steps, sink).await? else {
+            // Cancelled mid-node: the node's step never happened.
+            return Ok(ended(RunStatus::Cancelled, state, steps - 1, None));
+        };
         let duration = started.elapsed();
 
         let Decided {
@@ -331,13 +351,15 @@ fn decide(graph: &Graph, node: &Node, outcome: Outcome, state: &mut Arc<State>) 
 }
 
 /// Runs a node's tool under its timeout, retrying as its policy says, and tells the
-/// sink of each attempt. Answers the last result and the attempts made.
+/// sink of each attempt. Answers the last result and the attempts made, or `None` when
+/// the run was cancelled during an attempt or a backoff.
 async fn attempt<S: StepSink>(
     node: &Node,
     state: &Arc<State>,
     step: u64,
     sink: &mut S,
-) -> Result<(Result<Outcome, ToolError>, u32), SinkError> {
+) -> Result<Option<(Result<Outcome, ToolError>, u32)>, SinkError> {
+    let stop = sink.cancel_token();
     let mut attempt = 1;
     loop {
         sink.node_started(NodeStart {
@@ -356,13 +378,16 @@ async fn attempt<S: StepSink>(
         // for a call that is still pending after its first poll.
         let result = match futures::poll!(call.as_mut()) {
             Poll::Ready(result) => result,
-            Poll::Pending => match tokio::time::timeout(node.policy.timeout, call).await {
-                Ok(result) => result,
-                Err(_) => Err(ToolError::TimedOut(node.policy.timeout)),
+            Poll::Pending => tokio::select! {
+                timed = tokio::time::timeout(node.policy.timeout, call) => match timed {
+                    Ok(result) => result,
+                    Err(_) => Err(ToolError::TimedOut(node.policy.timeout)),
+                },
+                () = raised(&stop) => return Ok(None),
             },
         };
         let error = match result {
-            Ok(outcome) => return Ok((Ok(outcome), attempt)),
+            Ok(outcome) => return Ok(Some((Ok(outcome), attempt))),
             Err(error) => error,
         };
         let retry_in = node.policy.retry.delay_after(attempt);
@@ -375,10 +400,12 @@ async fn attempt<S: StepSink>(
         })
         .await?;
         match retry_in {
-            None => return Ok((Err(error), attempt)),
+            None => return Ok(Some((Err(error), attempt))),
             Some(delay) => {
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => attempt += 1,
+                    () = raised(&stop) => return Ok(None),
+                }
             }
         }
     }

@@ -6,13 +6,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
-    },
+    sync::{Arc, Mutex, PoisonError},
 };
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::ids::RunId;
 
@@ -30,16 +28,11 @@ pub struct LiveEvent {
     pub text: String,
 }
 
-/// A run's cancel request: a flag read between steps, and a wake-up for a queued run.
-#[derive(Default)]
-struct CancelSignal {
-    requested: AtomicBool,
-    wake: Notify,
-}
-
 struct Entry {
     sender: broadcast::Sender<Arc<LiveEvent>>,
-    cancel: Arc<CancelSignal>,
+    /// Raised when someone asks the run to stop: a queued run stops waiting, a node in
+    /// progress (or its retry backoff) is dropped at once.
+    cancel: CancellationToken,
 }
 
 /// The runs in flight, by id.
@@ -53,7 +46,7 @@ pub struct Publisher {
     hub: Hub,
     run_id: RunId,
     sender: broadcast::Sender<Arc<LiveEvent>>,
-    cancel: Arc<CancelSignal>,
+    cancel: CancellationToken,
 }
 
 impl Hub {
@@ -64,12 +57,12 @@ impl Hub {
     /// Registers a run as live; it stays live until its [`Publisher`] is dropped.
     pub fn register(&self, run_id: &RunId) -> Publisher {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
-        let cancel = Arc::new(CancelSignal::default());
+        let cancel = CancellationToken::new();
         self.lock().insert(
             run_id.clone(),
             Entry {
                 sender: sender.clone(),
-                cancel: Arc::clone(&cancel),
+                cancel: cancel.clone(),
             },
         );
         Publisher {
@@ -85,16 +78,10 @@ impl Hub {
         self.lock().get(run_id).map(|entry| entry.sender.subscribe())
     }
 
-    /// Asks a live run to stop at its next safe point. `false` when it is not live.
+    /// Asks a live run to stop. `false` when it is not live here (or already ending: see
+    /// [`Publisher::close`]); `true` means the run will end `cancelled`.
     pub fn cancel(&self, run_id: &RunId) -> bool {
-        self.lock()
-            .get(run_id)
-            .map(|entry| {
-                entry.cancel.requested.store(true, Ordering::SeqCst);
-                // Stored if nobody waits yet, so a run about to wait still wakes.
-                entry.cancel.wake.notify_one();
-            })
-            .is_some()
+        self.lock().get(run_id).map(|entry| entry.cancel.cancel()).is_some()
     }
 
     /// How many runs are in flight.
@@ -111,20 +98,37 @@ impl Publisher {
 
     /// Whether someone asked the run to stop.
     pub fn cancel_requested(&self) -> bool {
-        self.cancel.requested.load(Ordering::SeqCst)
+        self.cancel.is_cancelled()
     }
 
     /// Resolves once someone asks the run to stop.
     pub async fn cancelled(&self) {
-        if !self.cancel_requested() {
-            self.cancel.wake.notified().await;
+        self.cancel.cancelled().await;
+    }
+
+    /// The run's stop signal, for the engine to drop a node in progress with.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Takes the run off the hub as it is about to write its end: no cancel is accepted
+    /// after this. Answers whether one was accepted before, so that every accepted
+    /// cancel ends the run `cancelled`. (Subscribers keep their channel for the end.)
+    pub fn close(&self) -> bool {
+        let mut runs = self.hub.lock();
+        if runs
+            .get(&self.run_id)
+            .is_some_and(|entry| entry.sender.same_channel(&self.sender))
+        {
+            runs.remove(&self.run_id);
         }
+        self.cancel.is_cancelled()
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.hub.lock().remove(&self.run_id);
+        self.close();
     }
 }
 
@@ -152,5 +156,18 @@ mod tests {
         assert!(hub.subscribe(&run).is_none());
         assert_eq!(hub.live_runs(), 0);
         assert!(!hub.cancel(&run));
+    }
+
+    #[tokio::test]
+    async fn a_closed_run_takes_no_cancel_and_says_whether_it_took_one() {
+        let hub = Hub::default();
+        let (quiet, asked) = (RunId::generate(), RunId::generate());
+        let (quiet_publisher, asked_publisher) = (hub.register(&quiet), hub.register(&asked));
+        assert!(hub.cancel(&asked));
+        assert!(!quiet_publisher.close(), "nobody asked");
+        assert!(!hub.cancel(&quiet), "closed: the cancel is refused, not lost");
+        assert!(asked_publisher.close());
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(10), asked_publisher.cancelled()).await;
+        assert!(waited.is_ok(), "a raised signal resolves at once");
     }
 }

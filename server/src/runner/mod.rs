@@ -737,11 +737,16 @@ impl RunSink {
 
     async fn finish(mut self, end: RunEnd) -> Finished {
         let RunEnd {
-            status,
+            mut status,
             state,
             steps,
             error,
         } = end;
+        // No cancel is accepted past this point, and every one accepted before it (its
+        // request answered 202) ends the run `cancelled`, whatever its last step did.
+        if self.publisher.close() {
+            status = RunStatus::Cancelled;
+        }
         let error = error.map(|err| err.to_string());
         let lines: Vec<String> = error.iter().map(|error| format!("[FAILED] {error}")).collect();
         let event: RunEvent<&State> = RunEvent::End(EndEvent {
@@ -873,6 +878,10 @@ impl StepSink for RunSink {
             .into_iter()
             .collect();
         self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
+    }
+
+    fn cancel_token(&self) -> Option<CancellationToken> {
+        Some(self.publisher.cancel_token())
     }
 
     async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
