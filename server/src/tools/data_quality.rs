@@ -7,10 +7,12 @@
 //! changes nothing ends the run (`no_further_fixes`), and so does the fifth pass.
 //! The table given (`table` or `csv`) is never modified; the work happens in `rows`.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Map, Value};
 use weft_app::wire::State;
 
-use crate::engine::tool::{FnTool, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
 
 /// The most refine passes a run makes.
 pub const MAX_PASSES: u64 = 5;
@@ -41,40 +43,59 @@ pub fn example_input() -> Value {
     })
 }
 
-/// Registers the preset's five tools.
-pub fn register(registry: &mut Registry) {
+/// Tables of at least this many rows are cleaned on the CPU pool, smaller ones inline.
+pub const INLINE_BELOW_ROWS: usize = 2_000;
+
+/// How many rows a call reads: the working copy, or the input table (a CSV counted by
+/// its lines).
+fn table_rows(state: &State) -> usize {
+    let rows = |key: &str| state.get(key).and_then(Value::as_array).map(Vec::len);
+    rows("rows")
+        .or_else(|| rows("table"))
+        .or_else(|| state.get("csv").and_then(Value::as_str).map(|csv| csv.lines().count()))
+        .unwrap_or(0)
+}
+
+/// Registers the preset's five tools; large tables are worked on `pool`.
+pub fn register(registry: &mut Registry, pool: &CpuPool) {
+    let heavy = Heavy {
+        weigh: table_rows,
+        threshold: INLINE_BELOW_ROWS,
+    };
+    let tool = |description: &str, run: fn(&State) -> Result<Outcome, ToolError>| {
+        FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _, _| run(state))
+    };
     registry
         .register(
             "profile_table",
-            FnTool::inline(
+            tool(
                 "Reads `table` (rows as objects) or `csv`, and profiles each column: kind, missing values, \
                  median, quartiles and outlier fences, or the most common value.",
-                |s, _| profile(s),
+                profile,
             ),
         )
         .register(
             "find_anomalies",
-            FnTool::inline(
+            tool(
                 "Lists missing values, non-numbers in numeric columns, outliers and duplicate rows.",
-                |s, _| detect(s),
+                detect,
             )
             .reads(&[("rows", empty_list), ("profile", empty_list)]),
         )
         .register(
             "generate_rules",
-            FnTool::inline("Turns the anomalies into cleaning rules.", |s, _| rules(s))
+            tool("Turns the anomalies into cleaning rules.", rules)
                 .reads(&[("profile", empty_list), ("anomalies", empty_list)]),
         )
         .register(
             "apply_rules",
-            FnTool::inline("Applies the rules to `rows`.", |s, _| apply(s))
-                .reads(&[("rows", empty_list), ("profile", empty_list)]),
+            tool("Applies the rules to `rows`.", apply).reads(&[("rows", empty_list), ("profile", empty_list)]),
         )
         .register(
             "assess_quality",
-            FnTool::inline(
+            tool(
                 "Ends when at most `max_anomalies` remain, else loops back to `detect`.",
-                |s, _| assess(s),
+                assess,
             )
             .may_jump_to(&["detect"]),
         );
@@ -307,6 +328,7 @@ fn profile(state: &State) -> Result<Outcome, ToolError> {
 /// an earlier row.
 fn anomalies(rows: &[Map<String, Value>], columns: &[Column]) -> Vec<Value> {
     let mut found = Vec::new();
+    let mut seen = HashSet::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         for column in columns {
             let value = row.get(&column.name);
@@ -324,11 +346,44 @@ fn anomalies(rows: &[Map<String, Value>], columns: &[Column]) -> Vec<Value> {
                 }
             }
         }
-        if rows[..i].contains(row) {
+        if !seen.insert(row_key(row)) {
             found.push(json!({"row": i, "kind": "duplicate"}));
         }
     }
     found
+}
+
+/// A row as text that two rows share exactly when they are equal as JSON (objects compare
+/// whatever the order of their keys): duplicates are found through a set, in linear time.
+fn row_key(row: &Map<String, Value>) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(fields) => {
+                let mut keys: Vec<&String> = fields.keys().collect();
+                keys.sort();
+                out.push('{');
+                for key in keys {
+                    out.push_str(&Value::from(key.as_str()).to_string());
+                    out.push(':');
+                    write(&fields[key], out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for item in items {
+                    write(item, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(&Value::Object(row.clone()), &mut out);
+    out
 }
 
 fn detect(state: &State) -> Result<Outcome, ToolError> {
@@ -406,15 +461,10 @@ fn apply_rule(rows: &mut Vec<Map<String, Value>>, rule: &Value) -> usize {
             }
         }
         Some("drop_duplicates") => {
-            let mut kept: Vec<Map<String, Value>> = Vec::with_capacity(rows.len());
-            for row in rows.drain(..) {
-                if kept.contains(&row) {
-                    changed += 1;
-                } else {
-                    kept.push(row);
-                }
-            }
-            *rows = kept;
+            let mut seen = HashSet::with_capacity(rows.len());
+            let before = rows.len();
+            rows.retain(|row| seen.insert(row_key(row)));
+            changed += before - rows.len();
         }
         _ => {}
     }
@@ -475,10 +525,51 @@ mod tests {
     use super::*;
     use crate::engine::{testing::run_spec, RunEnd};
 
+    #[test]
+    fn rows_are_the_same_key_exactly_when_they_are_equal() {
+        let row = |value: Value| value.as_object().unwrap().clone();
+        let a = row(json!({"x": 1, "y": {"p": [1, "a"], "q": null}}));
+        let reordered = row(json!({"y": {"q": null, "p": [1, "a"]}, "x": 1}));
+        assert_eq!(a, reordered);
+        assert_eq!(row_key(&a), row_key(&reordered));
+        for other in [
+            json!({"x": 1.0, "y": {"p": [1, "a"], "q": null}}),
+            json!({"x": "1", "y": {"p": [1, "a"], "q": null}}),
+            json!({"x": 1, "y": {"p": ["a", 1], "q": null}}),
+            json!({"x": 1}),
+        ] {
+            let other = row(other);
+            assert_ne!(a, other);
+            assert_ne!(row_key(&a), row_key(&other), "{other:?}");
+        }
+    }
+
     async fn run(state: Value) -> RunEnd {
         let mut registry = Registry::new();
-        register(&mut registry);
+        register(&mut registry, &CpuPool::new(1));
         run_spec(&registry, &preset_spec(), state).await
+    }
+
+    #[tokio::test]
+    async fn a_large_table_is_cleaned_on_the_pool_with_duplicates_found_in_one_pass() {
+        // 5,000 rows, each of the first 2,500 repeated once: above the inline bound.
+        let rows: Vec<Value> = (0..5_000).map(|i| json!({"id": i % 2_500, "city": "Oslo"})).collect();
+        let end = run(json!({"table": rows})).await;
+        let state = &end.state;
+        let duplicates = state["anomalies"]
+            .as_array()
+            .map_or(0, |found| found.iter().filter(|a| a["kind"] == "duplicate").count());
+        assert_eq!(end.status, weft_app::wire::RunStatus::Completed);
+        assert_eq!(state["rows"].as_array().map(Vec::len), Some(2_500));
+        assert_eq!(state["verdict"], "clean");
+        assert_eq!(
+            state["table"].as_array().map(Vec::len),
+            Some(5_000),
+            "the input is never modified"
+        );
+        // One detect pass found every repeat; applying the rule left none.
+        assert_eq!(duplicates, 2_500);
+        assert_eq!(state["remaining_anomalies"], 0);
     }
 
     #[test]

@@ -20,8 +20,8 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     code_review::register(&mut registry, pool);
-    summarize::register(&mut registry);
-    data_quality::register(&mut registry);
+    summarize::register(&mut registry, pool);
+    data_quality::register(&mut registry, pool);
     registry.register("script", script::ScriptTool::new(pool.clone()));
     #[cfg(feature = "test-hooks")]
     test_hooks::register(&mut registry);

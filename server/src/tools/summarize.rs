@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use weft_app::wire::State;
 
-use crate::engine::tool::{FnTool, Next, Outcome, Registry, ToolError};
+use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
 
 /// The summary's length limit when the state gives none, in characters.
 pub const DEFAULT_MAX_CHARS: u64 = 300;
@@ -53,33 +53,49 @@ pub fn example_input() -> Value {
     })
 }
 
-/// Registers the preset's four tools.
-pub fn register(registry: &mut Registry) {
+/// Texts of at least this many bytes are summarized on the CPU pool, shorter ones inline.
+pub const INLINE_BELOW_BYTES: usize = 64 * 1024;
+
+/// The bytes of text a call reads.
+fn text_bytes(state: &State) -> usize {
+    ["text", "summary"]
+        .iter()
+        .filter_map(|key| state.get(*key).and_then(Value::as_str))
+        .map(str::len)
+        .sum()
+}
+
+/// Registers the preset's four tools; long texts are worked on `pool`.
+pub fn register(registry: &mut Registry, pool: &CpuPool) {
+    let heavy = Heavy {
+        weigh: text_bytes,
+        threshold: INLINE_BELOW_BYTES,
+    };
+    let tool = |description: &str, run: fn(&State) -> Result<Outcome, ToolError>| {
+        FnTool::on_pool_when(description, pool.clone(), heavy, move |state, _, _| run(state))
+    };
     registry
         .register(
             "split_text",
-            FnTool::inline(
+            tool(
                 "Splits `text` into sentences and groups them into chunks of about `chunk_chars`.",
-                |s, _| split(s),
+                split,
             ),
         )
         .register(
             "summarize_chunks",
-            FnTool::inline("Keeps the heavier half of each chunk's sentences, in order.", |s, _| {
-                summarize(s)
-            })
-            .reads(&[("chunks", empty_list)]),
+            tool("Keeps the heavier half of each chunk's sentences, in order.", summarize)
+                .reads(&[("chunks", empty_list)]),
         )
         .register(
             "merge_summaries",
-            FnTool::inline("Joins the chunk summaries into `summary`.", |s, _| merge(s))
-                .reads(&[("chunk_summaries", empty_list)]),
+            tool("Joins the chunk summaries into `summary`.", merge).reads(&[("chunk_summaries", empty_list)]),
         )
         .register(
             "refine_summary",
-            FnTool::inline(
+            tool(
                 "Ends when `summary` fits `max_chars`, else drops its lightest sentence and loops.",
-                |s, _| refine(s),
+                refine,
             )
             .reads(&[("summary", || Value::from(""))])
             .may_jump_to(&["refine"]),
@@ -290,7 +306,7 @@ mod tests {
 
     async fn run(state: Value) -> RunEnd {
         let mut registry = Registry::new();
-        register(&mut registry);
+        register(&mut registry, &CpuPool::new(1));
         run_spec(&registry, &preset_spec(), state).await
     }
 
