@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     ids::{GraphId, RunId},
-    runner::{Runner, StartRun},
+    runner::{Runner, RunnerError, StartRun},
     store::RunFilter,
 };
 
@@ -67,11 +67,17 @@ pub async fn run_graph(
             retry_after: 1,
         });
     }
+    // The log is read back from the store: a run never keeps its log in memory.
+    let log = runner
+        .store()
+        .run_log(&started.run_id)
+        .await
+        .map_err(RunnerError::from)?;
     Ok(Json(RunFinished {
         run_id,
         status: finished.status,
         state: finished.state,
-        log: finished.log,
+        log,
         error: finished.error,
     })
     .into_response())

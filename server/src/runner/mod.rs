@@ -135,8 +135,6 @@ pub struct Finished {
     pub status: RunStatus,
     /// The final state.
     pub state: State,
-    /// Every log line.
-    pub log: Vec<String>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -517,7 +515,6 @@ impl Runner {
                 publisher,
                 seq: last_seq,
                 announced,
-                log: Vec::new(),
                 held: Vec::new(),
                 shutdown: shutdown.clone(),
             };
@@ -625,8 +622,6 @@ struct RunSink {
     seq: u64,
     /// The step whose "[RUNNING]" line was logged before a restart, not to be repeated.
     announced: Option<u64>,
-    /// The run's log lines, for the `wait: true` answer.
-    log: Vec<String>,
     /// Events numbered but not yet written: the last step, until the run's end joins it.
     held: Vec<Held>,
     /// Raised at shutdown: the run stops after the step it is in.
@@ -662,7 +657,6 @@ const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// An event held back to be written with the next one.
 struct Held {
     record: EventRecord,
-    lines: Vec<String>,
     live: LiveEvent,
 }
 
@@ -677,13 +671,12 @@ impl RunSink {
         effect: RunEffect,
     ) -> Result<(), StoreError> {
         self.hold(event, lines, effect)?;
-        let (records, published): (Vec<EventRecord>, Vec<(Vec<String>, LiveEvent)>) = std::mem::take(&mut self.held)
+        let (records, published): (Vec<EventRecord>, Vec<LiveEvent>) = std::mem::take(&mut self.held)
             .into_iter()
-            .map(|held| (held.record, (held.lines, held.live)))
+            .map(|held| (held.record, held.live))
             .unzip();
         self.write(records).await?;
-        for (lines, live) in published {
-            self.log.extend(lines);
+        for live in published {
             self.publisher.publish(live);
         }
         Ok(())
@@ -728,7 +721,6 @@ impl RunSink {
                 event: text.clone(),
                 effect,
             },
-            lines: lines.to_vec(),
             live: LiveEvent { seq, end, text },
         });
         self.seq = seq;
@@ -774,12 +766,7 @@ impl RunSink {
             }
             Err(err) => tracing::error!(run_id = %self.run_id, error = %err, "refused to end a run"),
         }
-        Finished {
-            status,
-            state,
-            log: self.log,
-            error,
-        }
+        Finished { status, state, error }
     }
 
     /// Writes the held events (a run's ending, with its last step), retrying with backoff
@@ -805,7 +792,6 @@ impl RunSink {
             }
         }
         for held in std::mem::take(&mut self.held) {
-            self.log.extend(held.lines);
             self.publisher.publish(held.live);
         }
     }
@@ -817,7 +803,6 @@ impl RunSink {
         Finished {
             status: RunStatus::Queued,
             state: State::new(),
-            log: self.log,
             error: None,
         }
     }
@@ -826,7 +811,6 @@ impl RunSink {
         Finished {
             status: RunStatus::Failed,
             state: State::new(),
-            log: self.log,
             error: Some(why.to_owned()),
         }
     }
