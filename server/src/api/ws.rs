@@ -27,7 +27,7 @@ use weft_app::wire::{ErrorEvent, RunEvent};
 use super::{docs::BadRequest, error::ApiError};
 use crate::{
     ids::RunId,
-    runner::{end_event, EventPages, Runner},
+    runner::{end_event, Replay, Runner},
     store::{StoreError, StoredRun},
 };
 
@@ -148,10 +148,10 @@ async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
         .map_err(|_| StreamError::Gone)
 }
 
-/// Sends every stored event after `last`; answers the new `last`, and whether the run's
-/// `end` was among them.
-async fn replay(runner: &Runner, run_id: &RunId, last: u64, sender: &mut Sender) -> Result<(u64, bool), StreamError> {
-    let mut pages = EventPages::after(runner.store().as_ref(), run_id, last);
+/// Sends every stored event after `last` (each step with its state, rebuilt from the
+/// store); answers the new `last`, and whether the run's `end` was among them.
+async fn replay(runner: &Runner, run: &StoredRun, last: u64, sender: &mut Sender) -> Result<(u64, bool), StreamError> {
+    let mut pages = Replay::after(runner.store().as_ref(), run, last).await?;
     while let Some(page) = pages.next().await? {
         for event in page {
             let (seq, end) = (event.seq, event.kind == "end");
@@ -161,7 +161,7 @@ async fn replay(runner: &Runner, run_id: &RunId, last: u64, sender: &mut Sender)
             }
         }
     }
-    Ok((pages.last(), false))
+    Ok((pages.last().max(last), false))
 }
 
 /// Ends a stream whose run's `end` is not stored (runs recorded before it was).
@@ -178,7 +178,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
         });
         return send(sender, serde_json::to_string(&event).unwrap_or_default()).await;
     };
-    let (mut last, ended) = replay(runner, run_id, since, sender).await?;
+    let (mut last, ended) = replay(runner, &run, since, sender).await?;
     if ended {
         return Ok(());
     }
@@ -188,7 +188,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
         let mut run = run;
         while !run.status.is_terminal() {
             tokio::time::sleep(POLL_EVERY).await;
-            let (seen, ended) = replay(runner, run_id, last, sender).await?;
+            let (seen, ended) = replay(runner, &run, last, sender).await?;
             if ended {
                 return Ok(());
             }
@@ -199,7 +199,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
                 .await?
                 .ok_or(StoreError::Corrupt("run vanished".into()))?;
         }
-        if replay(runner, run_id, last, sender).await?.1 {
+        if replay(runner, &run, last, sender).await?.1 {
             return Ok(());
         }
         return send_end(runner, &run, sender).await;
@@ -208,7 +208,8 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
     loop {
         match live.recv().await {
             Ok(event) if event.seq <= last => {}
-            Ok(event) if event.seq == last + 1 => {
+            // A step published without its state (nobody listened then) is read from the store.
+            Ok(event) if event.seq == last + 1 && event.full => {
                 last = event.seq;
                 send(sender, event.text.clone()).await?;
                 if event.end {
@@ -217,7 +218,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
             }
             // A gap (we fell behind, or the channel dropped what we had not read): the store has it all.
             Ok(_) | Err(RecvError::Lagged(_)) => {
-                let (seen, ended) = replay(runner, run_id, last, sender).await?;
+                let (seen, ended) = replay(runner, &run, last, sender).await?;
                 if ended {
                     return Ok(());
                 }
@@ -225,7 +226,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
             }
             Err(RecvError::Closed) => {
                 // The run's task is gone; the store has the rest, including how it ended.
-                if replay(runner, run_id, last, sender).await?.1 {
+                if replay(runner, &run, last, sender).await?.1 {
                     return Ok(());
                 }
                 let run = runner

@@ -24,6 +24,10 @@ pub struct LiveEvent {
     pub seq: u64,
     /// Whether this is the run's last event.
     pub end: bool,
+    /// Whether `text` is the event as clients get it. A step published while nobody was
+    /// listening is left without its state (it would have been serialized for no one); a
+    /// subscriber that gets one anyway reads that step from the store.
+    pub full: bool,
     /// The JSON text sent to clients.
     pub text: String,
 }
@@ -91,6 +95,11 @@ impl Hub {
 }
 
 impl Publisher {
+    /// Whether anyone subscribes to the run's events now.
+    pub fn listening(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     /// Sends a committed event to every subscriber (none listening is fine).
     pub fn publish(&self, event: LiveEvent) {
         let _ = self.sender.send(Arc::new(event));
@@ -146,6 +155,7 @@ mod tests {
         publisher.publish(LiveEvent {
             seq: 1,
             end: false,
+            full: true,
             text: "one".into(),
         });
         assert!(hub.cancel(&run));

@@ -7,7 +7,10 @@
 //! store could lose.
 
 pub mod hub;
+mod replay;
 mod views;
+
+pub use self::replay::{EventPages, Replay};
 
 use std::{
     collections::HashMap,
@@ -21,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
-use serde::{ser::SerializeMap, Deserialize, Serialize};
+use serde::{ser::SerializeMap, Serialize};
 use serde_json::{value::RawValue, Value};
 use weft_app::wire::{
     EndEvent, NodeFailedEvent, NodeStartedEvent, PresetInfo, Problem, RunEvent, RunQueuedEvent, RunStartedEvent,
@@ -38,10 +41,7 @@ use crate::{
     },
     ids::{GraphId, OwnerId, RunId},
     lifecycle::Transition,
-    store::{
-        now_millis, EventRecord, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph,
-        StoredRun,
-    },
+    store::{now_millis, EventRecord, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredGraph, StoredRun},
     tools::presets,
 };
 
@@ -414,6 +414,8 @@ impl Runner {
             graph_id: request.graph_id.to_string(),
         });
         let status = if full { RunStatus::Queued } else { RunStatus::Running };
+        let initial_state = state_text(&request.initial_state);
+        let state_bytes = initial_state.len();
         self.store
             .insert_run(NewRun {
                 id: run_id.clone(),
@@ -422,14 +424,20 @@ impl Runner {
                 event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
                 graph_id: request.graph_id,
                 status,
-                initial_state: state_text(&request.initial_state),
+                initial_state,
                 next_node: graph.node(start).name.clone(),
                 max_steps,
                 created_at: now_millis(),
             })
             .await?;
         let checkpoint = Checkpoint::start(&graph, request.initial_state);
-        let finished = self.spawn(run_id.clone(), graph, checkpoint, max_steps, Resume::No { status });
+        let finished = self.spawn(
+            run_id.clone(),
+            graph,
+            checkpoint,
+            max_steps,
+            Resume::No { status, state_bytes },
+        );
         Ok(Started { run_id, finished })
     }
 
@@ -492,11 +500,11 @@ impl Runner {
         max_steps: u32,
         resume: Resume,
     ) -> tokio::task::JoinHandle<Finished> {
-        let (last_seq, announced, status) = match resume {
-            // A new run has its `run_queued` event.
-            Resume::No { status } => (1, None, status),
-            // A claimed run was handed back to `queued`.
-            Resume::Yes { last_seq, announced } => (last_seq, announced, RunStatus::Queued),
+        let (last_seq, announced, status, initial_bytes) = match resume {
+            // A new run has its `run_queued` event, and its initial state stored whole.
+            Resume::No { status, state_bytes } => (1, None, status, state_bytes),
+            // A claimed run was handed back to `queued`; its first step is a snapshot.
+            Resume::Yes { last_seq, announced } => (last_seq, announced, RunStatus::Queued, 0),
         };
         // Registered before the task starts, so a subscriber never misses the run.
         let publisher = self.hub.register(&run_id);
@@ -517,6 +525,8 @@ impl Runner {
                 announced,
                 held: Vec::new(),
                 shutdown: shutdown.clone(),
+                snapshot_bytes: initial_bytes,
+                unsnapshotted: 0,
             };
             // Wait for a slot, unless the run is cancelled while it waits.
             let slot = tokio::select! {
@@ -577,8 +587,8 @@ fn state_text(state: &State) -> String {
 /// Whether a run starts fresh or goes on after a restart.
 #[derive(Debug, Clone, Copy)]
 enum Resume {
-    /// A new run, stored with this status.
-    No { status: RunStatus },
+    /// A new run, stored with this status and an initial state of this size.
+    No { status: RunStatus, state_bytes: usize },
     Yes {
         /// The number of its last recorded event.
         last_seq: u64,
@@ -626,6 +636,11 @@ struct RunSink {
     held: Vec<Held>,
     /// Raised at shutdown: the run stops after the step it is in.
     shutdown: CancellationToken,
+    /// The size of the last state stored whole (a snapshot, or the initial state); 0 when
+    /// unknown, which makes the next step a snapshot.
+    snapshot_bytes: usize,
+    /// The bytes of updates stored since then.
+    unsnapshotted: usize,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -654,6 +669,16 @@ const STORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(
 /// The longest pause between two tries.
 const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// An event serialized for the store and for live subscribers.
+struct Texts {
+    /// As stored.
+    stored: String,
+    /// As published, when that differs (a step stored without its state).
+    live: Option<String>,
+    /// Whether it is a step stored with its whole state.
+    snapshot: bool,
+}
+
 /// An event held back to be written with the next one.
 struct Held {
     record: EventRecord,
@@ -671,6 +696,11 @@ impl RunSink {
         effect: RunEffect,
     ) -> Result<(), StoreError> {
         self.hold(event, lines, effect)?;
+        self.flush().await
+    }
+
+    /// Writes every held event in one transaction, then publishes them.
+    async fn flush(&mut self) -> Result<(), StoreError> {
         let (records, published): (Vec<EventRecord>, Vec<LiveEvent>) = std::mem::take(&mut self.held)
             .into_iter()
             .map(|held| (held.record, held.live))
@@ -706,22 +736,45 @@ impl RunSink {
         lines: &[String],
         effect: RunEffect,
     ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let texts = Texts {
+            stored: text,
+            live: None,
+            snapshot: false,
+        };
+        self.hold_texts((event.kind(), event.node()), lines, effect, texts)
+    }
+
+    /// [`RunSink::hold`] for an event already serialized.
+    fn hold_texts(
+        &mut self,
+        (kind, node): (&'static str, Option<&str>),
+        lines: &[String],
+        effect: RunEffect,
+        texts: Texts,
+    ) -> Result<(), StoreError> {
         let seq = self.seq + 1;
         let end = matches!(effect, RunEffect::Ended { .. });
-        let text = serde_json::to_string(event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         let log = serde_json::to_string(lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        // Subscribers get the whole event; a step stored without its state is published
+        // without it only when nobody was listening (see `LiveEvent::full`).
+        let (text, full) = match texts.live {
+            Some(live) => (live, true),
+            None => (texts.stored.clone(), kind != "step" || texts.snapshot),
+        };
         self.held.push(Held {
             record: EventRecord {
                 run_id: self.run_id.clone(),
                 owner: self.owner.clone(),
                 seq,
-                kind: event.kind(),
-                node: event.node().map(str::to_owned),
+                kind,
+                node: node.map(str::to_owned),
                 log,
-                event: text.clone(),
+                event: texts.stored,
+                snapshot: texts.snapshot,
                 effect,
             },
-            live: LiveEvent { seq, end, text },
+            live: LiveEvent { seq, end, full, text },
         });
         self.seq = seq;
         Ok(())
@@ -870,19 +923,33 @@ impl StepSink for RunSink {
 
     async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
         let lines: Vec<String> = step.notes.iter().map(|note| format!("{}: {note}", step.node)).collect();
-        // Serialized once each; the event then copies the text as it is.
-        let state = raw(step.state)?;
         let update = raw(&Pick {
             state: step.state,
             keys: step.changed,
         })?;
-        let event: RunEvent<&RawValue> = RunEvent::Step(StepEvent {
+        // The store keeps the update; the whole state only once the updates since the last
+        // snapshot add up to that snapshot's size, so storage stays proportional to the
+        // updates and rebuilding a state folds at most about one state's worth of them.
+        let snapshot = self.unsnapshotted + update.get().len() >= self.snapshot_bytes;
+        let listening = self.publisher.listening();
+        let state = if snapshot || listening {
+            Some(raw(step.state)?)
+        } else {
+            None
+        };
+        if snapshot {
+            self.snapshot_bytes = state.as_ref().map_or(0, |state| state.get().len());
+            self.unsnapshotted = 0;
+        } else {
+            self.unsnapshotted += update.get().len();
+        }
+        let mut event: RunEvent<Option<&RawValue>> = RunEvent::Step(StepEvent {
             run_id: self.run_id.to_string(),
             seq: self.seq + 1,
             step: step.step,
             node: step.node.to_owned(),
-            state: &state,
-            update: &update,
+            state: None,
+            update: Some(&update),
             attempt: step.attempt,
             log: format!("[RUNNING] {}", step.node),
             notes: step.notes.to_vec(),
@@ -891,21 +958,46 @@ impl StepSink for RunSink {
             duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
             error: step.error.map(str::to_owned),
         });
+        let text = |event: &RunEvent<Option<&RawValue>>| {
+            serde_json::to_string(event).map_err(|err| SinkError(err.to_string()))
+        };
+        // Without its state, as stored between snapshots.
+        let lite = if snapshot { None } else { Some(text(&event)?) };
+        // With it, as stored in a snapshot and as subscribers get it.
+        let whole = match (&mut event, state.as_deref()) {
+            (RunEvent::Step(step_event), Some(state)) => {
+                step_event.state = Some(state);
+                Some(text(&event)?)
+            }
+            _ => None,
+        };
+        let texts = match lite {
+            None => Texts {
+                stored: whole.unwrap_or_default(),
+                live: None,
+                snapshot: true,
+            },
+            Some(lite) => Texts {
+                stored: lite,
+                live: whole,
+                snapshot: false,
+            },
+        };
         let effect = RunEffect::Checkpoint {
             step_count: step.step,
             next_node: step.next.map(str::to_owned),
         };
+        self.hold_texts(("step", Some(step.node)), &lines, effect, texts)
+            .map_err(sink_error)?;
         let cancel = self.publisher.cancel_requested();
         if step.next.is_some() && !cancel && self.shutdown.is_cancelled() {
             // Shutting down: this step is committed, and the run stops here.
-            self.emit(&event, &lines, effect).await.map_err(sink_error)?;
+            self.flush().await.map_err(sink_error)?;
             return Err(SinkError("the server is shutting down".into()));
         }
-        if step.next.is_none() || cancel {
-            // The run ends after this step: it is written with the ending, in one commit.
-            self.hold(&event, &lines, effect).map_err(sink_error)?;
-        } else {
-            self.emit(&event, &lines, effect).await.map_err(sink_error)?;
+        // A run that ends after this step writes it with its ending, in one commit.
+        if step.next.is_some() && !cancel {
+            self.flush().await.map_err(sink_error)?;
         }
         Ok(if cancel { Control::Cancel } else { Control::Continue })
     }
@@ -950,9 +1042,6 @@ pub async fn end_event(store: &dyn Store, run: &StoredRun) -> Result<String, Sto
     serde_json::to_string(&event).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
-/// Events read from the store per query when reading a run's events.
-const EVENT_PAGE: u32 = 256;
-
 impl Runner {
     /// A page of runs, newest first.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<StoredRun>, Option<RunId>), RunnerError> {
@@ -968,7 +1057,7 @@ impl Runner {
         let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("stored event: {err}"));
         let mut events = Vec::new();
         let mut ended = false;
-        let mut pages = EventPages::after(self.store.as_ref(), &run.id, 0);
+        let mut pages = Replay::after(self.store.as_ref(), run, 0).await?;
         while let Some(page) = pages.next().await? {
             for event in page {
                 ended |= event.kind == "end";
@@ -983,61 +1072,13 @@ impl Runner {
     }
 }
 
-/// A run's stored events after a given one, read a page at a time.
-pub struct EventPages<'a> {
-    store: &'a dyn Store,
-    id: &'a RunId,
-    last: u64,
-    done: bool,
-}
-
-impl<'a> EventPages<'a> {
-    /// The events of run `id` after the one numbered `after` (0: all of them).
-    pub fn after(store: &'a dyn Store, id: &'a RunId, after: u64) -> Self {
-        Self {
-            store,
-            id,
-            last: after,
-            done: false,
-        }
-    }
-
-    /// The next page of events, in order, or `None` once all have been read.
-    pub async fn next(&mut self) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        if self.done {
-            return Ok(None);
-        }
-        let page = self.store.events_after(self.id, self.last, EVENT_PAGE).await?;
-        self.done = page.len() < EVENT_PAGE as usize;
-        match page.last() {
-            Some(event) => self.last = event.seq,
-            None => return Ok(None),
-        }
-        Ok(Some(page))
-    }
-
-    /// The number of the last event read (or the one the pages started after).
-    pub fn last(&self) -> u64 {
-        self.last
-    }
-}
-
-/// The state of a stored run, as JSON text: final once ended, else after its latest step.
+/// The state of a stored run, as JSON text: final once ended, else after its latest step
+/// (rebuilt from its latest snapshot and the updates after it).
 pub async fn current_state(store: &dyn Store, run: &StoredRun) -> Result<Box<RawValue>, StoreError> {
     let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("run state: {err}"));
     if let Some(state) = &run.final_state {
         return RawValue::from_string(state.clone()).map_err(corrupt);
     }
-    match store.last_step(&run.id).await? {
-        Some(step) => {
-            #[derive(Deserialize)]
-            struct WithState<'a> {
-                #[serde(borrow)]
-                state: &'a RawValue,
-            }
-            let event: WithState<'_> = serde_json::from_str(&step.event).map_err(corrupt)?;
-            Ok(event.state.to_owned())
-        }
-        None => RawValue::from_string(run.initial_state.clone()).map_err(corrupt),
-    }
+    let state = Replay::state_after(store, run, run.last_seq).await?;
+    serde_json::value::to_raw_value(&state).map_err(corrupt)
 }

@@ -143,8 +143,11 @@ pub struct EventRecord {
     pub node: Option<String>,
     /// The event's log lines, as a JSON array.
     pub log: String,
-    /// The event as streamed, JSON text.
+    /// The event as stored, JSON text: as streamed, except that a `step` event that is
+    /// no snapshot holds `"state": null` (its state is rebuilt from its `update`).
     pub event: String,
+    /// Whether it is a `step` event holding the whole state after it.
+    pub snapshot: bool,
     /// What it does to the run's record.
     pub effect: RunEffect,
 }
@@ -226,8 +229,9 @@ pub trait Store: Send + Sync + 'static {
     async fn run_log(&self, id: &RunId) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` events of a run after `after_seq`, in order.
     async fn events_after(&self, id: &RunId, after_seq: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
-    /// The latest `step` event of a run.
-    async fn last_step(&self, id: &RunId) -> Result<Option<StoredEvent>, StoreError>;
+    /// The latest `step` event holding the whole state (a snapshot) numbered `at_most` or
+    /// lower.
+    async fn latest_snapshot(&self, id: &RunId, at_most: u64) -> Result<Option<StoredEvent>, StoreError>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError>;
     /// Claims for `owner`, until `lease_until`, every run not ended whose lease expired

@@ -176,7 +176,17 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.owner.as_str(),
                 run.lease_until
             ])?;
-            insert_event(conn, &run.id, 1, "run_queued", None, "[]", &run.event, run.status)?;
+            insert_event(
+                conn,
+                &run.id,
+                1,
+                "run_queued",
+                None,
+                "[]",
+                &run.event,
+                run.status,
+                false,
+            )?;
         }
         Write::Event(event) => apply_event(conn, event)?,
         Write::Events(events) => {
@@ -198,9 +208,11 @@ fn insert_event(
     log: &str,
     event: &str,
     status: RunStatus,
+    snapshot: bool,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO run_events (run_id, seq, kind, node, status, log, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO run_events (run_id, seq, kind, node, status, log, event, snapshot) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         run_id.as_str(),
@@ -209,7 +221,8 @@ fn insert_event(
         node.unwrap_or(""),
         status.as_str(),
         log,
-        event
+        event,
+        snapshot
     ])?;
     Ok(())
 }
@@ -287,6 +300,7 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         &event.log,
         &event.event,
         status,
+        event.snapshot,
     )?;
     Ok(())
 }
@@ -391,11 +405,13 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn last_step(&self, id: &RunId) -> Result<Option<StoredEvent>, StoreError> {
+    async fn latest_snapshot(&self, id: &RunId, at_most: u64) -> Result<Option<StoredEvent>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, kind, event FROM run_events WHERE run_id = ? AND kind = 'step' ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, kind, event FROM run_events WHERE run_id = ? AND snapshot = 1 AND seq <= ? \
+             ORDER BY seq DESC LIMIT 1",
         )
         .bind(id.as_str())
+        .bind(as_i64(at_most))
         .fetch_optional(&self.reads)
         .await?;
         row.as_ref().map(event_from_row).transpose()
@@ -549,6 +565,7 @@ mod tests {
             node: Some("a".into()),
             log: format!(r#"["[RUNNING] a","step {step}"]"#),
             event: format!(r#"{{"seq":{seq}}}"#),
+            snapshot: step % 2 == 0,
             effect: RunEffect::Checkpoint {
                 step_count: step,
                 next_node: next.map(str::to_owned),
@@ -603,6 +620,7 @@ mod tests {
                 node: None,
                 log: "[]".into(),
                 event: r#"{"seq":4}"#.into(),
+                snapshot: false,
                 effect: RunEffect::Ended {
                     transition: Transition::new(RunStatus::Running, RunStatus::Completed).unwrap(),
                     final_state: r#"{"n":2}"#.into(),
@@ -612,8 +630,9 @@ mod tests {
             })
             .await
             .unwrap();
-        // The latest step is still step 2, whatever came after it.
-        assert_eq!(store.last_step(&run).await.unwrap().unwrap().seq, 3);
+        // Step 2 (event 3) is the latest snapshot, whatever came after it; step 1 is none.
+        assert_eq!(store.latest_snapshot(&run, 10).await.unwrap().unwrap().seq, 3);
+        assert_eq!(store.latest_snapshot(&run, 2).await.unwrap(), None);
         let stored = store.run(&run).await.unwrap().unwrap();
         assert_eq!((stored.status, stored.last_seq), (RunStatus::Completed, 4));
         assert_eq!(stored.final_state.as_deref(), Some(r#"{"n":2}"#));
@@ -657,6 +676,7 @@ mod tests {
             node: None,
             log: "[]".into(),
             event: format!(r#"{{"seq":{seq}}}"#),
+            snapshot: false,
             effect: RunEffect::Ended {
                 transition: Transition::new(RunStatus::Running, status).unwrap(),
                 final_state: r#"{"n":1}"#.into(),
