@@ -162,20 +162,21 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
         }
         Write::Run(run) => {
             conn.prepare_cached(
-                "INSERT INTO runs (id, graph_id, status, initial_state, next_node, step_count, max_steps, \
-                 created_at, updated_at, owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8, ?9)",
+                "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, \
+                 created_at, updated_at, owner, lease_until) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8)",
             )?
             .execute(params![
                 run.id.as_str(),
                 run.graph_id.as_str(),
                 run.status.as_str(),
-                run.initial_state,
                 run.next_node,
                 i64::from(run.max_steps),
                 run.created_at,
                 run.owner.as_str(),
                 run.lease_until
             ])?;
+            conn.prepare_cached("INSERT INTO run_inputs (run_id, initial_state) VALUES (?1, ?2)")?
+                .execute(params![run.id.as_str(), run.initial_state])?;
             insert_event(
                 conn,
                 &run.id,
@@ -332,7 +333,8 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, graph_id, status, initial_state, final_state, next_node, step_count, max_steps, \
+const RUN_COLUMNS: &str = "id, graph_id, status, \
+                           (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
                            error, created_at, finished_at, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
