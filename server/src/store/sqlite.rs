@@ -567,7 +567,7 @@ mod tests {
             node: Some("a".into()),
             log: format!(r#"["[RUNNING] a","step {step}"]"#),
             event: format!(r#"{{"seq":{seq}}}"#),
-            snapshot: step % 2 == 0,
+            snapshot: step.is_multiple_of(2),
             effect: RunEffect::Checkpoint {
                 step_count: step,
                 next_node: next.map(str::to_owned),
