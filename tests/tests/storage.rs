@@ -58,3 +58,33 @@ async fn a_100_step_run_over_a_100_kb_state_stores_well_under_5_mb() {
     assert_eq!(detailed[99]["state"]["count"], 100);
     assert_eq!(detailed[41]["state"], json!({"blob": blob, "count": 42}));
 }
+
+#[tokio::test]
+async fn a_code_review_s_steps_stream_their_rebuilt_states() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(json!({"preset": "code_review"})).await;
+    // About 40 lines with a few issues: five steps, one pass.
+    let code: String = (0..8)
+        .map(|i| format!("def f{i}(a, b):\n    # TODO: check {i}\n    if a > b:\n        return a\n    return b\n"))
+        .collect();
+    let before = database_bytes(&app.database);
+    let body = app.run_and_wait(&graph, json!({"code": code})).await;
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["state"]["issues_count"], 8);
+    // Mostly SQLite's page-sized WAL frames (a few 4 KiB pages a commit), printed for
+    // docs/benchmarks.md.
+    println!(
+        "database growth for a 40-line Code Review: {} bytes",
+        database_bytes(&app.database) - before
+    );
+    let run_id = body["run_id"].as_str().unwrap();
+    let messages = app.stream(run_id, "").await.unwrap();
+    let steps: Vec<_> = messages.iter().filter(|m| m["type"] == "step").collect();
+    assert_eq!(steps.len(), 5);
+    assert_eq!(
+        steps[4]["state"], body["state"],
+        "the last step's state, rebuilt, is the final state"
+    );
+    assert_eq!(steps[0]["state"]["functions"].as_array().map(Vec::len), Some(8));
+    assert!(steps[0]["state"].get("issues").is_none(), "each step's own state");
+}
