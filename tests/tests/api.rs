@@ -137,6 +137,33 @@ async fn a_failing_node_fails_the_run_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_tool_that_panics_fails_its_run_durably_with_the_last_checkpoint() {
+    let app = spawn_app().await;
+    let graph = app
+        .create_graph(json!({
+            "nodes": [{"id": "count", "tool": "increment"}, {"id": "boom", "tool": "panic"}],
+            "edges": [{"from": "count", "to": "boom"}]
+        }))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["error"], "the run crashed");
+    // Stored so: the run is not left `running`, and its state is its last checkpoint.
+    let (_, stored) = app
+        .get(&format!("/graph/state/{}", body["run_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["error"], "the run crashed");
+    assert_eq!(stored["state"], json!({"count": 1}));
+    assert_eq!(stored["steps"], 1);
+    assert_eq!(
+        stored["log"].as_array().unwrap().last().unwrap(),
+        "[FAILED] the run crashed"
+    );
+    assert_eq!(app.get("/health").await.0, 200);
+}
+
+#[tokio::test]
 async fn bad_code_review_input_fails_the_run_not_the_server() {
     let app = spawn_app().await;
     let graph = app.create_graph(json!({"preset": "code_review"})).await;

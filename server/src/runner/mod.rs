@@ -416,28 +416,30 @@ impl Runner {
         let status = if full { RunStatus::Queued } else { RunStatus::Running };
         let initial_state = state_text(&request.initial_state);
         let state_bytes = initial_state.len();
-        self.store
-            .insert_run(NewRun {
-                id: run_id.clone(),
-                owner: self.owner.clone(),
-                lease_until: self.leases.until_from_now(),
-                event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-                graph_id: request.graph_id,
-                status,
-                initial_state,
-                next_node: graph.node(start).name.clone(),
-                max_steps,
-                created_at: now_millis(),
-            })
-            .await?;
-        let checkpoint = Checkpoint::start(&graph, request.initial_state);
-        let finished = self.spawn(
-            run_id.clone(),
-            graph,
-            checkpoint,
+        let new_run = NewRun {
+            id: run_id.clone(),
+            owner: self.owner.clone(),
+            lease_until: self.leases.until_from_now(),
+            event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            graph_id: request.graph_id,
+            status,
+            initial_state,
+            next_node: graph.node(start).name.clone(),
             max_steps,
-            Resume::No { status, state_bytes },
-        );
+            created_at: now_millis(),
+        };
+        // All or nothing: storing the run and starting its task happen in a task of their
+        // own, which finishes even if the request that asked for them is dropped midway,
+        // so a stored run always has a task executing it.
+        let runner = self.clone();
+        let id = run_id.clone();
+        let finished = tokio::spawn(async move {
+            runner.store.insert_run(new_run).await?;
+            let checkpoint = Checkpoint::start(&graph, request.initial_state);
+            Ok::<_, StoreError>(runner.spawn(id, graph, checkpoint, max_steps, Resume::No { status, state_bytes }))
+        })
+        .await
+        .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))??;
         Ok(Started { run_id, finished })
     }
 
@@ -453,6 +455,8 @@ impl Runner {
             let run_id = run.id.clone();
             if let Err(err) = self.resume(run).await {
                 tracing::error!(%run_id, error = %err, "could not resume run");
+                let reason = format!("the run could not be resumed: {err}");
+                fail_durably(self.store.as_ref(), &self.owner, &run_id, &reason).await;
             }
         }
         Ok(count)
@@ -554,7 +558,7 @@ impl Runner {
             });
             if let Err(err) = sink.emit(&started, &[], RunEffect::Started).await {
                 tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
-                return sink.abandon("the run's start could not be recorded");
+                return sink.abandon("the run's start could not be recorded").await;
             }
             sink.status = RunStatus::Running;
             let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, max_steps, &mut sink))
@@ -566,11 +570,11 @@ impl Runner {
                 Ok(Err(err)) => {
                     // The store refused a step: the run cannot go on, and its record may lag.
                     tracing::error!(%run_id, error = %err, "run stopped: its steps cannot be recorded");
-                    return sink.abandon("the run's steps could not be recorded");
+                    return sink.abandon("the run's steps could not be recorded").await;
                 }
                 Err(_) => {
                     tracing::error!(%run_id, "run panicked");
-                    return sink.abandon("the run crashed");
+                    return sink.abandon("the run crashed").await;
                 }
             };
             sink.finish(end).await
@@ -860,9 +864,13 @@ impl RunSink {
         }
     }
 
-    fn abandon(self, why: &str) -> Finished {
+    /// The run cannot go on here: it is ended `failed` with `why`, durably.
+    async fn abandon(self, why: &str) -> Finished {
+        // Nothing held is written: the store's last checkpoint is what the run reached.
+        self.publisher.close();
+        let status = fail_durably(self.store.as_ref(), &self.owner, &self.run_id, why).await;
         Finished {
-            status: RunStatus::Failed,
+            status,
             state: State::new(),
             error: Some(why.to_owned()),
         }
@@ -1026,6 +1034,71 @@ impl Runner {
         let log = self.store.run_log(id).await?;
         Ok(Snapshot { run, state, log })
     }
+}
+
+/// Ends a run `failed` with `reason`, durably, from what the store holds (its last
+/// checkpoint), when its task cannot go on: the tool panicked, the store failed mid-run,
+/// or it could not be resumed. Retries with backoff until the store answers. Answers how
+/// the run stands: `failed`, or as it was if it had ended already or is another
+/// instance's now.
+async fn fail_durably(store: &dyn Store, owner: &OwnerId, run_id: &RunId, reason: &str) -> RunStatus {
+    let mut delay = STORE_RETRY_FIRST;
+    loop {
+        match try_fail(store, owner, run_id, reason).await {
+            Ok(status) => return status,
+            Err(StoreError::NotOwned { .. }) => {
+                tracing::warn!(%run_id, "the run is another instance's now: not failing it here");
+                return RunStatus::Queued;
+            }
+            Err(err) => {
+                tracing::error!(%run_id, error = %err, retry_in_ms = delay.as_millis() as u64,
+                    "could not record a run's failure; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(STORE_RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn try_fail(store: &dyn Store, owner: &OwnerId, run_id: &RunId, reason: &str) -> Result<RunStatus, StoreError> {
+    let Some(run) = store.run(run_id).await? else {
+        return Err(StoreError::Corrupt(format!("run {run_id} vanished")));
+    };
+    if run.status.is_terminal() {
+        return Ok(run.status);
+    }
+    let transition =
+        Transition::new(run.status, RunStatus::Failed).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let state = current_state(store, &run).await?;
+    let error = Some(reason.to_owned());
+    let event = RunEvent::End(EndEvent {
+        run_id: run.id.to_string(),
+        seq: run.last_seq + 1,
+        steps: run.step_count,
+        status: RunStatus::Failed,
+        state: &*state,
+        error: error.clone(),
+    });
+    let corrupt = |err: serde_json::Error| StoreError::Corrupt(err.to_string());
+    store
+        .append_event(EventRecord {
+            run_id: run.id.clone(),
+            owner: owner.clone(),
+            seq: run.last_seq + 1,
+            kind: "end",
+            node: None,
+            log: serde_json::to_string(&[format!("[FAILED] {reason}")]).map_err(corrupt)?,
+            event: serde_json::to_string(&event).map_err(corrupt)?,
+            snapshot: false,
+            effect: RunEffect::Ended {
+                transition,
+                final_state: state.get().to_owned(),
+                steps: run.step_count,
+                error,
+            },
+        })
+        .await?;
+    Ok(RunStatus::Failed)
 }
 
 /// The `end` event of an ended run, as JSON text, rebuilt from the store.

@@ -1,5 +1,6 @@
 //! Test-only tools (the `test-hooks` feature, which only the tests package turns on): a
-//! side effect a process test can count, to prove that each node ran exactly once.
+//! side effect a process test can count, to prove that each node ran exactly once, and
+//! a tool that panics on the async runtime.
 
 use std::io::Write;
 
@@ -20,7 +21,7 @@ pub struct RecordConfig {
 
 impl ToolConfig for RecordConfig {}
 
-/// Registers `record`: appends `"<state.token> <mark>"` as a line to the file named by
+/// Registers `record` and `panic`. `record` appends `"<state.token> <mark>"` as a line to the file named by
 /// `WEFT_TEST_RECORD_FILE`, once per call.
 pub fn register(registry: &mut Registry) {
     registry.register(
@@ -44,5 +45,11 @@ pub fn register(registry: &mut Registry) {
             },
         )
         .with_config::<RecordConfig>(),
+    );
+    registry.register(
+        "panic",
+        FnTool::inline("Test only: panics, inline on the async runtime.", |_, _| {
+            panic!("the `panic` tool panicked, as asked")
+        }),
     );
 }
