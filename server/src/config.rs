@@ -8,6 +8,7 @@
 //! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
 //! | `WEFT_MAX_RUNNING` | 256 | runs executing at once |
 //! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot before new ones get 503 |
+//! | `WEFT_MAX_STATE_BYTES` | 16 MiB | a run's state at most, serialized |
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
 //! | `WEFT_SHUTDOWN_GRACE_S` | 10 | at SIGTERM, how long nodes in progress may take to finish their step |
@@ -95,6 +96,7 @@ impl Settings {
         let limits = RunLimits {
             max_running: number("WEFT_MAX_RUNNING", defaults.max_running)?,
             max_queued: number("WEFT_MAX_QUEUED", defaults.max_queued)?,
+            max_state_bytes: number("WEFT_MAX_STATE_BYTES", defaults.max_state_bytes)?,
         };
         let lease_defaults = Leases::default();
         let millis = |name, default: Duration| {

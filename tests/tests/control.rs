@@ -118,12 +118,46 @@ async fn cancel_interrupts_a_retry_backoff_and_a_waiting_node_at_once() {
 }
 
 #[tokio::test]
+async fn a_node_that_would_grow_the_state_past_its_limit_fails_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.limits.max_state_bytes = 10_000;
+    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+    let graph = app
+        .create_graph(json!({
+            "nodes": [
+                {"id": "small", "tool": "script", "config": {"script": "#{note: \"hello\"}"}},
+                {"id": "grow", "tool": "script", "config": {"script": "let s = \"\"; for i in 0..1000 { s += \"0123456789abcdefghij\"; } #{blob: s}"}}
+            ],
+            "edges": [{"from": "small", "to": "grow"}]
+        }))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["status"], "failed");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("node `grow` would grow the state to ") && error.ends_with("bytes, over the limit of 10000"),
+        "{error}"
+    );
+    // The update was not applied: the state is what the run had before that node.
+    assert_eq!(body["state"], json!({"note": "hello"}));
+    let (_, stored) = app
+        .get(&format!("/graph/state/{}", body["run_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        (stored["status"].as_str(), stored["steps"].as_u64()),
+        (Some("failed"), Some(2))
+    );
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_503_and_queued_runs_wait_their_turn() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
     settings.limits = RunLimits {
         max_running: 1,
         max_queued: 1,
+        ..RunLimits::default()
     };
     let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
     let slow = app.create_graph(pauses(200, 50)).await;

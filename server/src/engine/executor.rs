@@ -9,7 +9,7 @@
 //! Every run has a step limit, so no loop can run forever: reaching it fails the run with
 //! an error naming the limit and the nodes the run was cycling through.
 
-use std::{future::Future, sync::Arc, task::Poll, time::Duration, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, task::Poll, time::Duration, time::Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +149,81 @@ impl Checkpoint {
     }
 }
 
+/// The largest state a run may hold, serialized, unless its server says otherwise.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What bounds a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Steps in all, counting those before a checkpoint.
+    pub max_steps: u32,
+    /// The state's size, serialized: a node whose update would take it past this fails.
+    pub max_state_bytes: usize,
+}
+
+impl From<u32> for Bounds {
+    /// A step limit, and the default state size limit.
+    fn from(max_steps: u32) -> Self {
+        Self {
+            max_steps,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+        }
+    }
+}
+
+/// A state's serialized size, kept key by key, so that a step costs only its update to
+/// account for.
+#[derive(Debug, Default)]
+struct StateSize {
+    per_key: HashMap<String, usize>,
+    total: usize,
+}
+
+/// Counts the bytes serde writes, keeping none.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes one `"key":value,` entry of a state takes.
+fn entry_bytes(key: &str, value: &serde_json::Value) -> usize {
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, key);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0 + 2
+}
+
+impl StateSize {
+    fn of(state: &State) -> Self {
+        let per_key: HashMap<String, usize> = state
+            .iter()
+            .map(|(key, value)| (key.clone(), entry_bytes(key, value)))
+            .collect();
+        let total = per_key.values().sum::<usize>() + 2;
+        Self { per_key, total }
+    }
+
+    /// The size once `update` (with each entry's size) is merged.
+    fn after(&self, update: &[(String, usize)]) -> usize {
+        update.iter().fold(self.total, |total, (key, bytes)| {
+            total - self.per_key.get(key).copied().unwrap_or(0) + bytes
+        })
+    }
+
+    fn apply(&mut self, update: Vec<(String, usize)>) {
+        self.total = self.after(&update);
+        self.per_key.extend(update);
+    }
+}
+
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
@@ -186,6 +261,16 @@ pub enum RunError {
         /// The name it chose.
         target: String,
     },
+    /// A node's update would have taken the state past its size limit; it was not applied.
+    #[error("node `{node}` would grow the state to {bytes} bytes, over the limit of {limit}")]
+    StateTooLarge {
+        /// The node.
+        node: String,
+        /// The state's size with the update.
+        bytes: usize,
+        /// The limit in force.
+        limit: usize,
+    },
 }
 
 fn attempts_said(attempts: u32) -> String {
@@ -217,14 +302,17 @@ pub struct RunEnd {
 pub async fn execute<S: StepSink>(
     graph: &Graph,
     checkpoint: Checkpoint,
-    max_steps: u32,
+    bounds: impl Into<Bounds>,
     sink: &mut S,
 ) -> Result<RunEnd, SinkError> {
+    let bounds = bounds.into();
+    let max_steps = bounds.max_steps;
     let Checkpoint {
         state,
         mut next,
         mut steps,
     } = checkpoint;
+    let mut size = StateSize::of(&state);
     let mut state = Arc::new(state);
     // The nodes executed by this process, to name the loop if the limit is hit.
     let mut trail: Vec<NodeId> = Vec::new();
@@ -253,7 +341,7 @@ pub async fn execute<S: StepSink>(
             changed,
             next: decided,
         } = match result {
-            Ok(outcome) => decide(graph, node, outcome, &mut state),
+            Ok(outcome) => decide(graph, node, outcome, (&mut state, &mut size), bounds.max_state_bytes),
             Err(source) => Decided {
                 notes: Vec::new(),
                 changed: Vec::new(),
@@ -315,8 +403,30 @@ struct Decided {
 /// A jump to a node the graph lacks fails the run before the update is written. Else the
 /// update is merged into `state`, and a tool that left the choice to the graph is followed
 /// along the node's route, whose conditions read the state after the update.
-fn decide(graph: &Graph, node: &Node, outcome: Outcome, state: &mut Arc<State>) -> Decided {
+fn decide(
+    graph: &Graph,
+    node: &Node,
+    outcome: Outcome,
+    (state, size): (&mut Arc<State>, &mut StateSize),
+    max_state_bytes: usize,
+) -> Decided {
     let Outcome { update, next, notes } = outcome;
+    let measured: Vec<(String, usize)> = update
+        .iter()
+        .map(|(key, value)| (key.clone(), entry_bytes(key, value)))
+        .collect();
+    let bytes = size.after(&measured);
+    if bytes > max_state_bytes {
+        return Decided {
+            notes,
+            changed: Vec::new(),
+            next: Err(RunError::StateTooLarge {
+                node: node.name.clone(),
+                bytes,
+                limit: max_state_bytes,
+            }),
+        };
+    }
     let chosen = match next {
         Next::Edge => None,
         Next::End => Some(None),
@@ -335,6 +445,7 @@ fn decide(graph: &Graph, node: &Node, outcome: Outcome, state: &mut Arc<State>) 
         },
     };
     let changed = update.keys().cloned().collect();
+    size.apply(measured);
     // The tool's clone of the state is gone by now, so this writes in place.
     let current = Arc::make_mut(state);
     for (key, value) in update {
@@ -439,6 +550,23 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+
+    #[test]
+    fn a_state_size_is_kept_per_key_and_matches_the_serialized_state() {
+        let mut state: State = serde_json::from_value(serde_json::json!({"a": "x", "b": [1, 2, {"c": null}]})).unwrap();
+        let serialized = |state: &State| serde_json::to_string(state).unwrap().len();
+        let mut size = StateSize::of(&state);
+        // Within the comma after the last entry.
+        assert_eq!(size.total, serialized(&state) + 1);
+        let update: State = serde_json::from_value(serde_json::json!({"a": "longer text", "d": 5})).unwrap();
+        let measured: Vec<(String, usize)> = update
+            .iter()
+            .map(|(key, value)| (key.clone(), entry_bytes(key, value)))
+            .collect();
+        size.apply(measured);
+        state.extend(update);
+        assert_eq!(size.total, serialized(&state) + 1);
+    }
     use crate::engine::tool::{FnTool, Outcome, Registry};
 
     /// Records each step's node, status and the value of `n` after it.

@@ -17,7 +17,7 @@ pub mod script;
 pub mod tool;
 
 pub use executor::{
-    execute, Checkpoint, Control, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink, StepView,
+    execute, Bounds, Checkpoint, Control, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink, StepView,
 };
 pub use graph::{Graph, GraphError, NodeId};
 pub use tool::{CpuPool, Registry};

@@ -36,8 +36,8 @@ use crate::{
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
-        Checkpoint, Control, CpuPool, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError, StepSink,
-        StepView,
+        Bounds, Checkpoint, Control, CpuPool, Graph, GraphError, NodeFailure, NodeStart, Registry, RunEnd, SinkError,
+        StepSink, StepView,
     },
     ids::{GraphId, OwnerId, RunId},
     lifecycle::Transition,
@@ -92,6 +92,8 @@ pub struct RunLimits {
     pub max_running: usize,
     /// Runs waiting at most; past it, new runs are refused rather than piling up in memory.
     pub max_queued: usize,
+    /// A run's state at most, serialized: a node whose update would go past it fails.
+    pub max_state_bytes: usize,
 }
 
 impl Default for RunLimits {
@@ -99,6 +101,7 @@ impl Default for RunLimits {
         Self {
             max_running: 256,
             max_queued: 4_096,
+            max_state_bytes: crate::engine::executor::DEFAULT_MAX_STATE_BYTES,
         }
     }
 }
@@ -517,6 +520,10 @@ impl Runner {
         let shutdown = self.shutdown.clone();
         let slots = Arc::clone(&self.slots);
         let waiting = Arc::clone(&self.waiting);
+        let bounds = Bounds {
+            max_steps,
+            max_state_bytes: self.limits.max_state_bytes,
+        };
         waiting.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
             let mut sink = RunSink {
@@ -561,7 +568,7 @@ impl Runner {
                 return sink.abandon("the run's start could not be recorded").await;
             }
             sink.status = RunStatus::Running;
-            let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, max_steps, &mut sink))
+            let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, bounds, &mut sink))
                 .catch_unwind()
                 .await;
             let end = match outcome {
