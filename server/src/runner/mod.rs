@@ -8,6 +8,8 @@
 
 pub mod hub;
 mod replay;
+#[cfg(test)]
+mod tests;
 mod views;
 
 pub use self::replay::{EventPages, Replay};
