@@ -2,12 +2,14 @@
 //! built once here for both the REST API and the server-rendered UI.
 
 use serde_json::value::RawValue;
-use weft_app::wire::{GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunPage, RunSnapshot, RunSummary};
+use weft_app::wire::{
+    EndEvent, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage, RunSnapshot, RunSummary,
+};
 
-use super::{Runner, RunnerError, Snapshot};
+use super::{Replay, Runner, RunnerError};
 use crate::{
     ids::{GraphId, RunId},
-    store::{RunFilter, StoredRun},
+    store::{RunFilter, Store, StoreError, StoredRun},
     tools::presets::PRESETS,
 };
 
@@ -110,4 +112,84 @@ impl Runner {
             next_before: next.map(|id| id.to_string()),
         })
     }
+}
+
+/// A run as `GET /graph/state` shows it, with the state kept as JSON text.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The stored run.
+    pub run: StoredRun,
+    /// The current state: final, after the latest step, or initial.
+    pub state: Box<RawValue>,
+    /// Every log line so far.
+    pub log: Vec<String>,
+}
+
+impl Runner {
+    /// The run's current state and log.
+    pub async fn snapshot(&self, id: &RunId) -> Result<Snapshot, RunnerError> {
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))?;
+        let state = current_state(self.store.as_ref(), &run).await?;
+        let log = self.store.run_log(id).await?;
+        Ok(Snapshot { run, state, log })
+    }
+}
+
+/// The `end` event of an ended run, as JSON text, rebuilt from the store.
+pub async fn end_event(store: &dyn Store, run: &StoredRun) -> Result<String, StoreError> {
+    let state = current_state(store, run).await?;
+    let event = RunEvent::End(EndEvent {
+        run_id: run.id.to_string(),
+        seq: run.last_seq + 1,
+        steps: run.step_count,
+        status: run.status,
+        state: &*state,
+        error: run.error.clone(),
+    });
+    serde_json::to_string(&event).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+impl Runner {
+    /// A page of runs, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<StoredRun>, Option<RunId>), RunnerError> {
+        let runs = self.store.list_runs(filter).await?;
+        let next = (runs.len() == filter.limit as usize)
+            .then(|| runs.last().map(|run| run.id.clone()))
+            .flatten();
+        Ok((runs, next))
+    }
+
+    /// Every event of a run so far, as streamed: its steps, then `end` once it has ended.
+    pub async fn events(&self, run: &StoredRun) -> Result<Vec<Box<RawValue>>, RunnerError> {
+        let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("stored event: {err}"));
+        let mut events = Vec::new();
+        let mut ended = false;
+        let mut pages = Replay::after(self.store.as_ref(), run, 0).await?;
+        while let Some(page) = pages.next().await? {
+            for event in page {
+                ended |= event.kind == "end";
+                events.push(RawValue::from_string(event.event).map_err(corrupt)?);
+            }
+        }
+        // Runs recorded before `end` was an event of its own get it rebuilt.
+        if run.status.is_terminal() && !ended {
+            events.push(RawValue::from_string(end_event(self.store.as_ref(), run).await?).map_err(corrupt)?);
+        }
+        Ok(events)
+    }
+}
+
+/// The state of a stored run, as JSON text: final once ended, else after its latest step
+/// (rebuilt from its latest snapshot and the updates after it).
+pub async fn current_state(store: &dyn Store, run: &StoredRun) -> Result<Box<RawValue>, StoreError> {
+    let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("run state: {err}"));
+    if let Some(state) = &run.final_state {
+        return RawValue::from_string(state.clone()).map_err(corrupt);
+    }
+    let state = Replay::state_after(store, run, run.last_seq).await?;
+    serde_json::value::to_raw_value(&state).map_err(corrupt)
 }

@@ -77,7 +77,7 @@ pub struct Stopped;
 /// Parses `code` as `language` and measures its functions.
 ///
 /// The cost is linear in the code whatever its shape: Python comment blocks are thinned
-/// first ([`comments::thin`]), the walk visits each syntax node once and keeps its own
+/// first (`comments::thin`), the walk visits each syntax node once and keeps its own
 /// stack of ancestors (tree-sitter finds a node's parent by searching down from the root,
 /// which costs the width of every level on the way). Both the parse and the walk stop
 /// soon after `cancel` is raised.

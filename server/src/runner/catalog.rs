@@ -1,0 +1,99 @@
+//! The graph catalog: storing graphs (specs and presets), and the parsed graphs kept in
+//! memory so that a run does not parse its graph again.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use weft_app::wire::Problem;
+
+use super::{Runner, RunnerError};
+use crate::{
+    engine::Graph,
+    ids::GraphId,
+    store::{now_millis, StoreError, StoredGraph},
+    tools::presets,
+};
+
+/// The most parsed graphs kept in memory; past it the cache starts over.
+const GRAPH_CACHE_SIZE: usize = 1_024;
+
+impl Runner {
+    /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
+    pub async fn create_graph(&self, spec: &Value) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+        self.insert_graph(spec, None).await
+    }
+
+    async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+        let graph = Arc::new(Graph::parse(spec, &self.registry)?);
+        let id = GraphId::generate();
+        self.store
+            .insert_graph(StoredGraph {
+                id: id.clone(),
+                name: name.or(graph.name()).map(str::to_owned),
+                spec: spec.to_string(),
+                created_at: now_millis(),
+            })
+            .await?;
+        let warnings = graph.warnings().to_vec();
+        self.cache(&id, graph);
+        Ok((id, warnings))
+    }
+
+    /// Stores a new graph made from the named preset.
+    pub async fn create_preset(&self, name: &str) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+        let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
+        self.insert_graph(&preset.spec(), Some(preset.name)).await
+    }
+
+    fn cache(&self, id: &GraphId, graph: Arc<Graph>) {
+        let mut graphs = self.graphs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if graphs.len() >= GRAPH_CACHE_SIZE {
+            graphs.clear();
+        }
+        graphs.insert(id.clone(), graph);
+    }
+
+    fn cached(&self, id: &GraphId) -> Option<Arc<Graph>> {
+        self.graphs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    async fn stored_graph(&self, id: &GraphId) -> Result<(StoredGraph, Value), RunnerError> {
+        let stored = self
+            .store
+            .graph(id)
+            .await?
+            .ok_or_else(|| RunnerError::GraphNotFound(id.clone()))?;
+        let spec =
+            serde_json::from_str(&stored.spec).map_err(|err| StoreError::Corrupt(format!("graph spec: {err}")))?;
+        Ok((stored, spec))
+    }
+
+    fn parse_and_cache(&self, id: &GraphId, spec: &Value) -> Result<Arc<Graph>, RunnerError> {
+        let graph = Arc::new(Graph::parse(spec, &self.registry)?);
+        self.cache(id, Arc::clone(&graph));
+        Ok(graph)
+    }
+
+    /// The parsed graph of this id, from memory or the store.
+    pub async fn graph(&self, id: &GraphId) -> Result<Arc<Graph>, RunnerError> {
+        if let Some(graph) = self.cached(id) {
+            return Ok(graph);
+        }
+        let (_, spec) = self.stored_graph(id).await?;
+        self.parse_and_cache(id, &spec)
+    }
+
+    /// A stored graph as stored, its spec, and its parsed form: one read, one parse.
+    pub async fn graph_detail(&self, id: &GraphId) -> Result<(StoredGraph, Value, Arc<Graph>), RunnerError> {
+        let (stored, spec) = self.stored_graph(id).await?;
+        let graph = match self.cached(id) {
+            Some(graph) => graph,
+            None => self.parse_and_cache(id, &spec)?,
+        };
+        Ok((stored, spec, graph))
+    }
+}
