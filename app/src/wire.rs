@@ -237,6 +237,55 @@ pub struct RunDetail<S = Value, E = RunEvent> {
     pub events: Vec<E>,
 }
 
+/// The type of a [`RunEvent`], as its JSON `type` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// `run_queued`
+    RunQueued,
+    /// `run_started`
+    RunStarted,
+    /// `node_started`
+    NodeStarted,
+    /// `step`
+    Step,
+    /// `node_failed`
+    NodeFailed,
+    /// `end`
+    End,
+    /// `error`
+    Error,
+}
+
+impl EventKind {
+    const ALL: [Self; 7] = [
+        Self::RunQueued,
+        Self::RunStarted,
+        Self::NodeStarted,
+        Self::Step,
+        Self::NodeFailed,
+        Self::End,
+        Self::Error,
+    ];
+
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunQueued => "run_queued",
+            Self::RunStarted => "run_started",
+            Self::NodeStarted => "node_started",
+            Self::Step => "step",
+            Self::NodeFailed => "node_failed",
+            Self::End => "end",
+            Self::Error => "error",
+        }
+    }
+
+    /// Reads the name written by [`EventKind::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
 /// One event of a run: what `WS /ws/{run_id}` streams and `GET /runs/{run_id}` lists.
 ///
 /// Every event but `error` is stored, with a sequence number that grows by one per event
@@ -264,15 +313,15 @@ pub enum RunEvent<S = Value> {
 
 impl<S> RunEvent<S> {
     /// The event's `type`, as written in its JSON.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Self::RunQueued(_) => "run_queued",
-            Self::RunStarted(_) => "run_started",
-            Self::NodeStarted(_) => "node_started",
-            Self::Step(_) => "step",
-            Self::NodeFailed(_) => "node_failed",
-            Self::End(_) => "end",
-            Self::Error(_) => "error",
+            Self::RunQueued(_) => EventKind::RunQueued,
+            Self::RunStarted(_) => EventKind::RunStarted,
+            Self::NodeStarted(_) => EventKind::NodeStarted,
+            Self::Step(_) => EventKind::Step,
+            Self::NodeFailed(_) => EventKind::NodeFailed,
+            Self::End(_) => EventKind::End,
+            Self::Error(_) => EventKind::Error,
         }
     }
 
@@ -633,7 +682,8 @@ mod tests {
         });
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "step");
-        assert_eq!(event.kind(), "step");
+        assert_eq!(event.kind(), EventKind::Step);
+        assert_eq!(EventKind::parse(event.kind().as_str()), Some(EventKind::Step));
         assert_eq!(event.node(), Some("extract"));
         assert_eq!(json["node"], "extract");
         assert_eq!(json["log"], "[RUNNING] extract");

@@ -22,7 +22,7 @@ use futures::{stream::SplitSink, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
-use weft_app::wire::{ErrorEvent, RunEvent};
+use weft_app::wire::{ErrorEvent, EventKind, RunEvent};
 
 use super::{docs::BadRequest, error::ApiError};
 use crate::{
@@ -154,7 +154,7 @@ async fn replay(runner: &Runner, run: &StoredRun, last: u64, sender: &mut Sender
     let mut pages = Replay::after(runner.store().as_ref(), run, last).await?;
     while let Some(page) = pages.next().await? {
         for event in page {
-            let (seq, end) = (event.seq, event.kind == "end");
+            let (seq, end) = (event.seq, event.kind == EventKind::End);
             send(sender, event.event).await?;
             if end {
                 return Ok((seq, true));

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
-use weft_app::wire::{PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State};
+use weft_app::wire::{EventKind, PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State};
 
 use self::hub::Hub;
 use crate::{
@@ -405,7 +405,7 @@ impl Runner {
             .await?;
         let announced = last
             .first()
-            .is_some_and(|event| matches!(event.kind.as_str(), "node_started" | "node_failed"))
+            .is_some_and(|event| matches!(event.kind, EventKind::NodeStarted | EventKind::NodeFailed))
             .then_some(run.step_count + 1);
         let checkpoint = Checkpoint {
             state,

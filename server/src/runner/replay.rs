@@ -8,6 +8,7 @@
 //! worth of updates before its first event.
 
 use serde_json::{Map, Value};
+use weft_app::wire::EventKind;
 
 use crate::{
     ids::RunId,
@@ -122,7 +123,7 @@ impl<'a> Replay<'a> {
                 break;
             }
             let wanted = event.seq > self.after;
-            if event.kind == "step" {
+            if event.kind == EventKind::Step {
                 if let Some(text) = self.fold(&event.event, wanted)? {
                     event.event = text;
                 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{ser::SerializeMap, Serialize};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
-use weft_app::wire::{EndEvent, NodeFailedEvent, NodeStartedEvent, RunEvent, RunStatus, State, StepEvent};
+use weft_app::wire::{EndEvent, EventKind, NodeFailedEvent, NodeStartedEvent, RunEvent, RunStatus, State, StepEvent};
 
 use super::views::current_state;
 use super::{
@@ -75,6 +75,8 @@ mod test_hooks {
 
     use std::sync::OnceLock;
 
+    use weft_app::wire::EventKind;
+
     use crate::store::EventRecord;
 
     /// Whether the commit of `records` is the one to crash after.
@@ -84,7 +86,7 @@ mod test_hooks {
         node.as_deref().is_some_and(|node| {
             records
                 .iter()
-                .any(|record| record.kind == "step" && record.node.as_deref() == Some(node))
+                .any(|record| record.kind == EventKind::Step && record.node.as_deref() == Some(node))
         })
     }
 }
@@ -173,7 +175,7 @@ impl RunSink {
     /// [`RunSink::hold`] for an event already serialized.
     fn hold_texts(
         &mut self,
-        (kind, node): (&'static str, Option<&str>),
+        (kind, node): (EventKind, Option<&str>),
         lines: &[String],
         effect: RunEffect,
         texts: Texts,
@@ -185,7 +187,7 @@ impl RunSink {
         // without it only when nobody was listening (see `LiveEvent::full`).
         let (text, full) = match texts.live {
             Some(live) => (live, true),
-            None => (texts.stored.clone(), kind != "step" || texts.snapshot),
+            None => (texts.stored.clone(), kind != EventKind::Step || texts.snapshot),
         };
         self.held.push(Held {
             record: EventRecord {
@@ -416,7 +418,7 @@ impl StepSink for RunSink {
             step_count: step.step,
             next_node: step.next.map(str::to_owned),
         };
-        self.hold_texts(("step", Some(step.node)), &lines, effect, texts)
+        self.hold_texts((EventKind::Step, Some(step.node)), &lines, effect, texts)
             .map_err(sink_error)?;
         let cancel = self.publisher.cancel_requested();
         if step.next.is_some() && !cancel && self.shutdown.is_cancelled() {
@@ -481,7 +483,7 @@ async fn try_fail(store: &dyn Store, owner: &OwnerId, run_id: &RunId, reason: &s
             run_id: run.id.clone(),
             owner: owner.clone(),
             seq: run.last_seq + 1,
-            kind: "end",
+            kind: EventKind::End,
             node: None,
             log: serde_json::to_string(&[format!("[FAILED] {reason}")]).map_err(corrupt)?,
             event: serde_json::to_string(&event).map_err(corrupt)?,

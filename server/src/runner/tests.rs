@@ -8,7 +8,7 @@ use std::sync::{
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use weft_app::wire::RunStatus;
+use weft_app::wire::{EventKind, RunStatus};
 
 use super::{RunLimits, Runner, StartRun};
 use crate::{
@@ -30,7 +30,7 @@ struct FaultyStore {
     inner: SqliteStore,
     fail_from: u64,
     failures: AtomicUsize,
-    writes: Mutex<Vec<Vec<(&'static str, u64)>>>,
+    writes: Mutex<Vec<Vec<(EventKind, u64)>>>,
 }
 
 impl FaultyStore {
@@ -50,7 +50,7 @@ impl FaultyStore {
         Ok(())
     }
 
-    fn writes(&self) -> Vec<Vec<(&'static str, u64)>> {
+    fn writes(&self) -> Vec<Vec<(EventKind, u64)>> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
@@ -165,7 +165,7 @@ async fn a_store_that_fails_mid_run_leaves_the_run_failed_with_the_reason_once_i
     let ending = store
         .writes()
         .into_iter()
-        .filter(|w| w.iter().any(|(kind, _)| *kind == "end"))
+        .filter(|w| w.iter().any(|(kind, _)| *kind == EventKind::End))
         .count();
     assert_eq!(ending, 3, "two failed tries to end the run, then the one that landed");
 }
@@ -189,7 +189,10 @@ async fn a_failing_last_step_is_written_with_the_failed_ending_in_one_write() {
     let (run_id, finished) = run(&runner, two_steps("fail")).await;
     assert_eq!(finished.status, RunStatus::Failed);
     // 5 node started, 6 node failed, then the step and the end together.
-    assert_eq!(store.writes().last().unwrap(), &vec![("step", 7), ("end", 8)]);
+    assert_eq!(
+        store.writes().last().unwrap(),
+        &vec![(EventKind::Step, 7), (EventKind::End, 8)]
+    );
     let stored = runner.store().run(&run_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.step_count), (RunStatus::Failed, 2));
     assert_eq!(

@@ -3,7 +3,8 @@
 
 use serde_json::value::RawValue;
 use weft_app::wire::{
-    EndEvent, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage, RunSnapshot, RunSummary,
+    EndEvent, EventKind, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage, RunSnapshot,
+    RunSummary,
 };
 
 use super::{Replay, Runner, RunnerError};
@@ -171,7 +172,7 @@ impl Runner {
         let mut pages = Replay::after(self.store.as_ref(), run, 0).await?;
         while let Some(page) = pages.next().await? {
             for event in page {
-                ended |= event.kind == "end";
+                ended |= event.kind == EventKind::End;
                 events.push(RawValue::from_string(event.event).map_err(corrupt)?);
             }
         }

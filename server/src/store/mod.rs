@@ -10,7 +10,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use weft_app::wire::RunStatus;
+use weft_app::wire::{EventKind, RunStatus};
 
 use crate::{
     ids::{GraphId, OwnerId, RunId},
@@ -137,8 +137,8 @@ pub struct EventRecord {
     pub owner: OwnerId,
     /// The event's number in the run: one more than the last.
     pub seq: u64,
-    /// The event's type, as in its JSON (`step`, `node_started`, ...).
-    pub kind: &'static str,
+    /// The event's type.
+    pub kind: EventKind,
     /// The node it is about, if any.
     pub node: Option<String>,
     /// The event's log lines, as a JSON array.
@@ -202,7 +202,7 @@ pub struct StoredEvent {
     /// Its number in the run.
     pub seq: u64,
     /// Its type.
-    pub kind: String,
+    pub kind: EventKind,
     /// The event as streamed.
     pub event: String,
 }

@@ -20,7 +20,7 @@ use sqlx::{
     ConnectOptions, Connection, Row,
 };
 use tokio::sync::{mpsc, oneshot};
-use weft_app::wire::RunStatus;
+use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
     now_millis, EventRecord, GraphListing, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent,
@@ -181,7 +181,7 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 conn,
                 &run.id,
                 1,
-                "run_queued",
+                EventKind::RunQueued.as_str(),
                 None,
                 "[]",
                 &run.event,
@@ -296,7 +296,7 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         conn,
         &event.run_id,
         event.seq,
-        event.kind,
+        event.kind.as_str(),
         event.node.as_deref(),
         &event.log,
         &event.event,
@@ -328,7 +328,10 @@ fn run_from_row(row: &SqliteRow) -> Result<StoredRun, StoreError> {
 fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
-        kind: row.try_get("kind")?,
+        kind: {
+            let kind: String = row.try_get("kind")?;
+            EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event type `{kind}`")))?
+        },
         event: row.try_get("event")?,
     })
 }
@@ -563,7 +566,7 @@ mod tests {
             run_id: run.clone(),
             owner: me(),
             seq,
-            kind: "step",
+            kind: EventKind::Step,
             node: Some("a".into()),
             log: format!(r#"["[RUNNING] a","step {step}"]"#),
             event: format!(r#"{{"seq":{seq}}}"#),
@@ -607,18 +610,21 @@ mod tests {
             after_two,
             vec![StoredEvent {
                 seq: 3,
-                kind: "step".into(),
+                kind: EventKind::Step,
                 event: r#"{"seq":3}"#.into()
             }]
         );
-        assert_eq!(store.events_after(&run, 0, 10).await.unwrap()[0].kind, "run_queued");
+        assert_eq!(
+            store.events_after(&run, 0, 10).await.unwrap()[0].kind,
+            EventKind::RunQueued
+        );
 
         store
             .append_event(EventRecord {
                 run_id: run.clone(),
                 owner: me(),
                 seq: 4,
-                kind: "end",
+                kind: EventKind::End,
                 node: None,
                 log: "[]".into(),
                 event: r#"{"seq":4}"#.into(),
@@ -674,7 +680,7 @@ mod tests {
             run_id: run.clone(),
             owner: me(),
             seq,
-            kind: "end",
+            kind: EventKind::End,
             node: None,
             log: "[]".into(),
             event: format!(r#"{{"seq":{seq}}}"#),
