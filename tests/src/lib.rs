@@ -225,6 +225,16 @@ impl Drop for TestApp {
     }
 }
 
+/// The `type` of each event in a run's detail (`GET /runs/{id}`), in order.
+pub fn event_types(detail: &Value) -> Vec<&str> {
+    detail["events"]
+        .as_array()
+        .expect("the run's events")
+        .iter()
+        .map(|event| event["type"].as_str().expect("an event type"))
+        .collect()
+}
+
 /// `functions` Python functions, each of `lines` lines of a 97-character comment (which
 /// starts with `salt`) between its signature and its `return`.
 pub fn comment_heavy_python(functions: usize, lines: usize, salt: &str) -> String {

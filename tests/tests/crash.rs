@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde_json::{json, Map, Value};
-use weft_tests::{ServerProcess, TestApp, TIMEOUT};
+use weft_tests::{event_types, ServerProcess, TestApp, TIMEOUT};
 
 async fn start(database: &Path) -> ServerProcess {
     ServerProcess::start(
@@ -149,14 +149,8 @@ async fn a_run_whose_last_step_fails_is_failed_after_a_crash_right_after_that_st
     assert_eq!(body["state"], json!({"count": 1}));
     assert_eq!(body["steps"], 2);
     let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
-    let kinds: Vec<&str> = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        event_types(&detail),
         [
             "run_queued",
             "run_started",

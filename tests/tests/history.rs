@@ -2,7 +2,7 @@
 //! run with every event and the state after each step.
 
 use serde_json::json;
-use weft_tests::{counter_chain, spawn_app};
+use weft_tests::{counter_chain, event_types, spawn_app};
 
 #[tokio::test]
 async fn lists_runs_newest_first_filtered_and_paginated() {
@@ -78,9 +78,8 @@ async fn reads_one_run_with_every_event_and_state() {
     assert_eq!(detail["run"]["status"], "completed");
     assert_eq!(detail["run"]["state"], json!({"count": 8}));
     let events = detail["events"].as_array().unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
-        kinds,
+        event_types(&detail),
         [
             "run_queued",
             "run_started",
