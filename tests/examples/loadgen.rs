@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release -p weft-tests --example loadgen -- http://127.0.0.1:PORT [seconds]`
 //!
-//! 1. runs/s and latency of `POST /graph/run` with `wait: true` (Code Review on a small
-//!    snippet, so every run writes 5 durable steps) at concurrency 1, 16 and 64;
+//! 1. runs/s and latency of `POST /graph/run` with `wait: true` (Code Review on 40 lines
+//!    of Python with a few notes, so every run writes 5 durable steps) at concurrency 1,
+//!    16 and 64;
 //! 2. the time from `POST /graph/run` (`wait: false`) to the last event on
 //!    `WS /ws/{run_id}`, over 200 runs.
 //!
@@ -17,7 +18,48 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const SNIPPET: &str = "def add(a, b):\n    # TODO: check types\n    return a + b\n";
+/// 40 lines of Python: five small functions and a class, three notes to resolve.
+const SNIPPET: &str = "\
+import math
+
+
+def add(a, b):
+    # TODO: check types
+    return a + b
+
+
+def mean(values):
+    if not values:
+        return 0.0
+    return sum(values) / len(values)
+
+
+def spread(values):
+    centre = mean(values)
+    # FIXME: use a numerically stable variance
+    total = 0.0
+    for value in values:
+        total += (value - centre) ** 2
+    return math.sqrt(total / max(len(values) - 1, 1))
+
+
+class Counter:
+    def __init__(self):
+        self.counts = {}
+
+    def add(self, key):
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def top(self, n=3):
+        ordered = sorted(self.counts.items(), key=lambda kv: kv[1], reverse=True)
+        return ordered[:n]
+
+
+def clamp(x, low, high):
+    # TODO: accept reversed bounds
+    return max(low, min(x, high))
+";
 const MAX_REQUESTS_PER_WORKER: usize = 1_000_000;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
