@@ -460,16 +460,16 @@ impl Runner {
                 snapshot_bytes: initial_bytes,
                 unsnapshotted: 0,
             };
-            // Wait for a slot, unless the run is cancelled while it waits.
+            // Wait for a slot, unless the run is cancelled (or the server stops) meanwhile.
             let slot = tokio::select! {
-                slot = slots.acquire_owned() => slot.ok(),
-                () = sink.publisher.cancelled() => None,
-                () = shutdown.cancelled() => {
-                    waiting.fetch_sub(1, Ordering::SeqCst);
-                    return sink.suspend();
-                }
+                slot = slots.acquire_owned() => Ok(slot.ok()),
+                () = sink.publisher.cancelled() => Ok(None),
+                () = shutdown.cancelled() => Err(()),
             };
             waiting.fetch_sub(1, Ordering::SeqCst);
+            let Ok(slot) = slot else {
+                return sink.suspend();
+            };
             let Some(_slot) = slot else {
                 let end = RunEnd {
                     status: RunStatus::Cancelled,

@@ -524,6 +524,12 @@ mod tests {
         OwnerId::from("me".to_owned())
     }
 
+    /// An ended run is never claimed, however late it is.
+    async fn assert_never_claimed(store: &SqliteStore) {
+        let claimed = store.claim_expired(&other(), i64::MAX, i64::MAX).await.unwrap();
+        assert!(claimed.is_empty(), "an ended run was claimed: {claimed:?}");
+    }
+
     /// Another instance.
     fn other() -> OwnerId {
         OwnerId::from("other".to_owned())
@@ -646,14 +652,7 @@ mod tests {
         assert_eq!(stored.final_state.as_deref(), Some(r#"{"n":2}"#));
         assert_eq!(stored.next_node, None);
         assert!(stored.finished_at.is_some());
-        assert!(
-            store
-                .claim_expired(&other(), i64::MAX, i64::MAX)
-                .await
-                .unwrap()
-                .is_empty(),
-            "an ended run is never claimed"
-        );
+        assert_never_claimed(&store).await;
     }
 
     #[tokio::test]
@@ -718,14 +717,7 @@ mod tests {
             (RunStatus::Failed, 1, 3)
         );
         assert_eq!(stored.error.as_deref(), Some("boom"));
-        assert!(
-            store
-                .claim_expired(&other(), i64::MAX, i64::MAX)
-                .await
-                .unwrap()
-                .is_empty(),
-            "an ended run is never claimed"
-        );
+        assert_never_claimed(&store).await;
     }
 
     #[tokio::test]

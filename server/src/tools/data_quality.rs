@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use serde_json::{json, Map, Value};
 use weft_app::wire::State;
 
+use super::empty_list;
 use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
 
 /// The most refine passes a run makes.
@@ -99,11 +100,6 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
             )
             .may_jump_to(&["detect"]),
         );
-}
-
-/// What a list input the state lacks reads as, in the prototype's form of graph.
-fn empty_list() -> Value {
-    Value::Array(Vec::new())
 }
 
 /// A column's profile.

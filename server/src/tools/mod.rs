@@ -13,7 +13,14 @@ pub mod summarize;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
+use serde_json::Value;
+
 use crate::engine::{script, CpuPool, Registry};
+
+/// What a list input the state lacks reads as, in the prototype's form of graph.
+pub(crate) fn empty_list() -> Value {
+    Value::Array(Vec::new())
+}
 
 /// A registry with every tool Weft ships.
 pub fn default_registry(pool: &CpuPool) -> Registry {

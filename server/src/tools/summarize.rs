@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use weft_app::wire::State;
 
+use super::empty_list;
 use crate::engine::tool::{CpuPool, FnTool, Heavy, Next, Outcome, Registry, ToolError};
 
 /// The summary's length limit when the state gives none, in characters.
@@ -100,11 +101,6 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
             .reads(&[("summary", || Value::from(""))])
             .may_jump_to(&["refine"]),
         );
-}
-
-/// What a list input the state lacks reads as, in the prototype's form of graph.
-fn empty_list() -> Value {
-    Value::Array(Vec::new())
 }
 
 fn text(state: &State) -> Result<&str, ToolError> {

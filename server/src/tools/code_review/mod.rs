@@ -70,7 +70,7 @@ type Step = fn(&State, &Cancel) -> Result<Outcome, ToolError>;
 /// What an input the state lacks reads as, in the prototype's form of graph (as the
 /// prototype's tools read them): no code, no issues, a score of 0.
 const CODE: Input = ("code", || Value::from(""));
-const ISSUES: Input = ("issues", || Value::Array(Vec::new()));
+const ISSUES: Input = ("issues", super::empty_list);
 const SCORE: Input = ("quality_score", || Value::from(0));
 
 /// Registers the preset's five tools.
