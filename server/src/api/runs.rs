@@ -67,12 +67,15 @@ pub async fn run_graph(
             retry_after: 1,
         });
     }
-    // The log is read back from the store: a run never keeps its log in memory.
-    let log = runner
-        .store()
-        .run_log(&started.run_id)
-        .await
-        .map_err(RunnerError::from)?;
+    // A long log is read back from the store: a run keeps only a short one in memory.
+    let log = match finished.log {
+        Some(log) => log,
+        None => runner
+            .store()
+            .run_log(&started.run_id)
+            .await
+            .map_err(RunnerError::from)?,
+    };
     Ok(Json(RunFinished {
         run_id,
         status: finished.status,

@@ -98,7 +98,9 @@ pub trait StepSink: Send {
         std::future::ready(Ok(()))
     }
 
-    /// A node finished (or failed for good): exactly once per executed node.
+    /// A node finished (or failed for good): exactly once per executed node. The loop's
+    /// next call, before anything else runs, is the next node's start or the run's end,
+    /// so a sink may write the step together with that.
     fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send;
 
     /// The run's stop signal, if it can be cancelled: once raised, a node in progress is

@@ -143,6 +143,8 @@ pub struct Finished {
     pub state: State,
     /// Why it failed.
     pub error: Option<String>,
+    /// Its log, when it was short enough to keep in memory; else read it from the store.
+    pub log: Option<Vec<String>>,
 }
 
 /// What [`Runner::start_run`] needs.
@@ -459,6 +461,9 @@ impl Runner {
                 shutdown: shutdown.clone(),
                 snapshot_bytes: initial_bytes,
                 unsnapshotted: 0,
+                // A resumed run's earlier lines are in the store only.
+                log: matches!(resume, Resume::No { .. }).then(Vec::new),
+                log_bytes: 0,
             };
             // Wait for a slot, unless the run is cancelled (or the server stops) meanwhile.
             let slot = tokio::select! {
@@ -484,7 +489,8 @@ impl Runner {
                 seq: sink.seq + 1,
                 resumed: matches!(resume, Resume::Yes { .. }),
             });
-            if let Err(err) = sink.emit(&started, &[], RunEffect::Started).await {
+            // Written with the first node's start, in one commit.
+            if let Err(err) = sink.hold(&started, &[], RunEffect::Started) {
                 tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
                 return sink.abandon("the run's start could not be recorded").await;
             }

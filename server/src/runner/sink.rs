@@ -1,7 +1,8 @@
 //! Recording a run: each event serialized once, committed to the store with its effect
-//! on the run (a step's checkpoint, the end), and only then published live. A run's last
-//! step is held back and written with its ending in one commit, and a run that cannot go
-//! on is ended `failed`, durably.
+//! on the run (a step's checkpoint, the end), and only then published live. A step is
+//! held back and written with the event that follows it, in one commit: the next node's
+//! start (so it is stored before that node runs), or the run's ending (so no crash can
+//! record the one without the other). A run that cannot go on is ended `failed`, durably.
 
 use std::sync::Arc;
 
@@ -57,7 +58,8 @@ pub(super) struct RunSink {
     pub(super) seq: u64,
     /// The step whose "[RUNNING]" line was logged before a restart, not to be repeated.
     pub(super) announced: Option<u64>,
-    /// Events numbered but not yet written: the last step, until the run's end joins it.
+    /// Events numbered but not yet written: the run's start, or its last step, until the
+    /// next event (a node's start, or the run's end) joins them.
     pub(super) held: Vec<Held>,
     /// Raised at shutdown: the run stops after the step it is in.
     pub(super) shutdown: CancellationToken,
@@ -66,7 +68,16 @@ pub(super) struct RunSink {
     pub(super) snapshot_bytes: usize,
     /// The bytes of updates stored since then.
     pub(super) unsnapshotted: usize,
+    /// The run's log as written so far, while it stays under [`LOG_IN_MEMORY`]: what
+    /// `wait: true` answers with, without reading it back. `None` past that size (or after
+    /// a restart), and then the log is read from the store.
+    pub(super) log: Option<Vec<String>>,
+    /// The bytes in `log`.
+    pub(super) log_bytes: usize,
 }
+
+/// The most log text a run keeps in memory.
+pub(super) const LOG_IN_MEMORY: usize = 64 * 1024;
 
 #[cfg(feature = "test-hooks")]
 mod test_hooks {
@@ -110,13 +121,15 @@ struct Texts {
 pub(super) struct Held {
     record: EventRecord,
     live: LiveEvent,
+    /// Its log lines.
+    lines: Vec<String>,
 }
 
 impl RunSink {
     /// Records `event` (numbered `self.seq + 1`) with its log lines and effect, then
     /// publishes it: nothing is streamed that the store could lose. Events held back
     /// (see [`RunSink::hold`]) are written in the same transaction, before it.
-    pub(super) async fn emit<S: Serialize>(
+    async fn emit<S: Serialize>(
         &mut self,
         event: &RunEvent<S>,
         lines: &[String],
@@ -128,15 +141,32 @@ impl RunSink {
 
     /// Writes every held event in one transaction, then publishes them.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let (records, published): (Vec<EventRecord>, Vec<LiveEvent>) = std::mem::take(&mut self.held)
+        let (records, written): (Vec<EventRecord>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
-            .map(|held| (held.record, held.live))
+            .map(|held| (held.record, (held.live, held.lines)))
             .unzip();
         self.write(records).await?;
-        for live in published {
-            self.publisher.publish(live);
-        }
+        self.publish(written);
         Ok(())
+    }
+
+    /// Publishes events once written, and adds their lines to the log.
+    fn publish(&mut self, written: Vec<(LiveEvent, Vec<String>)>) {
+        for (live, lines) in written {
+            self.publisher.publish(live);
+            self.remember(lines);
+        }
+    }
+
+    /// Adds written lines to the log kept in memory, or stops keeping it past its bound.
+    fn remember(&mut self, lines: Vec<String>) {
+        let Some(log) = &mut self.log else { return };
+        self.log_bytes += lines.iter().map(String::len).sum::<usize>();
+        if self.log_bytes > LOG_IN_MEMORY {
+            self.log = None;
+        } else {
+            log.extend(lines);
+        }
     }
 
     /// Writes `records` in one transaction (one event, or several all or none).
@@ -155,9 +185,8 @@ impl RunSink {
     }
 
     /// Numbers `event` and keeps it, unwritten and unpublished, to be written with the
-    /// next emitted event in one transaction: how a run's last step and its ending land
-    /// together, so that no crash can record the one without the other.
-    fn hold<S: Serialize>(
+    /// next emitted event in one transaction.
+    pub(super) fn hold<S: Serialize>(
         &mut self,
         event: &RunEvent<S>,
         lines: &[String],
@@ -202,6 +231,7 @@ impl RunSink {
                 effect,
             },
             live: LiveEvent { seq, end, full, text },
+            lines: lines.to_vec(),
         });
         self.seq = seq;
         Ok(())
@@ -246,7 +276,12 @@ impl RunSink {
             }
             Err(err) => tracing::error!(run_id = %self.run_id, error = %err, "refused to end a run"),
         }
-        Finished { status, state, error }
+        Finished {
+            status,
+            state,
+            error,
+            log: self.log,
+        }
     }
 
     /// Writes the held events (a run's ending, with its last step), retrying with backoff
@@ -271,9 +306,11 @@ impl RunSink {
                 }
             }
         }
-        for held in std::mem::take(&mut self.held) {
-            self.publisher.publish(held.live);
-        }
+        let written = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|held| (held.live, held.lines))
+            .collect();
+        self.publish(written);
     }
 
     /// The run stops here for the server's shutdown, its last step committed: it is
@@ -284,6 +321,7 @@ impl RunSink {
             status: RunStatus::Queued,
             state: State::new(),
             error: None,
+            log: None,
         }
     }
 
@@ -296,6 +334,7 @@ impl RunSink {
             status,
             state: State::new(),
             error: Some(why.to_owned()),
+            log: None,
         }
     }
 }
@@ -426,10 +465,8 @@ impl StepSink for RunSink {
             self.flush().await.map_err(sink_error)?;
             return Err(SinkError("the server is shutting down".into()));
         }
-        // A run that ends after this step writes it with its ending, in one commit.
-        if step.next.is_some() && !cancel {
-            self.flush().await.map_err(sink_error)?;
-        }
+        // The step stays held: the engine's next call, before anything else runs, is the
+        // next node's start or the run's end, and the step is committed with it.
         Ok(if cancel { Control::Cancel } else { Control::Continue })
     }
 }

@@ -124,6 +124,12 @@ async fn runner(fail_from: u64, failures: usize) -> (tempfile::TempDir, Arc<Faul
         "panic",
         FnTool::inline("panics", |_, _| -> Result<Outcome, _> { panic!("boom") }),
     );
+    registry.register(
+        "chatty",
+        FnTool::inline("writes a 40 KiB log line", |_, _| {
+            Ok::<_, crate::engine::tool::ToolError>(Outcome::default().note("x".repeat(40 * 1024)))
+        }),
+    );
     let runner = Runner::new(store.clone(), registry, CpuPool::new(1), RunLimits::default());
     (dir, store, runner)
 }
@@ -199,4 +205,54 @@ async fn a_failing_last_step_is_written_with_the_failed_ending_in_one_write() {
         stored.error.as_deref(),
         Some("node `last` failed: this node always fails")
     );
+}
+
+#[tokio::test]
+async fn each_step_is_committed_with_the_next_nodes_start_and_the_last_with_the_end() {
+    let (_dir, store, runner) = runner(u64::MAX, 0).await;
+    let spec = json!({
+        "nodes": [{"id": "a", "tool": "increment"}, {"id": "b", "tool": "increment"}, {"id": "c", "tool": "noop"}],
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}]
+    });
+    let (run_id, finished) = run(&runner, spec).await;
+    assert_eq!(finished.status, RunStatus::Completed);
+    // After the run's row (event 1, `run_queued`): one commit per step, no more.
+    assert_eq!(
+        store.writes(),
+        vec![
+            vec![(EventKind::RunStarted, 2), (EventKind::NodeStarted, 3)],
+            vec![(EventKind::Step, 4), (EventKind::NodeStarted, 5)],
+            vec![(EventKind::Step, 6), (EventKind::NodeStarted, 7)],
+            vec![(EventKind::Step, 8), (EventKind::End, 9)],
+        ]
+    );
+    let stored = runner.store().run(&run_id).await.unwrap().unwrap();
+    assert_eq!((stored.step_count, stored.last_seq), (3, 9));
+    assert_eq!(stored.final_state.as_deref(), Some(r#"{"count":2}"#));
+}
+
+#[tokio::test]
+async fn a_short_log_is_answered_from_memory_and_a_long_one_from_the_store() {
+    let (_dir, _store, runner) = runner(u64::MAX, 0).await;
+    let (run_id, finished) = run(&runner, two_steps("noop")).await;
+    assert_eq!(
+        finished.log.as_deref(),
+        Some(&["[RUNNING] count".to_owned(), "[RUNNING] last".to_owned()][..])
+    );
+    assert_eq!(finished.log.unwrap(), runner.store().run_log(&run_id).await.unwrap());
+
+    // Two lines of 40 KiB go past what a run keeps in memory: the store has them all.
+    let (run_id, finished) = run(
+        &runner,
+        json!({
+            "nodes": [{"id": "a", "tool": "chatty"}, {"id": "b", "tool": "chatty"}],
+            "edges": [{"from": "a", "to": "b"}]
+        }),
+    )
+    .await;
+    assert_eq!(finished.status, RunStatus::Completed);
+    assert!(finished.log.is_none(), "an 80 KiB log was kept in memory");
+    let log = runner.store().run_log(&run_id).await.unwrap();
+    let sizes: Vec<usize> = log.iter().map(String::len).collect();
+    assert_eq!(sizes, vec![11, 3 + 40 * 1024, 11, 3 + 40 * 1024]);
 }
