@@ -14,7 +14,7 @@ use weft_app::wire::{EndEvent, EventKind, NodeFailedEvent, NodeStartedEvent, Run
 use super::views::current_state;
 use super::{
     hub::{LiveEvent, Publisher},
-    state_text, Finished,
+    Finished,
 };
 use crate::{
     engine::{Control, NodeFailure, NodeStart, RunEnd, SinkError, StepSink, StepView},
@@ -263,7 +263,6 @@ impl RunSink {
             Ok(transition) => {
                 let effect = RunEffect::Ended {
                     transition,
-                    final_state: state_text(&state),
                     steps,
                     error: error.clone(),
                 };
@@ -527,7 +526,6 @@ async fn try_fail(store: &dyn Store, owner: &OwnerId, run_id: &RunId, reason: &s
             snapshot: false,
             effect: RunEffect::Ended {
                 transition,
-                final_state: state.get().to_owned(),
                 steps: run.step_count,
                 error,
             },

@@ -20,15 +20,12 @@ use crate::{
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed; the details are for the server's log only.
+    /// SQLite failed; the details are for the server's log only.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The writer's database failed; the details are for the server's log only.
-    #[error("database write error: {0}")]
-    Write(#[from] rusqlite::Error),
+    Sqlite(#[from] rusqlite::Error),
     /// The schema could not be brought up to date.
     #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(String),
     /// Stored data is not what this version of Weft wrote.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -115,12 +112,10 @@ pub enum RunEffect {
         /// The node to run next (`None`: the run ends).
         next_node: Option<String>,
     },
-    /// The run ended.
+    /// The run ended. Its final state is the one its `end` event holds: it is stored once.
     Ended {
         /// From `running` (or `queued`) to `completed`, `failed` or `cancelled`.
         transition: Transition,
-        /// The final state, as JSON text.
-        final_state: String,
         /// Steps executed in all.
         steps: u64,
         /// Why it failed.
@@ -165,7 +160,7 @@ pub struct StoredRun {
     pub status: RunStatus,
     /// The initial state, JSON text.
     pub initial_state: String,
-    /// The final state once ended, JSON text.
+    /// The final state once ended, JSON text (its `end` event's `state`).
     pub final_state: Option<String>,
     /// The checkpoint's next node.
     pub next_node: Option<String>,

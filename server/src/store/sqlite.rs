@@ -1,24 +1,25 @@
-//! The embedded SQLite store: one database file, WAL mode, group commits.
+//! The embedded SQLite store: one database file, WAL mode, group commits, one driver
+//! (rusqlite).
 //!
-//! Reads go through a small sqlx pool. Writes go through one writer thread that owns one
-//! rusqlite connection: it takes every write waiting in its queue (up to [`MAX_BATCH`]),
-//! applies them with cached prepared statements in one transaction, then answers each
-//! caller. Under load many runs' events share one commit and one hand-over between
-//! threads (sqlx hands every statement to its worker thread, which profiling showed
-//! costing far more than SQLite's own work); alone, an event still commits at once. No
-//! transaction is ever held while a node runs.
+//! Writes go through one writer thread that owns one connection: it takes every write
+//! waiting in its queue (up to [`MAX_BATCH`]), applies them with cached prepared
+//! statements in one transaction, then answers each caller. Under load many runs' events
+//! share one commit and one hand-over between threads; alone, an event still commits at
+//! once. Reads (and the one-statement lease updates) borrow one of a few other
+//! connections on the blocking pool. No transaction is ever held while a node runs.
 //!
 //! `synchronous = NORMAL` in WAL mode keeps every committed step across a crash of the
 //! process (`kill -9`); only a power loss can take back the last commits.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use rusqlite::params;
-use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
-    ConnectOptions, Connection, Row,
-};
+use rusqlite::{params, OptionalExtension, Row};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use weft_app::wire::{EventKind, RunStatus};
 
@@ -34,6 +35,23 @@ use crate::lifecycle::Transition;
 pub const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers beyond it wait for room.
 const QUEUE: usize = 4_096;
+/// Idle read connections kept open at most.
+const READERS: usize = 4;
+/// How long a statement waits for another connection's (or process's) write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema's migrations, in order: each runs once, in a transaction of its own, and
+/// the database's `user_version` records the last one applied.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_run_events.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_derive_last_seq.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_graph_names.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_run_leases.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_step_snapshots.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_run_inputs.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_fewer_indexes.sql")),
+];
 
 enum Write {
     Graph(StoredGraph),
@@ -51,48 +69,127 @@ struct Job {
 /// The SQLite [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    reads: SqlitePool,
+    readers: Arc<Readers>,
     writes: mpsc::Sender<Job>,
+}
+
+/// Connections for reads, each lent to one blocking task at a time.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Opens a connection to the database at `path` with the settings every connection here
+/// uses.
+fn connect(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Brings the schema up to date, one migration per transaction. The version is read
+/// inside each transaction, under the write lock, so two processes opening the same new
+/// file never apply a migration twice.
+fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let newest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 0 {
+            // Weft before 2026-11-30 migrated with sqlx, which kept its own table.
+            let by_sqlx: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+                [],
+                |row| row.get(0),
+            )?;
+            if by_sqlx {
+                version = tx.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+                    [],
+                    |row| row.get(0),
+                )?;
+            }
+        }
+        if version > newest {
+            return Err(StoreError::Migration(format!(
+                "the database's schema is version {version}, newer than this Weft's ({newest})"
+            )));
+        }
+        let Some((next, sql)) = MIGRATIONS.iter().find(|(v, _)| *v > version) else {
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            return Ok(());
+        };
+        tx.execute_batch(sql)
+            .map_err(|err| StoreError::Migration(format!("migration {next}: {err}")))?;
+        tx.pragma_update(None, "user_version", next)?;
+        tx.commit()?;
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(SqliteConnectOptions::new().filename(path)).await
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|err| StoreError::Corrupt(format!("could not open the database: {err}")))?
     }
 
-    /// Opens the database a `sqlite:` URL names.
+    /// Opens the database a `sqlite:` URL names (`sqlite:weft.db`, `sqlite://weft.db`);
+    /// options after `?` are not read.
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(SqliteConnectOptions::from_str(url)?).await
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        Self::open(Path::new(path)).await
     }
 
-    /// Opens the database `options` name, with the settings every connection here uses.
-    async fn open_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let mut migrator = options.clone().connect().await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut migrator).await?;
-        migrator.close().await?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await?;
-        let writer = rusqlite::Connection::open(options.get_filename())?;
+    fn open_blocking(path: PathBuf) -> Result<Self, StoreError> {
+        let mut writer = connect(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "synchronous", "NORMAL")?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
-        writer.busy_timeout(Duration::from_secs(10))?;
-        writer.set_prepared_statement_cache_capacity(32);
+        migrate(&mut writer)?;
+        // Checkpoint every 40 MiB of log, not every 4 MiB: a page written by many commits in
+        // between is copied to the database once, and the database is synced less often.
+        writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         let (writes, queue) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("weft-sqlite-writer".into())
             .spawn(move || write_loop(writer, queue))
             .map_err(|err| StoreError::Corrupt(format!("could not start the writer thread: {err}")))?;
-        Ok(Self { reads, writes })
+        Ok(Self {
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::default(),
+            }),
+            writes,
+        })
+    }
+
+    /// Runs `query` on a read connection, on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => connect(&readers.path)?,
+            };
+            let result = query(&conn);
+            let mut idle = readers.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|err| StoreError::Corrupt(format!("a read stopped: {err}")))?
     }
 
     async fn write(&self, write: Write) -> Result<(), StoreError> {
@@ -264,17 +361,15 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         }
         RunEffect::Ended {
             transition,
-            final_state,
             steps,
             error,
         } => {
             conn.prepare_cached(
-                "UPDATE runs SET status = ?1, final_state = ?2, step_count = ?3, error = ?4, next_node = NULL, \
-                 updated_at = ?5, finished_at = ?5, lease_until = NULL WHERE id = ?6 AND owner = ?7 AND status = ?8",
+                "UPDATE runs SET status = ?1, step_count = ?2, error = ?3, next_node = NULL, \
+                 updated_at = ?4, finished_at = ?4, lease_until = NULL WHERE id = ?5 AND owner = ?6 AND status = ?7",
             )?
             .execute(params![
                 transition.to.as_str(),
-                final_state,
                 as_i64(*steps),
                 error,
                 now,
@@ -306,33 +401,54 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
     Ok(())
 }
 
-fn run_from_row(row: &SqliteRow) -> Result<StoredRun, StoreError> {
-    let status: String = row.try_get("status")?;
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The state an `end` event holds, as written.
+#[derive(serde::Deserialize)]
+struct EndState<'a> {
+    #[serde(borrow)]
+    state: &'a RawValue,
+}
+
+fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
+    let status: String = row.get("status")?;
+    let status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?;
+    // An ended run's final state is its `end` event's (runs ended before 2026-11-30 also
+    // kept a copy in their row).
+    let mut final_state: Option<String> = row.get("final_state")?;
+    if final_state.is_none() && status.is_terminal() {
+        let end: Option<String> = row.get("end_event")?;
+        if let Some(end) = end {
+            let end: EndState<'_> =
+                serde_json::from_str(&end).map_err(|err| StoreError::Corrupt(format!("end event: {err}")))?;
+            final_state = Some(end.state.get().to_owned());
+        }
+    }
     Ok(StoredRun {
-        id: RunId::from(row.try_get::<String, _>("id")?),
-        graph_id: GraphId::from(row.try_get::<String, _>("graph_id")?),
-        graph_name: row.try_get("graph_name")?,
-        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
-        initial_state: row.try_get("initial_state")?,
-        final_state: row.try_get("final_state")?,
-        next_node: row.try_get("next_node")?,
-        step_count: u64::try_from(row.try_get::<i64, _>("step_count")?).unwrap_or(0),
-        last_seq: u64::try_from(row.try_get::<i64, _>("last_seq")?).unwrap_or(0),
-        max_steps: u32::try_from(row.try_get::<i64, _>("max_steps")?).unwrap_or(0),
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
-        finished_at: row.try_get("finished_at")?,
+        id: RunId::from(row.get::<_, String>("id")?),
+        graph_id: GraphId::from(row.get::<_, String>("graph_id")?),
+        graph_name: row.get("graph_name")?,
+        status,
+        initial_state: row.get("initial_state")?,
+        final_state,
+        next_node: row.get("next_node")?,
+        step_count: count(row.get("step_count")?),
+        last_seq: count(row.get("last_seq")?),
+        max_steps: u32::try_from(row.get::<_, i64>("max_steps")?).unwrap_or(0),
+        error: row.get("error")?,
+        created_at: row.get("created_at")?,
+        finished_at: row.get("finished_at")?,
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
+    let kind: String = row.get("kind")?;
     Ok(StoredEvent {
-        seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
-        kind: {
-            let kind: String = row.try_get("kind")?;
-            EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event type `{kind}`")))?
-        },
-        event: row.try_get("event")?,
+        seq: count(row.get("seq")?),
+        kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event type `{kind}`")))?,
+        event: row.get("event")?,
     })
 }
 
@@ -340,7 +456,36 @@ const RUN_COLUMNS: &str = "id, graph_id, status, \
                            (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
                            error, created_at, finished_at, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
-                           (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
+                           (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
+                           (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
+                            AND e.kind = 'end' ORDER BY seq DESC LIMIT 1) AS end_event";
+
+/// The rows `sql` selects with `params`, each mapped by `map`.
+fn rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+fn run_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Option<StoredRun>, StoreError> {
+    Ok(rows(
+        conn,
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [id],
+        run_from_row,
+    )?
+    .into_iter()
+    .next())
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -349,19 +494,21 @@ impl Store for SqliteStore {
     }
 
     async fn graph(&self, id: &GraphId) -> Result<Option<StoredGraph>, StoreError> {
-        let row = sqlx::query("SELECT id, name, spec, created_at FROM graphs WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.reads)
-            .await?;
-        row.map(|row| {
-            Ok(StoredGraph {
-                id: GraphId::from(row.try_get::<String, _>("id")?),
-                name: row.try_get("name")?,
-                spec: row.try_get("spec")?,
-                created_at: row.try_get("created_at")?,
-            })
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, name, spec, created_at FROM graphs WHERE id = ?1")?
+                .query_row([id], |row| {
+                    Ok(StoredGraph {
+                        id: GraphId::from(row.get::<_, String>("id")?),
+                        name: row.get("name")?,
+                        spec: row.get("spec")?,
+                        created_at: row.get("created_at")?,
+                    })
+                })
+                .optional()?)
         })
-        .transpose()
+        .await
     }
 
     async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
@@ -377,87 +524,102 @@ impl Store for SqliteStore {
     }
 
     async fn run(&self, id: &RunId) -> Result<Option<StoredRun>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.reads)
-            .await?;
-        row.as_ref().map(run_from_row).transpose()
+        let id = id.as_str().to_owned();
+        self.read(move |conn| run_by_id(conn, &id)).await
     }
 
     async fn run_log(&self, id: &RunId) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT log FROM run_events WHERE run_id = ? ORDER BY seq")
-            .bind(id.as_str())
-            .fetch_all(&self.reads)
-            .await?;
-        let mut log = Vec::with_capacity(rows.len());
-        for row in rows {
-            let lines: String = row.try_get("log")?;
-            let lines: Vec<String> =
-                serde_json::from_str(&lines).map_err(|err| StoreError::Corrupt(format!("step log: {err}")))?;
-            log.extend(lines);
-        }
-        Ok(log)
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let chunks = rows(
+                conn,
+                "SELECT log FROM run_events WHERE run_id = ?1 ORDER BY seq",
+                [id],
+                |row| Ok(row.get::<_, String>("log")?),
+            )?;
+            let mut log = Vec::with_capacity(chunks.len());
+            for lines in chunks {
+                let lines: Vec<String> =
+                    serde_json::from_str(&lines).map_err(|err| StoreError::Corrupt(format!("step log: {err}")))?;
+                log.extend(lines);
+            }
+            Ok(log)
+        })
+        .await
     }
 
     async fn events_after(&self, id: &RunId, after_seq: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, kind, event FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-                .bind(id.as_str())
-                .bind(as_i64(after_seq))
-                .bind(i64::from(limit))
-                .fetch_all(&self.reads)
-                .await?;
-        rows.iter().map(event_from_row).collect()
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            rows(
+                conn,
+                "SELECT seq, kind, event FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                params![id, as_i64(after_seq), i64::from(limit)],
+                event_from_row,
+            )
+        })
+        .await
     }
 
     async fn latest_snapshot(&self, id: &RunId, at_most: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, kind, event FROM run_events WHERE run_id = ? AND snapshot = 1 AND seq <= ? \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(id.as_str())
-        .bind(as_i64(at_most))
-        .fetch_optional(&self.reads)
-        .await?;
-        row.as_ref().map(event_from_row).transpose()
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(rows(
+                conn,
+                "SELECT seq, kind, event FROM run_events WHERE run_id = ?1 AND snapshot = 1 AND seq <= ?2 \
+                 ORDER BY seq DESC LIMIT 1",
+                params![id, as_i64(at_most)],
+                event_from_row,
+            )?
+            .into_iter()
+            .next())
+        })
+        .await
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError> {
-        // Ids are UUID v7: ordering by id is ordering by creation, and a cursor is an id.
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR graph_id = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(filter.graph_id.as_ref().map(GraphId::as_str))
-        .bind(filter.status.map(RunStatus::as_str))
-        .bind(filter.before.as_ref().map(RunId::as_str))
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        let filter = filter.clone();
+        self.read(move |conn| {
+            // Ids are UUID v7: ordering by id is ordering by creation, and a cursor is an id.
+            rows(
+                conn,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR graph_id = ?1) AND (?2 IS NULL OR status = ?2) \
+                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                ),
+                params![
+                    filter.graph_id.as_ref().map(GraphId::as_str),
+                    filter.status.map(RunStatus::as_str),
+                    filter.before.as_ref().map(RunId::as_str),
+                    i64::from(filter.limit)
+                ],
+                run_from_row,
+            )
+        })
+        .await
     }
 
     async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
-        // Ids are UUID v7, so id order is creation order and an id is a cursor.
-        let rows = sqlx::query(
-            "SELECT id, name, created_at, \
-             (SELECT COUNT(*) FROM json_each(graphs.spec, '$.nodes')) AS nodes \
-             FROM graphs WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(before.map(GraphId::as_str))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(GraphListing {
-                    id: GraphId::from(row.try_get::<String, _>("id")?),
-                    name: row.try_get("name")?,
-                    nodes: u64::try_from(row.try_get::<i64, _>("nodes")?).unwrap_or(0),
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        let before = before.map(|id| id.as_str().to_owned());
+        self.read(move |conn| {
+            // Ids are UUID v7, so id order is creation order and an id is a cursor.
+            rows(
+                conn,
+                "SELECT id, name, created_at, \
+                 (SELECT COUNT(*) FROM json_each(graphs.spec, '$.nodes')) AS nodes \
+                 FROM graphs WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+                params![before, i64::from(limit)],
+                |row| {
+                    Ok(GraphListing {
+                        id: GraphId::from(row.get::<_, String>("id")?),
+                        name: row.get("name")?,
+                        nodes: count(row.get("nodes")?),
+                        created_at: row.get("created_at")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn claim_expired(
@@ -466,46 +628,52 @@ impl Store for SqliteStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<StoredRun>, StoreError> {
-        let claimed = sqlx::query(
-            "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
-             WHERE status IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) \
-             RETURNING id",
-        )
-        .bind(owner.as_str())
-        .bind(lease_until)
-        .bind(now)
-        .fetch_all(&self.reads)
-        .await?;
-        let mut runs = Vec::with_capacity(claimed.len());
-        for row in claimed {
-            let id = RunId::from(row.try_get::<String, _>("id")?);
-            if let Some(run) = self.run(&id).await? {
-                runs.push(run);
+        let owner = owner.as_str().to_owned();
+        self.read(move |conn| {
+            // One statement: each expired run is claimed by exactly one instance.
+            let claimed = rows(
+                conn,
+                "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
+                 WHERE status IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) \
+                 RETURNING id",
+                params![owner, lease_until, now],
+                |row| Ok(row.get::<_, String>("id")?),
+            )?;
+            let mut runs = Vec::with_capacity(claimed.len());
+            for id in claimed {
+                runs.extend(run_by_id(conn, &id)?);
             }
-        }
-        runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(runs)
+            runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(runs)
+        })
+        .await
     }
 
     async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE runs SET lease_until = ?1 WHERE owner = ?2 AND status IN ('queued', 'running')")
-            .bind(lease_until)
-            .bind(owner.as_str())
-            .execute(&self.reads)
-            .await?;
-        Ok(done.rows_affected())
+        let owner = owner.as_str().to_owned();
+        self.read(move |conn| {
+            let renewed = conn
+                .prepare_cached(
+                    "UPDATE runs SET lease_until = ?1 WHERE owner = ?2 AND status IN ('queued', 'running')",
+                )?
+                .execute(params![lease_until, owner])?;
+            Ok(renewed as u64)
+        })
+        .await
     }
 
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = ?1 \
-             WHERE owner = ?2 AND status IN ('queued', 'running')",
-        )
-        .bind(now_millis())
-        .bind(owner.as_str())
-        .execute(&self.reads)
-        .await?;
-        Ok(done.rows_affected())
+        let owner = owner.as_str().to_owned();
+        self.read(move |conn| {
+            let released = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = ?1 \
+                     WHERE owner = ?2 AND status IN ('queued', 'running')",
+                )?
+                .execute(params![now_millis(), owner])?;
+            Ok(released as u64)
+        })
+        .await
     }
 }
 
@@ -535,9 +703,8 @@ mod tests {
         OwnerId::from("other".to_owned())
     }
 
-    /// A fresh store holding one graph and one running run of it (event 1 written).
-    async fn store_with_run() -> (tempfile::TempDir, SqliteStore, RunId) {
-        let (dir, store) = store().await;
+    /// Stores an empty graph and answers its id.
+    async fn a_graph(store: &SqliteStore) -> GraphId {
         let graph = GraphId::generate();
         store
             .insert_graph(StoredGraph {
@@ -548,6 +715,13 @@ mod tests {
             })
             .await
             .unwrap();
+        graph
+    }
+
+    /// A fresh store holding one graph and one running run of it (event 1 written).
+    async fn store_with_run() -> (tempfile::TempDir, SqliteStore, RunId) {
+        let (dir, store) = store().await;
+        let graph = a_graph(&store).await;
         let run = RunId::generate();
         store
             .insert_run(NewRun {
@@ -633,11 +807,10 @@ mod tests {
                 kind: EventKind::End,
                 node: None,
                 log: "[]".into(),
-                event: r#"{"seq":4}"#.into(),
+                event: r#"{"type":"end","seq":4,"state":{"n":2}}"#.into(),
                 snapshot: false,
                 effect: RunEffect::Ended {
                     transition: Transition::new(RunStatus::Running, RunStatus::Completed).unwrap(),
-                    final_state: r#"{"n":2}"#.into(),
                     steps: 2,
                     error: None,
                 },
@@ -682,11 +855,10 @@ mod tests {
             kind: EventKind::End,
             node: None,
             log: "[]".into(),
-            event: format!(r#"{{"seq":{seq}}}"#),
+            event: format!(r#"{{"type":"end","seq":{seq},"state":{{"n":1}}}}"#),
             snapshot: false,
             effect: RunEffect::Ended {
                 transition: Transition::new(RunStatus::Running, status).unwrap(),
-                final_state: r#"{"n":1}"#.into(),
                 steps: 1,
                 error: Some("boom".into()),
             },
@@ -700,7 +872,7 @@ mod tests {
         let clash = store
             .append_events(vec![step(&run, 2, 1, None), end(&run, 2, RunStatus::Failed)])
             .await;
-        assert!(matches!(clash, Err(StoreError::Write(_))));
+        assert!(matches!(clash, Err(StoreError::Sqlite(_))));
         let stored = store.run(&run).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.step_count, stored.last_seq),
@@ -771,7 +943,6 @@ mod tests {
         let mut wrong = end(&run, 2, RunStatus::Cancelled);
         wrong.effect = RunEffect::Ended {
             transition: Transition::new(RunStatus::Queued, RunStatus::Cancelled).unwrap(),
-            final_state: "{}".into(),
             steps: 0,
             error: None,
         };
@@ -816,5 +987,77 @@ mod tests {
         let stored = store.graph(&graph).await.unwrap().unwrap();
         assert_eq!(stored.spec, r#"{"x":1}"#);
         assert_eq!(store.graph(&GraphId::generate()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_database_migrated_by_sqlx_is_taken_over_where_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        {
+            // As Weft left it when sqlx migrated it: migrations 1 to 7, recorded in its table.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for (_, sql) in &MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+                 installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+                 checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
+                 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (1, 'init', 1, x'00', 0), (2, '', 1, x'00', 0), (3, '', 1, x'00', 0), (4, '', 1, x'00', 0),
+                        (5, '', 1, x'00', 0), (6, '', 1, x'00', 0), (7, '', 1, x'00', 0);
+                 INSERT INTO graphs (id, spec, created_at, name) VALUES ('g', '{\"nodes\":{}}', 3, 'old');",
+            )
+            .unwrap();
+        }
+        // Running migration 1 again would fail (its tables exist): only 8 is applied.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store
+                .graph(&GraphId::from("g".to_owned()))
+                .await
+                .unwrap()
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("old")
+        );
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        assert_eq!(version, 8);
+        let by_kind: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'run_events_by_kind'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(by_kind, 0, "migration 8 ran");
+    }
+
+    #[tokio::test]
+    async fn two_processes_opening_a_new_file_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        let (one, two) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        let (one, two) = (one.unwrap(), two.unwrap());
+        let graph = a_graph(&one).await;
+        assert!(two.graph(&graph).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_database_newer_than_this_weft_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        drop(SqliteStore::open(&path).await.unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let refused = SqliteStore::open(&path).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Migration(why)) if why.contains("version 99")),
+            "{refused:?}"
+        );
     }
 }
