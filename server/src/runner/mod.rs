@@ -31,7 +31,7 @@ use std::{
     },
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
@@ -42,7 +42,7 @@ use crate::{
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
-        Bounds, Checkpoint, CpuPool, Graph, GraphError, Registry, RunEnd,
+        Bounds, Checkpoint, CpuPool, Graph, GraphError, NodeStart, Registry, RunEnd,
     },
     ids::{GraphId, OwnerId, RunId},
     store::{now_millis, Millis, NewRun, RunEffect, Store, StoreError, StoredRun},
@@ -324,33 +324,47 @@ impl Runner {
             None => graph.max_steps(),
             Some(n) => parse_max_steps(&n.into()).map_err(|_| RunnerError::InvalidMaxSteps)?,
         };
+        // A free slot is taken here, so a run stored `running` never waits for one.
+        let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
         let queued = self.waiting.load(Ordering::SeqCst);
-        let full = self.slots.available_permits() == 0;
-        if full && queued >= self.limits.max_queued {
+        if slot.is_none() && queued >= self.limits.max_queued {
             return Err(RunnerError::QueueFull {
                 running: self.limits.max_running,
                 queued,
             });
         }
         let run_id = RunId::generate();
-        let start = graph.start();
+        let start = graph.node(graph.start()).name.clone();
         let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
             run_id: run_id.to_string(),
             seq: 1,
             graph_id: request.graph_id.to_string(),
         });
-        let status = if full { RunStatus::Queued } else { RunStatus::Running };
         let initial_state = state_text(&request.initial_state);
-        let state_bytes = initial_state.len();
+        let mut sink = self.sink(run_id.clone(), RunStatus::Queued, 1, None, initial_state.len());
+        // Admitted straight into a slot: stored with its start and its first node's, in one
+        // commit with the run.
+        let then = match slot {
+            Some(_) => sink.open(
+                &started_event(&run_id, 2, false),
+                NodeStart {
+                    step: 1,
+                    node: &start,
+                    attempt: 1,
+                },
+            )?,
+            None => Vec::new(),
+        };
         let new_run = NewRun {
             id: run_id.clone(),
             owner: self.owner.clone(),
             lease_until: self.leases.until_from_now(),
             event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            then,
             graph_id: request.graph_id,
-            status,
+            status: sink.status,
             initial_state,
-            next_node: graph.node(start).name.clone(),
+            next_node: start,
             max_steps,
             created_at: now_millis(),
         };
@@ -358,11 +372,10 @@ impl Runner {
         // own, which finishes even if the request that asked for them is dropped midway,
         // so a stored run always has a task executing it.
         let runner = self.clone();
-        let id = run_id.clone();
         let finished = tokio::spawn(async move {
             runner.store.insert_run(new_run).await?;
             let checkpoint = Checkpoint::start(&graph, request.initial_state);
-            Ok::<_, StoreError>(runner.spawn(id, graph, checkpoint, max_steps, Resume::No { status, state_bytes }))
+            Ok::<_, StoreError>(runner.spawn(sink, graph, checkpoint, max_steps, slot))
         })
         .await
         .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))??;
@@ -414,87 +427,96 @@ impl Runner {
             next,
             steps: run.step_count,
         };
-        let resume = Resume::Yes {
-            last_seq: run.last_seq,
-            announced,
-        };
-        drop(self.spawn(run.id, graph, checkpoint, run.max_steps, resume));
+        // A claimed run was handed back to `queued`; its first step is a snapshot, and its
+        // earlier log lines are in the store only.
+        let mut sink = self.sink(run.id, RunStatus::Queued, run.last_seq, announced, 0);
+        sink.log = None;
+        drop(self.spawn(sink, graph, checkpoint, run.max_steps, None));
         Ok(())
     }
 
-    fn spawn(
+    /// The sink that records a run, registered as live here.
+    fn sink(
         &self,
         run_id: RunId,
+        status: RunStatus,
+        last_seq: u64,
+        announced: Option<u64>,
+        stored_state_bytes: usize,
+    ) -> RunSink {
+        RunSink {
+            publisher: self.hub.register(&run_id),
+            run_id,
+            owner: self.owner.clone(),
+            status,
+            store: Arc::clone(&self.store),
+            seq: last_seq,
+            announced,
+            opened: false,
+            held: Vec::new(),
+            shutdown: self.shutdown.clone(),
+            snapshot_bytes: stored_state_bytes,
+            unsnapshotted: 0,
+            log: Some(Vec::new()),
+            log_bytes: 0,
+        }
+    }
+
+    /// Executes a run recorded by `sink` in the background: at once in `slot`, or once a
+    /// slot is free.
+    fn spawn(
+        &self,
+        mut sink: RunSink,
         graph: Arc<Graph>,
         checkpoint: Checkpoint,
         max_steps: u32,
-        resume: Resume,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> tokio::task::JoinHandle<Finished> {
-        let (last_seq, announced, status, initial_bytes) = match resume {
-            // A new run has its `run_queued` event, and its initial state stored whole.
-            Resume::No { status, state_bytes } => (1, None, status, state_bytes),
-            // A claimed run was handed back to `queued`; its first step is a snapshot.
-            Resume::Yes { last_seq, announced } => (last_seq, announced, RunStatus::Queued, 0),
-        };
-        // Registered before the task starts, so a subscriber never misses the run.
-        let publisher = self.hub.register(&run_id);
-        let store = Arc::clone(&self.store);
-        let owner = self.owner.clone();
-        let shutdown = self.shutdown.clone();
         let slots = Arc::clone(&self.slots);
         let waiting = Arc::clone(&self.waiting);
+        let shutdown = self.shutdown.clone();
         let bounds = Bounds {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
-        waiting.fetch_add(1, Ordering::SeqCst);
+        if slot.is_none() {
+            waiting.fetch_add(1, Ordering::SeqCst);
+        }
         self.tasks.spawn(async move {
-            let mut sink = RunSink {
-                run_id: run_id.clone(),
-                owner,
-                status,
-                store: Arc::clone(&store),
-                publisher,
-                seq: last_seq,
-                announced,
-                held: Vec::new(),
-                shutdown: shutdown.clone(),
-                snapshot_bytes: initial_bytes,
-                unsnapshotted: 0,
-                // A resumed run's earlier lines are in the store only.
-                log: matches!(resume, Resume::No { .. }).then(Vec::new),
-                log_bytes: 0,
+            let run_id = sink.run_id.clone();
+            let _slot = match slot {
+                Some(slot) => slot,
+                None => {
+                    // Wait for a slot, unless the run is cancelled (or the server stops) meanwhile.
+                    let slot = tokio::select! {
+                        slot = slots.acquire_owned() => Ok(slot.ok()),
+                        () = sink.publisher.cancelled() => Ok(None),
+                        () = shutdown.cancelled() => Err(()),
+                    };
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    let Ok(slot) = slot else {
+                        return sink.suspend();
+                    };
+                    let Some(slot) = slot else {
+                        let end = RunEnd {
+                            status: RunStatus::Cancelled,
+                            state: checkpoint.state,
+                            steps: checkpoint.steps,
+                            error: None,
+                        };
+                        return sink.finish(end).await;
+                    };
+                    // Written with the first node's start, in one commit.
+                    let resumed = sink.seq > 1;
+                    if let Err(err) = sink.hold(&started_event(&run_id, sink.seq + 1, resumed), &[], RunEffect::Started)
+                    {
+                        tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
+                        return sink.abandon("the run's start could not be recorded").await;
+                    }
+                    sink.status = RunStatus::Running;
+                    slot
+                }
             };
-            // Wait for a slot, unless the run is cancelled (or the server stops) meanwhile.
-            let slot = tokio::select! {
-                slot = slots.acquire_owned() => Ok(slot.ok()),
-                () = sink.publisher.cancelled() => Ok(None),
-                () = shutdown.cancelled() => Err(()),
-            };
-            waiting.fetch_sub(1, Ordering::SeqCst);
-            let Ok(slot) = slot else {
-                return sink.suspend();
-            };
-            let Some(_slot) = slot else {
-                let end = RunEnd {
-                    status: RunStatus::Cancelled,
-                    state: checkpoint.state,
-                    steps: checkpoint.steps,
-                    error: None,
-                };
-                return sink.finish(end).await;
-            };
-            let started: RunEvent = RunEvent::RunStarted(RunStartedEvent {
-                run_id: run_id.to_string(),
-                seq: sink.seq + 1,
-                resumed: matches!(resume, Resume::Yes { .. }),
-            });
-            // Written with the first node's start, in one commit.
-            if let Err(err) = sink.hold(&started, &[], RunEffect::Started) {
-                tracing::error!(%run_id, error = %err, "run stopped: its start cannot be recorded");
-                return sink.abandon("the run's start could not be recorded").await;
-            }
-            sink.status = RunStatus::Running;
             let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, bounds, &mut sink))
                 .catch_unwind()
                 .await;
@@ -516,21 +538,17 @@ impl Runner {
     }
 }
 
+/// A run's `run_started` event, numbered `seq`.
+fn started_event(run_id: &RunId, seq: u64, resumed: bool) -> RunEvent {
+    RunEvent::RunStarted(RunStartedEvent {
+        run_id: run_id.to_string(),
+        seq,
+        resumed,
+    })
+}
+
 /// A state as JSON text, serialized in place (no copy of the state is made).
 fn state_text(state: &State) -> String {
     // Cannot fail: the keys are strings and a `Value` holds no non-finite number.
     serde_json::to_string(state).unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// Whether a run starts fresh or goes on after a restart.
-#[derive(Debug, Clone, Copy)]
-enum Resume {
-    /// A new run, stored with this status and an initial state of this size.
-    No { status: RunStatus, state_bytes: usize },
-    Yes {
-        /// The number of its last recorded event.
-        last_seq: u64,
-        /// The step whose node had started (and logged "[RUNNING]") when the server stopped.
-        announced: Option<u64>,
-    },
 }

@@ -58,6 +58,9 @@ pub(super) struct RunSink {
     pub(super) seq: u64,
     /// The step whose "[RUNNING]" line was logged before a restart, not to be repeated.
     pub(super) announced: Option<u64>,
+    /// Set when the first node's start was stored with the run itself (see
+    /// [`RunSink::open`]): the engine's report of it is not written again.
+    pub(super) opened: bool,
     /// Events numbered but not yet written: the run's start, or its last step, until the
     /// next event (a node's start, or the run's end) joins them.
     pub(super) held: Vec<Held>,
@@ -237,6 +240,43 @@ impl RunSink {
         Ok(())
     }
 
+    /// For a run admitted straight into a free slot: its start and its first node's start,
+    /// numbered after event 1 (`run_queued`), for the store to write with the run in one
+    /// commit. The engine's report of that node's start is then skipped.
+    pub(super) fn open(&mut self, started: &RunEvent, first: NodeStart<'_>) -> Result<Vec<EventRecord>, StoreError> {
+        self.hold(started, &[], RunEffect::Started)?;
+        let (event, lines) = self.node_started_event(first);
+        self.hold(&event, &lines, RunEffect::None)?;
+        self.status = RunStatus::Running;
+        self.opened = true;
+        // Nobody can be listening yet: a subscriber reads these from the store.
+        Ok(std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|held| {
+                self.remember(held.lines);
+                held.record
+            })
+            .collect())
+    }
+
+    /// A node's start as an event, with its log lines.
+    fn node_started_event(&self, start: NodeStart<'_>) -> (RunEvent, Vec<String>) {
+        let event: RunEvent = RunEvent::NodeStarted(NodeStartedEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            step: start.step,
+            node: start.node.to_owned(),
+            attempt: start.attempt,
+        });
+        // The prototype's one "[RUNNING]" line per executed node: on its first attempt.
+        let lines = if start.attempt == 1 && self.announced != Some(start.step) {
+            vec![format!("[RUNNING] {}", start.node)]
+        } else {
+            Vec::new()
+        };
+        (event, lines)
+    }
+
     pub(super) async fn finish(mut self, end: RunEnd) -> Finished {
         let RunEnd {
             mut status,
@@ -344,19 +384,11 @@ fn sink_error(err: StoreError) -> SinkError {
 
 impl StepSink for RunSink {
     async fn node_started(&mut self, start: NodeStart<'_>) -> Result<(), SinkError> {
-        let event: RunEvent = RunEvent::NodeStarted(NodeStartedEvent {
-            run_id: self.run_id.to_string(),
-            seq: self.seq + 1,
-            step: start.step,
-            node: start.node.to_owned(),
-            attempt: start.attempt,
-        });
-        // The prototype's one "[RUNNING]" line per executed node: on its first attempt.
-        let lines = if start.attempt == 1 && self.announced != Some(start.step) {
-            vec![format!("[RUNNING] {}", start.node)]
-        } else {
-            Vec::new()
-        };
+        if std::mem::take(&mut self.opened) {
+            // Stored with the run.
+            return Ok(());
+        }
+        let (event, lines) = self.node_started_event(start);
         self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
     }
 

@@ -25,7 +25,8 @@ use crate::{
 };
 
 /// A store that fails the next `failures` event writes once an event numbered
-/// `fail_from` or later is written, and records each event write's kinds.
+/// `fail_from` or later is written, and records each event write's kinds (a new run's
+/// `run_queued` event, always written with it, is left out).
 struct FaultyStore {
     inner: SqliteStore,
     fail_from: u64,
@@ -64,6 +65,9 @@ impl Store for FaultyStore {
         self.inner.graph(id).await
     }
     async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
+        if !run.then.is_empty() {
+            self.check(&run.then)?;
+        }
         self.inner.insert_run(run).await
     }
     async fn append_event(&self, event: EventRecord) -> Result<(), StoreError> {
@@ -216,7 +220,8 @@ async fn each_step_is_committed_with_the_next_nodes_start_and_the_last_with_the_
     });
     let (run_id, finished) = run(&runner, spec).await;
     assert_eq!(finished.status, RunStatus::Completed);
-    // After the run's row (event 1, `run_queued`): one commit per step, no more.
+    // The run is stored with its start and its first node's (events 1 to 3), then each
+    // step is committed with what follows it: one commit per step, no more.
     assert_eq!(
         store.writes(),
         vec![

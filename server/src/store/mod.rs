@@ -87,6 +87,9 @@ pub struct NewRun {
     pub next_node: String,
     /// The `run_queued` event (event 1), JSON text.
     pub event: String,
+    /// The events after it written in the same commit: a run admitted straight into a
+    /// free slot is stored with its start and its first node's start.
+    pub then: Vec<EventRecord>,
     /// Its step limit.
     pub max_steps: u32,
     /// When it was accepted.

@@ -285,6 +285,9 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.status,
                 false,
             )?;
+            for event in &run.then {
+                apply_event(conn, event)?;
+            }
         }
         Write::Event(event) => apply_event(conn, event)?,
         Write::Events(events) => {
@@ -733,6 +736,7 @@ mod tests {
                 initial_state: r#"{"n":0}"#.into(),
                 next_node: "a".into(),
                 event: r#"{"type":"run_queued","seq":1}"#.into(),
+                then: Vec::new(),
                 max_steps: 100,
                 created_at: 1,
             })
