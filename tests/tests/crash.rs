@@ -125,10 +125,15 @@ async fn a_run_whose_last_step_fails_is_failed_after_a_crash_right_after_that_st
     let app = TestApp::connect(first.port);
     let graph = app
         .create_graph(json!({
-            "nodes": [{"id": "count", "tool": "increment"}, {"id": "boom", "tool": "fail", "config": {"message": "disk full"}}],
-            "edges": [{"from": "count", "to": "boom"}]
+            "nodes": [
+                {"id": "count", "tool": "increment"},
+                {"id": "pause", "tool": "sleep", "config": {"ms": 300}},
+                {"id": "boom", "tool": "fail", "config": {"message": "disk full"}}
+            ],
+            "edges": [{"from": "count", "to": "pause"}, {"from": "pause", "to": "boom"}]
         }))
         .await;
+    // (`pause` lets the answer go out before the process aborts.)
     let (status, started) = app.post("/graph/run", &json!({"graph_id": graph})).await;
     assert_eq!(status, 200);
     let run_id = started["run_id"].as_str().unwrap().to_owned();
@@ -147,13 +152,15 @@ async fn a_run_whose_last_step_fails_is_failed_after_a_crash_right_after_that_st
     assert_eq!(body["status"], "failed", "{body}");
     assert_eq!(body["error"], "node `boom` failed: disk full");
     assert_eq!(body["state"], json!({"count": 1}));
-    assert_eq!(body["steps"], 2);
+    assert_eq!(body["steps"], 3);
     let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
     assert_eq!(
         event_types(&detail),
         [
             "run_queued",
             "run_started",
+            "node_started",
+            "step",
             "node_started",
             "step",
             "node_started",

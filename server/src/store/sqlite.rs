@@ -1,26 +1,36 @@
 //! The embedded SQLite store: one database file, WAL mode, group commits, one driver
 //! (rusqlite).
 //!
-//! Writes go through one writer thread that owns one connection: it takes every write
-//! waiting in its queue (up to [`MAX_BATCH`]), applies them with cached prepared
-//! statements in one transaction, then answers each caller. Under load many runs' events
-//! share one commit and one hand-over between threads; alone, an event still commits at
-//! once. Reads (and the one-statement lease updates) borrow one of a few other
-//! connections on the blocking pool. No transaction is ever held while a node runs.
+//! Writes go through one connection, and commit as a group: a caller queues its write,
+//! then, if no one else is committing, takes the connection and commits every write
+//! waiting (up to [`MAX_BATCH`] a transaction) with cached prepared statements, answering
+//! each. Under load many runs' events share one commit; alone, an event commits at once,
+//! on the caller's own thread, with no hand-over between threads (profiling showed the
+//! hand-overs to a writer thread, and waking the callers back, costing more than SQLite's
+//! own work). A commit never waits for a lock on the runtime: when another process holds
+//! the database's write lock, the waiting moves to the blocking pool. Checkpoints (which
+//! sync the database file) run on a thread of their own.
+//!
+//! Reads (and the one-statement lease updates) borrow one of a few other connections on
+//! the blocking pool. No transaction is ever held while a node runs.
 //!
 //! `synchronous = NORMAL` in WAL mode keeps every committed step across a crash of the
 //! process (`kill -9`); only a power loss can take back the last commits.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender},
+        Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak,
+    },
     time::Duration,
 };
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
@@ -33,8 +43,11 @@ use crate::lifecycle::Transition;
 
 /// The most writes one commit takes.
 pub const MAX_BATCH: usize = 512;
-/// Writes waiting for the writer at most; callers beyond it wait for room.
-const QUEUE: usize = 4_096;
+/// Batches one caller commits at most before handing the rest to the blocking pool, so
+/// that a runtime thread is never kept committing for others indefinitely.
+const INLINE_BATCHES: usize = 4;
+/// The log written between two checkpoints, about.
+const CHECKPOINT_EVERY: usize = 16 << 20;
 /// Idle read connections kept open at most.
 const READERS: usize = 4;
 /// How long a statement waits for another connection's (or process's) write lock.
@@ -70,7 +83,142 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     readers: Arc<Readers>,
-    writes: mpsc::Sender<Job>,
+    writer: Arc<Writer>,
+}
+
+/// The connection that writes, and the writes waiting for it.
+struct Writer {
+    conn: Mutex<rusqlite::Connection>,
+    queue: Mutex<Vec<Job>>,
+    /// Bytes written since the last checkpoint, about.
+    unchecked: AtomicUsize,
+    /// Wakes the checkpointer.
+    checkpoint: SyncSender<()>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn is_busy(err: &StoreError) -> bool {
+    matches!(err, StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+        if matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+impl Writer {
+    /// Commits the writes waiting, if no one else is. `wait`: on the blocking pool, where
+    /// taking the connection, and the database's write lock, may wait.
+    fn drain(self: &Arc<Self>, wait: bool) {
+        loop {
+            let mut conn = if wait {
+                lock(&self.conn)
+            } else {
+                match self.conn.try_lock() {
+                    Ok(conn) => conn,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    // Whoever holds it commits what is queued before letting go.
+                    Err(TryLockError::WouldBlock) => return,
+                }
+            };
+            if wait {
+                let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            }
+            let mut rounds = 0;
+            let outcome = loop {
+                let batch: Vec<Job> = {
+                    let mut queue = lock(&self.queue);
+                    let n = queue.len().min(MAX_BATCH);
+                    queue.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    break Ok(());
+                }
+                if !wait && rounds == INLINE_BATCHES {
+                    break Err(batch);
+                }
+                rounds += 1;
+                if let Err(left) = self.commit_batch(&mut conn, batch, wait) {
+                    break Err(left);
+                }
+            };
+            if wait {
+                let _ = conn.busy_timeout(Duration::ZERO);
+            }
+            drop(conn);
+            if let Err(left) = outcome {
+                // Busy, or enough done here: the rest is committed on the blocking pool.
+                lock(&self.queue).splice(0..0, left);
+                let writer = Arc::clone(self);
+                tokio::task::spawn_blocking(move || writer.drain(true));
+                return;
+            }
+            // A write queued while the connection was being let go is committed by its
+            // caller, or here.
+            if lock(&self.queue).is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Commits `batch` and answers each write. Answers the writes left when the database
+    /// is busy (another process writes) and `wait` is off.
+    fn commit_batch(&self, conn: &mut rusqlite::Connection, batch: Vec<Job>, wait: bool) -> Result<(), Vec<Job>> {
+        let bytes: usize = batch.iter().map(|job| job.write.bytes()).sum();
+        match commit(conn, &batch) {
+            Ok(()) => {
+                for job in batch {
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            Err(err) if !wait && is_busy(&err) => return Err(batch),
+            Err(err) => {
+                // One bad write must not fail its neighbours: retry each on its own.
+                tracing::warn!(error = %err, size = batch.len(), "batch commit failed; retrying one by one");
+                let mut jobs = batch.into_iter();
+                while let Some(job) = jobs.next() {
+                    let result = commit(conn, std::slice::from_ref(&job));
+                    match result {
+                        Err(err) if !wait && is_busy(&err) => return Err(std::iter::once(job).chain(jobs).collect()),
+                        Err(err) => {
+                            tracing::error!(error = %err, "write failed");
+                            let _ = job.done.send(Err(err));
+                        }
+                        Ok(()) => {
+                            let _ = job.done.send(Ok(()));
+                        }
+                    }
+                }
+            }
+        }
+        if self.unchecked.fetch_add(bytes, Ordering::Relaxed) + bytes >= CHECKPOINT_EVERY {
+            let _ = self.checkpoint.try_send(());
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoints the log whenever woken, until the store is gone. It holds the connection
+/// meanwhile, so no commit appends to the log as it is copied: every page is copied, and
+/// the next commit starts the log over rather than growing it.
+fn checkpoint_loop(writer: Weak<Writer>, wake: Receiver<()>) {
+    while wake.recv().is_ok() {
+        let Some(writer) = writer.upgrade() else { return };
+        {
+            let conn = lock(&writer.conn);
+            writer.unchecked.store(0, Ordering::Relaxed);
+            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %err, "checkpoint failed");
+            }
+        }
+        // What queued meanwhile.
+        writer.drain(true);
+    }
 }
 
 /// Connections for reads, each lent to one blocking task at a time.
@@ -152,20 +300,29 @@ impl SqliteStore {
         let mut writer = connect(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut writer)?;
-        // Checkpoint every 40 MiB of log, not every 4 MiB: a page written by many commits in
-        // between is copied to the database once, and the database is synced less often.
-        writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        let (writes, queue) = mpsc::channel(QUEUE);
+        // Commits on the runtime never wait for the lock (see `Writer::drain`).
+        writer.busy_timeout(Duration::ZERO)?;
+        // The checkpointer copies the log every `CHECKPOINT_EVERY` bytes or so, off the
+        // runtime; this is a backstop, should it fall behind.
+        writer.pragma_update(None, "wal_autocheckpoint", 20_000)?;
+        let (checkpoint, wake) = sync_channel(1);
+        let writer = Arc::new(Writer {
+            conn: Mutex::new(writer),
+            queue: Mutex::default(),
+            unchecked: AtomicUsize::new(0),
+            checkpoint,
+        });
+        let weak = Arc::downgrade(&writer);
         std::thread::Builder::new()
-            .name("weft-sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue))
-            .map_err(|err| StoreError::Corrupt(format!("could not start the writer thread: {err}")))?;
+            .name("weft-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(weak, wake))
+            .map_err(|err| StoreError::Corrupt(format!("could not start the checkpoint thread: {err}")))?;
         Ok(Self {
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::default(),
             }),
-            writes,
+            writer,
         })
     }
 
@@ -194,43 +351,22 @@ impl SqliteStore {
 
     async fn write(&self, write: Write) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
-        self.writes
-            .send(Job { write, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        lock(&self.writer.queue).push(Job { write, done });
+        self.writer.drain(false);
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-/// Commits queued writes in batches until every sender is gone. Runs on a thread of its
-/// own: a batch costs one hand-over from the runtime, not one per statement.
-fn write_loop(mut conn: rusqlite::Connection, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = queue.blocking_recv() {
-        batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        match commit(&mut conn, &batch) {
-            Ok(()) => {
-                for job in batch.drain(..) {
-                    let _ = job.done.send(Ok(()));
-                }
-            }
-            Err(err) => {
-                // One bad write must not fail its neighbours: retry each on its own.
-                tracing::warn!(error = %err, size = batch.len(), "batch commit failed; retrying one by one");
-                for job in batch.drain(..) {
-                    let result = commit(&mut conn, std::slice::from_ref(&job));
-                    if let Err(err) = &result {
-                        tracing::error!(error = %err, "write failed");
-                    }
-                    let _ = job.done.send(result);
-                }
-            }
+impl Write {
+    /// About how many bytes committing it appends to the log.
+    fn bytes(&self) -> usize {
+        const PAGES: usize = 2 * 4096;
+        let event = |e: &EventRecord| PAGES + e.event.len() + e.log.len();
+        match self {
+            Write::Graph(graph) => PAGES + graph.spec.len(),
+            Write::Run(run) => PAGES + run.initial_state.len() + run.then.iter().map(event).sum::<usize>(),
+            Write::Event(e) => event(e),
+            Write::Events(events) => events.iter().map(event).sum(),
         }
     }
 }
@@ -1063,5 +1199,39 @@ mod tests {
             matches!(&refused, Err(StoreError::Migration(why)) if why.contains("version 99")),
             "{refused:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waits_off_the_runtime_while_another_process_holds_the_lock() {
+        let (dir, store, run) = store_with_run().await;
+        // Another connection (as another process would) takes the write lock for 300 ms.
+        let mut other = rusqlite::Connection::open(dir.path().join("weft.db")).unwrap();
+        let (locked, lock_taken) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            tx.commit().unwrap();
+        });
+        lock_taken.recv().unwrap();
+        let started = std::time::Instant::now();
+        // The runtime stays free meanwhile: a timer fires on time while the write waits.
+        let (written, ticked) = tokio::join!(store.append_event(step(&run, 2, 1, Some("a"))), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            started.elapsed()
+        });
+        written.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "the write did not wait for the lock"
+        );
+        assert!(
+            ticked < Duration::from_millis(250),
+            "the runtime was blocked: {ticked:?}"
+        );
+        holder.join().unwrap();
+        assert_eq!(store.run(&run).await.unwrap().unwrap().step_count, 1);
     }
 }
