@@ -3,7 +3,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `WEFT_ADDR` (else `LEPTOS_SITE_ADDR`) | `127.0.0.1:3000` | where to listen |
-//! | `WEFT_DATABASE` | `weft.db` | the SQLite file (or a `sqlite:` URL) |
+//! | `WEFT_DATABASE` | `weft.db` | the SQLite file (or a `sqlite:` URL), or a `postgres://` URL |
 //! | `LEPTOS_SITE_ROOT` | `target/site` | the built site (cargo-leptos sets it) |
 //! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
 //! | `WEFT_MAX_RUNNING` | 256 | runs executing at once |
@@ -36,7 +36,8 @@ pub struct ConfigError {
 pub struct Settings {
     /// Where to listen; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// The SQLite database: a file path or a `sqlite:` URL.
+    /// The database: a SQLite file path or `sqlite:` URL, or a `postgres://` URL (for
+    /// many instances sharing one database).
     pub database: String,
     /// The directory cargo-leptos built the site into (holding `pkg/`).
     pub site_root: PathBuf,

@@ -13,7 +13,7 @@ use crate::{
     config::Settings,
     engine::CpuPool,
     runner::{Runner, RunnerError},
-    store::{sqlite::SqliteStore, Store, StoreError},
+    store::{postgres::PgStore, sqlite::SqliteStore, Store, StoreError},
     tools::default_registry,
     ui::UiBackend,
 };
@@ -51,11 +51,14 @@ pub struct Application {
 impl Application {
     /// Opens the store, resumes interrupted runs and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let store: Arc<dyn Store> = Arc::new(if settings.database.starts_with("sqlite:") {
-            SqliteStore::open_url(&settings.database).await?
+        let database = settings.database.as_str();
+        let store: Arc<dyn Store> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Arc::new(PgStore::open(database).await?)
+        } else if database.starts_with("sqlite:") {
+            Arc::new(SqliteStore::open_url(database).await?)
         } else {
-            SqliteStore::open(settings.database.as_ref()).await?
-        });
+            Arc::new(SqliteStore::open(database.as_ref()).await?)
+        };
         let pool = CpuPool::for_this_machine();
         let runner = Runner::new(store, default_registry(&pool), pool, settings.limits).with_leases(settings.leases);
         let mut lease_keeper = None;

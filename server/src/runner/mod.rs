@@ -382,12 +382,17 @@ impl Runner {
         Ok(Started { run_id, finished })
     }
 
-    /// Claims every run whose lease has expired (a stop or a crash interrupted it) and
-    /// starts it again from its last checkpoint. Answers how many were resumed.
+    /// Claims the runs whose lease has expired (a stop or a crash interrupted them), as
+    /// many as there are free slots here (a busy instance leaves them to the others), and
+    /// starts each again from its last checkpoint. Answers how many were resumed.
     pub async fn resume_unfinished(&self) -> Result<usize, RunnerError> {
+        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            return Ok(0);
+        }
         let runs = self
             .store
-            .claim_expired(&self.owner, now_millis(), self.leases.until_from_now())
+            .claim_expired(&self.owner, now_millis(), self.leases.until_from_now(), free)
             .await?;
         let count = runs.len();
         for run in runs {

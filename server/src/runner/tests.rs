@@ -98,8 +98,15 @@ impl Store for FaultyStore {
         owner: &OwnerId,
         now: Millis,
         lease_until: Millis,
+        limit: u32,
     ) -> Result<Vec<StoredRun>, StoreError> {
-        self.inner.claim_expired(owner, now, lease_until).await
+        self.inner.claim_expired(owner, now, lease_until, limit).await
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
     }
     async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError> {
         self.inner.renew_leases(owner, lease_until).await

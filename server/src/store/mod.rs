@@ -1,12 +1,16 @@
 //! Persistence: graphs, runs with their checkpoints, and every executed step.
 //!
 //! [`Store`] is what the rest of the server sees; [`sqlite::SqliteStore`] is the embedded
-//! default. A step is written together with the run's checkpoint (next node, step count)
+//! default, and [`postgres::PgStore`] the one many instances share. One conformance suite
+//! (`conformance`, in the tests) holds both to the same behaviour. A step is written together with the run's checkpoint (next node, step count)
 //! in one transaction, so after a crash a run resumes from exactly its last recorded step.
 //!
 //! JSON travels through the store as text: the state is serialized once per step by the
 //! server and stored as the very event text clients receive.
 
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -23,6 +27,9 @@ pub enum StoreError {
     /// SQLite failed; the details are for the server's log only.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Postgres failed; the details are for the server's log only.
+    #[error("database error: {0}")]
+    Postgres(#[from] sqlx::Error),
     /// The schema could not be brought up to date.
     #[error("migration failed: {0}")]
     Migration(String),
@@ -232,15 +239,16 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_snapshot(&self, id: &RunId, at_most: u64) -> Result<Option<StoredEvent>, StoreError>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError>;
-    /// Claims for `owner`, until `lease_until`, every run not ended whose lease expired
-    /// before `now` (or that has no owner), each handed back to `queued`: the runs an
-    /// instance that stopped or died left behind. One conditional statement, so two
-    /// instances never claim the same run. Answers the claimed runs, oldest first.
+    /// Claims for `owner`, until `lease_until`, up to `limit` runs not ended whose lease
+    /// expired before `now` (or that have no owner), oldest first, each handed back to
+    /// `queued`: the runs an instance that stopped or died left behind. Two instances
+    /// claiming at once never claim the same run. Answers the claimed runs, oldest first.
     async fn claim_expired(
         &self,
         owner: &OwnerId,
         now: Millis,
         lease_until: Millis,
+        limit: u32,
     ) -> Result<Vec<StoredRun>, StoreError>;
     /// Extends to `lease_until` the lease of every run `owner` holds that has not ended.
     /// Answers how many it holds.
@@ -250,6 +258,75 @@ pub trait Store: Send + Sync + 'static {
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError>;
     /// A page of graphs, newest first, older than `before` when given.
     async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError>;
+    /// Which store this is: `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A write waiting for its store's group commit, and who waits for it.
+pub(crate) struct Job {
+    pub(crate) write: Write,
+    pub(crate) done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What a store writes in one transaction, with others.
+pub(crate) enum Write {
+    Graph(StoredGraph),
+    Run(NewRun),
+    Event(EventRecord),
+    /// Several events of one run, all or none.
+    Events(Vec<EventRecord>),
+}
+
+impl RunEffect {
+    /// The status the run has after it.
+    pub(crate) fn status_after(&self) -> RunStatus {
+        match self {
+            RunEffect::Ended { transition, .. } => transition.to,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+impl EventRecord {
+    /// The refusal of this event: its run is not its owner's in the status it expects.
+    pub(crate) fn not_owned(&self) -> StoreError {
+        let expected = match &self.effect {
+            RunEffect::Started => RunStatus::Queued,
+            RunEffect::Ended { transition, .. } => transition.from,
+            _ => RunStatus::Running,
+        };
+        StoreError::NotOwned {
+            run: self.run_id.clone(),
+            owner: self.owner.clone(),
+            expected,
+        }
+    }
+}
+
+/// A count as the databases store it.
+pub(crate) fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count (never negative).
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The state an `end` event holds, as written.
+#[derive(serde::Deserialize)]
+struct EndState<'a> {
+    #[serde(borrow)]
+    state: &'a serde_json::value::RawValue,
+}
+
+/// A run's final state, from its `end` event (JSON text): the state exactly as written.
+pub(crate) fn final_state_of(end_event: &str) -> Result<String, StoreError> {
+    let end: EndState<'_> =
+        serde_json::from_str(end_event).map_err(|err| StoreError::Corrupt(format!("end event: {err}")))?;
+    Ok(end.state.get().to_owned())
 }
 
 /// A graph in a listing.

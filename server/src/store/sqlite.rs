@@ -29,17 +29,14 @@ use std::{
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    now_millis, EventRecord, GraphListing, Millis, NewRun, RunEffect, RunFilter, Store, StoreError, StoredEvent,
-    StoredGraph, StoredRun,
+    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect, RunFilter,
+    Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
-#[cfg(test)]
-use crate::lifecycle::Transition;
 
 /// The most writes one commit takes.
 pub const MAX_BATCH: usize = 512;
@@ -65,19 +62,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_run_inputs.sql")),
     (8, include_str!("../../migrations/sqlite/0008_fewer_indexes.sql")),
 ];
-
-enum Write {
-    Graph(StoredGraph),
-    Run(NewRun),
-    Event(EventRecord),
-    /// Several events of one run, all or none.
-    Events(Vec<EventRecord>),
-}
-
-struct Job {
-    write: Write,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
 
 /// The SQLite [`Store`].
 #[derive(Debug, Clone)]
@@ -383,10 +367,6 @@ fn commit(conn: &mut rusqlite::Connection, batch: &[Job]) -> Result<(), StoreErr
     Ok(())
 }
 
-fn as_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
     match write {
         Write::Graph(graph) => {
@@ -465,16 +445,8 @@ fn insert_event(
 }
 
 fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), StoreError> {
-    let status = match &event.effect {
-        RunEffect::Ended { transition, .. } => transition.to,
-        _ => RunStatus::Running,
-    };
+    let status = event.effect.status_after();
     let (run_id, owner, now) = (event.run_id.as_str(), event.owner.as_str(), now_millis());
-    let not_owned = |expected| StoreError::NotOwned {
-        run: event.run_id.clone(),
-        owner: event.owner.clone(),
-        expected,
-    };
     // Each effect is one conditional statement: on the owner, and on the status the
     // run must be in. No row changed means the run is not ours (or not there) any more.
     let changed = match &event.effect {
@@ -519,12 +491,7 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         }
     };
     if !changed {
-        let expected = match &event.effect {
-            RunEffect::Started => RunStatus::Queued,
-            RunEffect::Ended { transition, .. } => transition.from,
-            _ => RunStatus::Running,
-        };
-        return Err(not_owned(expected));
+        return Err(event.not_owned());
     }
     insert_event(
         conn,
@@ -540,17 +507,6 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
     Ok(())
 }
 
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// The state an `end` event holds, as written.
-#[derive(serde::Deserialize)]
-struct EndState<'a> {
-    #[serde(borrow)]
-    state: &'a RawValue,
-}
-
 fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
     let status: String = row.get("status")?;
     let status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?;
@@ -559,11 +515,7 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
     let mut final_state: Option<String> = row.get("final_state")?;
     if final_state.is_none() && status.is_terminal() {
         let end: Option<String> = row.get("end_event")?;
-        if let Some(end) = end {
-            let end: EndState<'_> =
-                serde_json::from_str(&end).map_err(|err| StoreError::Corrupt(format!("end event: {err}")))?;
-            final_state = Some(end.state.get().to_owned());
-        }
+        final_state = end.as_deref().map(final_state_of).transpose()?;
     }
     Ok(StoredRun {
         id: RunId::from(row.get::<_, String>("id")?),
@@ -766,16 +718,19 @@ impl Store for SqliteStore {
         owner: &OwnerId,
         now: Millis,
         lease_until: Millis,
+        limit: u32,
     ) -> Result<Vec<StoredRun>, StoreError> {
         let owner = owner.as_str().to_owned();
         self.read(move |conn| {
-            // One statement: each expired run is claimed by exactly one instance.
+            // One statement (SQLite has one writer at a time): each expired run is claimed
+            // by exactly one instance.
             let claimed = rows(
                 conn,
                 "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
-                 WHERE status IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) \
+                 WHERE id IN (SELECT id FROM runs WHERE status IN ('queued', 'running') \
+                 AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) ORDER BY id LIMIT ?4) \
                  RETURNING id",
-                params![owner, lease_until, now],
+                params![owner, lease_until, now, i64::from(limit)],
                 |row| Ok(row.get::<_, String>("id")?),
             )?;
             let mut runs = Vec::with_capacity(claimed.len());
@@ -799,6 +754,14 @@ impl Store for SqliteStore {
             Ok(renewed as u64)
         })
         .await
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {

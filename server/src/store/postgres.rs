@@ -1,0 +1,523 @@
+//! The Postgres store: one database shared by any number of Weft instances.
+//!
+//! The same [`Store`] as SQLite, with the same semantics:
+//!
+//! - **Group commits.** Writes queue for a few writer tasks; each takes every write
+//!   waiting (up to [`MAX_BATCH`]) and commits them in one transaction, so under load
+//!   many runs' events share one commit (and one `fsync` on the server).
+//! - **Conditional transitions.** Every write is conditional on the run's owner and
+//!   status; the check takes the run's row lock, so it cannot interleave with another
+//!   instance claiming the run.
+//! - **Claims.** An instance claims expired or ownerless runs with `FOR UPDATE SKIP
+//!   LOCKED`: two instances claiming at once each get different runs, and neither waits.
+//!
+//! Migrations are sqlx's, under `migrations/postgres`; sqlx holds an advisory lock while
+//! it applies them, so instances starting together migrate once.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    Postgres, Row, Transaction,
+};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use weft_app::wire::{EventKind, RunStatus};
+
+use super::{
+    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect, RunFilter,
+    Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+};
+use crate::ids::{GraphId, OwnerId, RunId};
+
+/// The most writes one commit takes.
+pub const MAX_BATCH: usize = 256;
+/// Writes waiting for the writers at most; callers beyond it wait for room.
+const QUEUE: usize = 4_096;
+/// Writer tasks: commits in flight at once (each on a connection of its own).
+const WRITERS: usize = 4;
+/// Connections in the pool: the writers' and the reads'.
+const CONNECTIONS: u32 = 12;
+
+/// The Postgres [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    writes: mpsc::Sender<Job>,
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://…`) and brings its schema up to
+    /// date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    /// Connects with `options` and brings the schema up to date.
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|err| StoreError::Migration(err.to_string()))?;
+        let (writes, queue) = mpsc::channel(QUEUE);
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_loop(pool.clone(), std::sync::Arc::clone(&queue)));
+        }
+        Ok(Self { pool, writes })
+    }
+
+    /// The connection pool, for what the store does not cover (the tests' clean-up).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.writes
+            .send(Job { write, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Commits queued writes in batches until every sender is gone. Several of these share
+/// one queue: the one holding it takes a batch, lets go, and commits.
+async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(job) = queue.recv().await else { return };
+            let mut batch = vec![job];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        match commit(&pool, &batch).await {
+            Ok(()) => {
+                for job in batch {
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                // One bad write must not fail its neighbours: retry each on its own.
+                tracing::warn!(error = %err, size = batch.len(), "batch commit failed; retrying one by one");
+                for job in batch {
+                    let result = commit(&pool, std::slice::from_ref(&job)).await;
+                    if let Err(err) = &result {
+                        tracing::error!(error = %err, "write failed");
+                    }
+                    let _ = job.done.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn commit(pool: &PgPool, batch: &[Job]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for job in batch {
+        apply(&mut tx, &job.write).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Graph(graph) => {
+            sqlx::query("INSERT INTO graphs (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(graph.id.as_str())
+                .bind(&graph.name)
+                .bind(&graph.spec)
+                .bind(graph.created_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Write::Run(run) => {
+            sqlx::query(
+                "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, created_at, updated_at, \
+                 owner, lease_until) VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8)",
+            )
+            .bind(run.id.as_str())
+            .bind(run.graph_id.as_str())
+            .bind(run.status.as_str())
+            .bind(&run.next_node)
+            .bind(i64::from(run.max_steps))
+            .bind(run.created_at)
+            .bind(run.owner.as_str())
+            .bind(run.lease_until)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("INSERT INTO run_inputs (run_id, initial_state) VALUES ($1, $2)")
+                .bind(run.id.as_str())
+                .bind(&run.initial_state)
+                .execute(&mut **tx)
+                .await?;
+            insert_event(
+                tx,
+                &run.id,
+                1,
+                EventKind::RunQueued,
+                None,
+                "[]",
+                &run.event,
+                run.status,
+                false,
+            )
+            .await?;
+            for event in &run.then {
+                apply_event(tx, event).await?;
+            }
+        }
+        Write::Event(event) => apply_event(tx, event).await?,
+        Write::Events(events) => {
+            for event in events {
+                apply_event(tx, event).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: &RunId,
+    seq: u64,
+    kind: EventKind,
+    node: Option<&str>,
+    log: &str,
+    event: &str,
+    status: RunStatus,
+    snapshot: bool,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO run_events (run_id, seq, kind, node, status, log, event, snapshot) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(run_id.as_str())
+    .bind(as_i64(seq))
+    .bind(kind.as_str())
+    .bind(node.unwrap_or(""))
+    .bind(status.as_str())
+    .bind(log)
+    .bind(event)
+    .bind(snapshot)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) -> Result<(), StoreError> {
+    let status = event.effect.status_after();
+    let (run_id, owner, now) = (event.run_id.as_str(), event.owner.as_str(), now_millis());
+    // Each effect is one conditional statement, on the owner and on the status the run
+    // must be in, holding the run's row lock to the commit. No row: the run is not ours.
+    let changed = match &event.effect {
+        RunEffect::None => {
+            sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND status IN ('queued', 'running') FOR SHARE")
+                .bind(run_id)
+                .bind(owner)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some()
+        }
+        RunEffect::Started => {
+            sqlx::query(
+                "UPDATE runs SET status = 'running', updated_at = $1 WHERE id = $2 AND owner = $3 \
+                 AND status IN ('queued', 'running')",
+            )
+            .bind(now)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        RunEffect::Checkpoint { step_count, next_node } => {
+            sqlx::query(
+                "UPDATE runs SET next_node = $1, step_count = $2, updated_at = $3 WHERE id = $4 AND owner = $5 \
+                 AND status = 'running'",
+            )
+            .bind(next_node)
+            .bind(as_i64(*step_count))
+            .bind(now)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        RunEffect::Ended {
+            transition,
+            steps,
+            error,
+        } => {
+            sqlx::query(
+                "UPDATE runs SET status = $1, step_count = $2, error = $3, next_node = NULL, updated_at = $4, \
+                 finished_at = $4, lease_until = NULL WHERE id = $5 AND owner = $6 AND status = $7",
+            )
+            .bind(transition.to.as_str())
+            .bind(as_i64(*steps))
+            .bind(error)
+            .bind(now)
+            .bind(run_id)
+            .bind(owner)
+            .bind(transition.from.as_str())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+    };
+    if !changed {
+        return Err(event.not_owned());
+    }
+    insert_event(
+        tx,
+        &event.run_id,
+        event.seq,
+        event.kind,
+        event.node.as_deref(),
+        &event.log,
+        &event.event,
+        status,
+        event.snapshot,
+    )
+    .await
+}
+
+const RUN_COLUMNS: &str = "id, graph_id, status, \
+    (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
+    max_steps, error, created_at, finished_at, \
+    (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
+    (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
+    (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
+     AND e.kind = 'end' ORDER BY seq DESC LIMIT 1) AS end_event";
+
+fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
+    let status: String = row.try_get("status")?;
+    let status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?;
+    let end: Option<String> = row.try_get("end_event")?;
+    Ok(StoredRun {
+        id: RunId::from(row.try_get::<String, _>("id")?),
+        graph_id: GraphId::from(row.try_get::<String, _>("graph_id")?),
+        graph_name: row.try_get("graph_name")?,
+        status,
+        initial_state: row.try_get("initial_state")?,
+        final_state: end.as_deref().map(final_state_of).transpose()?,
+        next_node: row.try_get("next_node")?,
+        step_count: count(row.try_get("step_count")?),
+        last_seq: count(row.try_get("last_seq")?),
+        max_steps: u32::try_from(row.try_get::<i64, _>("max_steps")?).unwrap_or(0),
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(StoredEvent {
+        seq: count(row.try_get("seq")?),
+        kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event type `{kind}`")))?,
+        event: row.try_get("event")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert_graph(&self, graph: StoredGraph) -> Result<(), StoreError> {
+        self.write(Write::Graph(graph)).await
+    }
+
+    async fn graph(&self, id: &GraphId) -> Result<Option<StoredGraph>, StoreError> {
+        let row = sqlx::query("SELECT id, name, spec, created_at FROM graphs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(StoredGraph {
+                id: GraphId::from(row.try_get::<String, _>("id")?),
+                name: row.try_get("name")?,
+                spec: row.try_get("spec")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
+        self.write(Write::Run(run)).await
+    }
+
+    async fn append_events(&self, events: Vec<EventRecord>) -> Result<(), StoreError> {
+        self.write(Write::Events(events)).await
+    }
+
+    async fn append_event(&self, event: EventRecord) -> Result<(), StoreError> {
+        self.write(Write::Event(event)).await
+    }
+
+    async fn run(&self, id: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn run_log(&self, id: &RunId) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT log FROM run_events WHERE run_id = $1 ORDER BY seq")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut log = Vec::with_capacity(rows.len());
+        for row in rows {
+            let lines: String = row.try_get("log")?;
+            let lines: Vec<String> =
+                serde_json::from_str(&lines).map_err(|err| StoreError::Corrupt(format!("step log: {err}")))?;
+            log.extend(lines);
+        }
+        Ok(log)
+    }
+
+    async fn events_after(&self, id: &RunId, after_seq: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, kind, event FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(id.as_str())
+                .bind(as_i64(after_seq))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn latest_snapshot(&self, id: &RunId, at_most: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, kind, event FROM run_events WHERE run_id = $1 AND snapshot AND seq <= $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(id.as_str())
+        .bind(as_i64(at_most))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError> {
+        // Ids are UUID v7: ordering by id is ordering by creation, and a cursor is an id.
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR graph_id = $1) \
+             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(filter.graph_id.as_ref().map(GraphId::as_str))
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.before.as_ref().map(RunId::as_str))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
+        // A spec's `nodes` is an array (version 2) or an object (the prototype's form).
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, \
+             CASE jsonb_typeof(spec::jsonb -> 'nodes') \
+               WHEN 'array' THEN jsonb_array_length(spec::jsonb -> 'nodes') \
+               WHEN 'object' THEN (SELECT COUNT(*) FROM jsonb_object_keys(spec::jsonb -> 'nodes'))::int \
+               ELSE 0 END::bigint AS nodes \
+             FROM graphs WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before.map(GraphId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(GraphListing {
+                    id: GraphId::from(row.try_get::<String, _>("id")?),
+                    name: row.try_get("name")?,
+                    nodes: count(row.try_get("nodes")?),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_expired(
+        &self,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        // SKIP LOCKED: instances claiming at once each take other runs, and none waits.
+        let claimed = sqlx::query(
+            "WITH claimable AS ( \
+               SELECT id FROM runs WHERE status IN ('queued', 'running') \
+               AND (owner IS NULL OR lease_until IS NULL OR lease_until < $3) \
+               ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET owner = $1, lease_until = $2, status = 'queued', updated_at = $3 \
+             FROM claimable WHERE runs.id = claimable.id RETURNING runs.id",
+        )
+        .bind(owner.as_str())
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut runs = Vec::with_capacity(claimed.len());
+        for row in claimed {
+            let id = RunId::from(row.try_get::<String, _>("id")?);
+            if let Some(run) = self.run(&id).await? {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(runs)
+    }
+
+    async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE runs SET lease_until = $1 WHERE owner = $2 AND status IN ('queued', 'running')")
+            .bind(lease_until)
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE owner = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(now_millis())
+        .bind(owner.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
