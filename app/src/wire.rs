@@ -71,6 +71,19 @@ pub struct Health {
     pub status: String,
     /// The pool CPU-heavy tools run on.
     pub cpu_pool: PoolHealth,
+    /// The database.
+    pub store: StoreHealth,
+}
+
+/// Which database the server uses, and whether it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"kind": "postgres", "ok": true})))]
+pub struct StoreHealth {
+    /// `sqlite` or `postgres`.
+    pub kind: String,
+    /// Whether it answered a query just now.
+    pub ok: bool,
 }
 
 /// How busy the CPU pool is.

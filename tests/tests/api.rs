@@ -160,7 +160,10 @@ async fn a_tool_that_panics_fails_its_run_durably_with_the_last_checkpoint() {
         stored["log"].as_array().unwrap().last().unwrap(),
         "[FAILED] the run crashed"
     );
-    assert_eq!(app.get("/health").await.0, 200);
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["store"], json!({"kind": "sqlite", "ok": true}));
 }
 
 #[tokio::test]

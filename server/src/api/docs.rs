@@ -11,7 +11,7 @@ use weft_app::wire::{
     ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, GraphCreated, GraphDetail, GraphPage, GraphSummary,
     GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, RunDetail,
     RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus,
-    RunSummary, ToolInfo,
+    RunSummary, StoreHealth, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -52,7 +52,7 @@ pub const DOCS_PATH: &str = "/docs";
             ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, RunStatus, RunEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
-            Problem, Health, PoolHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
+            Problem, Health, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),
         responses(BadRequest, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Invalid, Unavailable)
     ),
@@ -97,7 +97,8 @@ pub fn router() -> Router {
         .into()
 }
 
-/// `GET /health`: whether the server is up, and how busy its CPU pool is.
+/// `GET /health`: whether the server is up, how busy its CPU pool is, and whether its
+/// database answers.
 #[utoipa::path(
     get,
     path = "/health",
@@ -107,11 +108,17 @@ pub fn router() -> Router {
 )]
 pub async fn health(State(runner): State<Runner>) -> Json<Health> {
     let pool = runner.cpu_pool();
+    let store = runner.store();
+    let ok = store.ping().await.is_ok();
     Json(Health {
-        status: "ok".into(),
+        status: if ok { "ok" } else { "degraded" }.into(),
         cpu_pool: PoolHealth {
             threads: pool.threads(),
             busy: pool.busy(),
+        },
+        store: StoreHealth {
+            kind: store.kind().into(),
+            ok,
         },
     })
 }

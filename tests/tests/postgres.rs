@@ -1,0 +1,137 @@
+//! Several server processes on one Postgres database: any instance takes any request,
+//! each run is executed once, by one instance. Every node's execution is counted through
+//! a side effect: the test-only `record` tool appends a line to a file, one file per
+//! instance, so the test also sees which instance executed what.
+//!
+//! Postgres comes from `WEFT_TEST_POSTGRES` (default: the machine's local server); each
+//! test makes a database of its own and drops it. With no Postgres there, the tests fail
+//! under CI (`CI` set) and are skipped, saying so, in a plain local run.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde_json::json;
+use sqlx::Connection;
+use weft_tests::{ServerProcess, TestApp};
+
+const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database made for one test, dropped with it.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Option<Self> {
+        let admin = std::env::var("WEFT_TEST_POSTGRES").unwrap_or_else(|_| LOCAL_POSTGRES.to_owned());
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(conn) => conn,
+            Err(err) if std::env::var_os("CI").is_none() => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: the Postgres process tests: no Postgres at {admin} ({err}); set WEFT_TEST_POSTGRES"
+                );
+                return None;
+            }
+            Err(err) => panic!("no Postgres at {admin} ({err}): these tests need one (WEFT_TEST_POSTGRES)"),
+        };
+        let name = format!("weft_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("the test database is created");
+        conn.close().await.expect("the admin connection closes");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Some(Self { admin, name, url })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // On a thread of its own: a test's runtime cannot be blocked on from inside.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+async fn start(url: &str, record: &Path) -> ServerProcess {
+    ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        Path::new(url),
+        &[("WEFT_TEST_RECORD_FILE", record.to_str().expect("a UTF-8 path"))],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn runs_started_round_robin_on_three_instances_each_execute_once() {
+    let Some(database) = Database::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..3).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
+    let mut processes = Vec::new();
+    for record in &records {
+        processes.push(start(&database.url, record).await);
+    }
+    let apps: Vec<TestApp> = processes.iter().map(|p| TestApp::connect(p.port)).collect();
+    let (_, health) = apps[1].get("/health").await;
+    assert_eq!(health["store"], json!({"kind": "postgres", "ok": true}));
+
+    let graph = apps[0]
+        .create_graph(json!({
+            "nodes": [
+                {"id": "a", "tool": "record", "config": {"mark": "a"}},
+                {"id": "count", "tool": "increment"},
+                {"id": "b", "tool": "record", "config": {"mark": "b"}}
+            ],
+            "edges": [{"from": "a", "to": "count"}, {"from": "count", "to": "b"}]
+        }))
+        .await;
+    let runs = 300;
+    let mut started = Vec::new();
+    for i in 0..runs {
+        // Any instance takes any request: the graph was created through the first.
+        started.push(apps[i % 3].start_run(&graph, json!({"token": format!("r{i}")})).await);
+    }
+    for (i, run) in started.iter().enumerate() {
+        // And any instance answers for any run.
+        let body = apps[(i + 2) % 3].wait_for_end(run).await;
+        assert_eq!(body["status"], "completed", "{body}");
+        assert_eq!(body["steps"], 3);
+        assert_eq!(body["state"], json!({"token": format!("r{i}"), "count": 1}));
+    }
+
+    let mut executions: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &records {
+        let lines = std::fs::read_to_string(record).unwrap_or_default();
+        assert!(!lines.is_empty(), "{} executed no run", record.display());
+        for line in lines.lines() {
+            *executions.entry(line.to_owned()).or_default() += 1;
+        }
+    }
+    let expected: BTreeMap<String, usize> = (0..runs)
+        .flat_map(|i| ["a", "b"].map(|mark| (format!("r{i} {mark}"), 1)))
+        .collect();
+    assert_eq!(executions, expected, "each node of each run executed exactly once");
+    for process in processes {
+        process.kill().await;
+    }
+}
