@@ -135,3 +135,118 @@ async fn runs_started_round_robin_on_three_instances_each_execute_once() {
         process.kill().await;
     }
 }
+
+/// A chain of `record` nodes with pauses between them: slow enough to watch, or to kill
+/// an instance in the middle of.
+fn slow_chain(marks: &[&str], pause_ms: u64) -> serde_json::Value {
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for (i, mark) in marks.iter().enumerate() {
+        nodes.push(json!({"id": mark, "tool": "record", "config": {"mark": mark}}));
+        if i + 1 < marks.len() {
+            let pause = format!("pause_{mark}");
+            nodes.push(json!({"id": pause, "tool": "sleep", "config": {"ms": pause_ms}}));
+            edges.push(json!({"from": mark, "to": pause}));
+            edges.push(json!({"from": pause, "to": marks[i + 1]}));
+        }
+    }
+    json!({"nodes": nodes, "edges": edges})
+}
+
+#[tokio::test]
+async fn a_stream_on_one_instance_follows_a_run_executing_on_another() {
+    let Some(database) = Database::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        start(&database.url, &dir.path().join("a.txt")).await,
+        start(&database.url, &dir.path().join("b.txt")).await,
+    );
+    let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
+    let graph = on_a.create_graph(slow_chain(&["x", "y", "z"], 200)).await;
+    let run = on_a.start_run(&graph, json!({"token": "s"})).await;
+    // B does not execute the run: it streams it from the database, live.
+    let messages = on_b.stream(&run, "").await.unwrap();
+    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free, in order, once each"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_str()),
+        (Some("end"), Some("completed"))
+    );
+    assert_eq!(last["state"], json!({"token": "s"}));
+    let steps = messages.iter().filter(|m| m["type"] == "step").count();
+    assert_eq!(steps, 5);
+    // The run was executed by A alone.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "s x\ns y\ns z\n"
+    );
+    assert!(!dir.path().join("b.txt").exists());
+    for process in [a, b] {
+        process.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints() {
+    let Some(database) = Database::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..3).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
+    let mut processes = Vec::new();
+    for record in &records {
+        processes.push(start(&database.url, record).await);
+    }
+    let apps: Vec<TestApp> = processes.iter().map(|p| TestApp::connect(p.port)).collect();
+    let graph = apps[0].create_graph(slow_chain(&["p", "q", "r"], 600)).await;
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        runs.push(apps[0].start_run(&graph, json!({"token": format!("k{i}")})).await);
+    }
+    // Instance 0 dies mid-run: each of its runs has passed `p` and sits in a pause.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let dead = processes.remove(0);
+    dead.kill().await;
+
+    for (i, run) in runs.iter().enumerate() {
+        let body = apps[1 + i % 2].wait_for_end(run).await;
+        assert_eq!(body["status"], "completed", "{body}");
+        assert_eq!(body["state"], json!({"token": format!("k{i}")}));
+        assert_eq!(body["steps"], 5);
+        // One `step` event per executed node, whoever executed it.
+        let (_, detail) = apps[1].get(&format!("/runs/{run}")).await;
+        let steps: Vec<&str> = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "step")
+            .map(|e| e["node"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["p", "pause_p", "q", "pause_q", "r"]);
+    }
+    // Each node of each run executed once in all; `p` on the dead instance, `r` (after
+    // 1.2 s of pauses) on a survivor.
+    let read = |path: &std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let (dead_lines, survivors) = (read(&records[0]), format!("{}{}", read(&records[1]), read(&records[2])));
+    let mut executed: Vec<&str> = dead_lines.lines().chain(survivors.lines()).collect();
+    executed.sort_unstable();
+    let mut expected: Vec<String> = (0..20)
+        .flat_map(|i| ["p", "q", "r"].map(|m| format!("k{i} {m}")))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(executed, expected, "each node of each run once");
+    for i in 0..20 {
+        assert!(dead_lines.contains(&format!("k{i} p\n")), "k{i} p ran before the kill");
+        assert!(survivors.contains(&format!("k{i} r\n")), "k{i} r ran on a survivor");
+    }
+    for process in processes {
+        process.kill().await;
+    }
+}
