@@ -250,3 +250,38 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
         process.kill().await;
     }
 }
+
+#[tokio::test]
+async fn a_cancel_through_one_instance_stops_a_run_on_another_within_a_second() {
+    let Some(database) = Database::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        start(&database.url, &dir.path().join("a.txt")).await,
+        start(&database.url, &dir.path().join("b.txt")).await,
+    );
+    let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
+    let graph = on_a.create_graph(slow_chain(&["x", "y"], 10_000)).await;
+    let run = on_a.start_run(&graph, json!({"token": "c"})).await;
+    // Into its 10 s pause, on A.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let (status, body) = on_b.post(&format!("/runs/{run}/cancel"), &json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let ended = on_b.wait_for_end(&run).await;
+    let took = asked.elapsed();
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "the run stopped after {took:?}"
+    );
+    // `y` never ran; the pause's step never happened.
+    assert_eq!(std::fs::read_to_string(dir.path().join("a.txt")).unwrap(), "c x\n");
+    assert_eq!(ended["steps"], 1);
+    // A second cancel finds the run ended.
+    assert_eq!(on_a.post(&format!("/runs/{run}/cancel"), &json!({})).await.0, 409);
+    for process in [a, b] {
+        process.kill().await;
+    }
+}

@@ -119,10 +119,6 @@ impl From<RunnerError> for ApiError {
                 code: "run_ended",
                 detail: err.to_string(),
             },
-            RunnerError::NotLive(_) => Self::Conflict {
-                code: "run_not_live",
-                detail: err.to_string(),
-            },
             RunnerError::QueueFull { .. } | RunnerError::ShuttingDown => Self::Unavailable {
                 detail: err.to_string(),
                 retry_after: 1,

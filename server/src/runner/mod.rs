@@ -77,9 +77,6 @@ pub enum RunnerError {
     /// The run has ended; there is nothing to cancel.
     #[error("run `{0}` has already ended")]
     AlreadyEnded(RunId),
-    /// The run is not executing in this server process.
-    #[error("run `{0}` is not running in this server")]
-    NotLive(RunId),
     /// The server is shutting down and takes no new runs.
     #[error("the server is shutting down; try again in a moment")]
     ShuttingDown,
@@ -226,12 +223,33 @@ impl Runner {
             return Err(RunnerError::AlreadyEnded(id.clone()));
         }
         if self.hub.cancel(id) {
+            return Ok(());
+        }
+        // Executing elsewhere (or waiting for an instance to claim it): asked through the
+        // store, it can only end `cancelled`, and its instance stops it when told.
+        if self.store.request_cancel(id).await? {
             Ok(())
-        } else if self.store.run(id).await?.is_some_and(|run| run.status.is_terminal()) {
+        } else {
             // It ended between the two reads.
             Err(RunnerError::AlreadyEnded(id.clone()))
-        } else {
-            Err(RunnerError::NotLive(id.clone()))
+        }
+    }
+
+    /// Stops the runs executing here that were asked to stop through another instance,
+    /// as the store tells of them. Runs until the store stops telling (or the task is
+    /// dropped); the lease ticks find any notice missed.
+    pub async fn watch_cancels(self) {
+        let Some(mut notices) = self.store.cancel_notices() else {
+            return;
+        };
+        loop {
+            match notices.recv().await {
+                Ok(run_id) => {
+                    self.hub.cancel(&run_id);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
         }
     }
 
@@ -277,6 +295,14 @@ impl Runner {
             if let Err(err) = self.store.renew_leases(&self.owner, self.leases.until_from_now()).await {
                 tracing::warn!(error = %err, "could not renew leases; trying again");
                 continue;
+            }
+            match self.store.cancels_for(&self.owner).await {
+                Ok(asked) => {
+                    for run_id in asked {
+                        self.hub.cancel(&run_id);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "could not read cancel requests; trying again"),
             }
             match self.resume_unfinished().await {
                 Ok(0) => {}
@@ -434,9 +460,14 @@ impl Runner {
         };
         // A claimed run was handed back to `queued`; its first step is a snapshot, and its
         // earlier log lines are in the store only.
+        let run_id = run.id.clone();
         let mut sink = self.sink(run.id, RunStatus::Queued, run.last_seq, announced, 0);
         sink.log = None;
         drop(self.spawn(sink, graph, checkpoint, run.max_steps, None));
+        if run.cancel_requested {
+            // Asked to stop while no instance held it: it ends `cancelled` at once.
+            self.hub.cancel(&run_id);
+        }
         Ok(())
     }
 

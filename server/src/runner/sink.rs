@@ -120,6 +120,15 @@ struct Texts {
     snapshot: bool,
 }
 
+/// How writing a run's ending went.
+enum Ending {
+    Written,
+    /// The run is another instance's now.
+    NotOurs,
+    /// The run was asked to stop: only a `cancelled` ending can be written.
+    CancelAsked,
+}
+
 /// An event held back to be written with the next one.
 pub(super) struct Held {
     record: EventRecord,
@@ -289,31 +298,44 @@ impl RunSink {
         if self.publisher.close() {
             status = RunStatus::Cancelled;
         }
-        let error = error.map(|err| err.to_string());
-        let lines: Vec<String> = error.iter().map(|error| format!("[FAILED] {error}")).collect();
-        let event: RunEvent<&State> = RunEvent::End(EndEvent {
-            run_id: self.run_id.to_string(),
-            seq: self.seq + 1,
-            steps,
-            status,
-            state: &state,
-            error: error.clone(),
-        });
-        match Transition::new(self.status, status) {
-            Ok(transition) => {
-                let effect = RunEffect::Ended {
-                    transition,
-                    steps,
-                    error: error.clone(),
-                };
-                match self.hold(&event, &lines, effect) {
-                    Ok(()) => self.write_held_until_stored().await,
-                    Err(err) => {
-                        tracing::error!(run_id = %self.run_id, error = %err, "could not record the end of a run")
-                    }
+        let mut error = error.map(|err| err.to_string());
+        loop {
+            let lines: Vec<String> = error.iter().map(|error| format!("[FAILED] {error}")).collect();
+            let event: RunEvent<&State> = RunEvent::End(EndEvent {
+                run_id: self.run_id.to_string(),
+                seq: self.seq + 1,
+                steps,
+                status,
+                state: &state,
+                error: error.clone(),
+            });
+            let transition = match Transition::new(self.status, status) {
+                Ok(transition) => transition,
+                Err(err) => {
+                    tracing::error!(run_id = %self.run_id, error = %err, "refused to end a run");
+                    break;
+                }
+            };
+            let effect = RunEffect::Ended {
+                transition,
+                steps,
+                error: error.clone(),
+            };
+            if let Err(err) = self.hold(&event, &lines, effect) {
+                tracing::error!(run_id = %self.run_id, error = %err, "could not record the end of a run");
+                break;
+            }
+            match self.write_held_until_stored().await {
+                Ending::Written | Ending::NotOurs => break,
+                Ending::CancelAsked => {
+                    // Asked to stop through another instance before this ending landed: the
+                    // 202 it answered holds, and the run ends `cancelled`, with its last step.
+                    self.held.pop();
+                    self.seq -= 1;
+                    status = RunStatus::Cancelled;
+                    error = None;
                 }
             }
-            Err(err) => tracing::error!(run_id = %self.run_id, error = %err, "refused to end a run"),
         }
         Finished {
             status,
@@ -325,17 +347,19 @@ impl RunSink {
 
     /// Writes the held events (a run's ending, with its last step), retrying with backoff
     /// while the store fails: an ending is never dropped for a passing store error. Gives
-    /// up only when the run is no longer this instance's (another owns it now).
-    async fn write_held_until_stored(&mut self) {
+    /// up when the run is no longer this instance's (another owns it now), and leaves the
+    /// events held when the run was asked to stop and the ending is not `cancelled`.
+    async fn write_held_until_stored(&mut self) -> Ending {
         let mut delay = STORE_RETRY_FIRST;
         loop {
             let records: Vec<EventRecord> = self.held.iter().map(|held| held.record.clone()).collect();
             match self.write(records).await {
                 Ok(()) => break,
+                Err(StoreError::CancelRequested(_)) => return Ending::CancelAsked,
                 Err(err @ StoreError::NotOwned { .. }) => {
                     tracing::warn!(run_id = %self.run_id, error = %err, "the run is no longer ours: its ending is not written");
                     self.held.clear();
-                    return;
+                    return Ending::NotOurs;
                 }
                 Err(err) => {
                     tracing::error!(run_id = %self.run_id, error = %err, retry_in_ms = delay.as_millis() as u64,
@@ -350,6 +374,7 @@ impl RunSink {
             .map(|held| (held.live, held.lines))
             .collect();
         self.publish(written);
+        Ending::Written
     }
 
     /// The run stops here for the server's shutdown, its last step committed: it is

@@ -102,6 +102,12 @@ impl Store for FaultyStore {
     ) -> Result<Vec<StoredRun>, StoreError> {
         self.inner.claim_expired(owner, now, lease_until, limit).await
     }
+    async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError> {
+        self.inner.request_cancel(id).await
+    }
+    async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError> {
+        self.inner.cancels_for(owner).await
+    }
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }

@@ -139,6 +139,7 @@ on_every_store!(
     instances_claiming_at_once_take_different_runs_and_no_more_than_asked,
     graphs_are_listed_newest_first_with_their_node_counts,
     runs_are_listed_by_graph_and_status_with_a_cursor,
+    a_run_asked_to_stop_can_only_end_cancelled,
 );
 
 /// The instance the tests write as.
@@ -545,4 +546,27 @@ pub(super) async fn runs_are_listed_by_graph_and_status_with_a_cursor(store: &dy
         (Some(r#"{"n":1}"#), Some("boom"), 2)
     );
     assert_eq!(ended.initial_state, r#"{"n":0}"#);
+}
+
+pub(super) async fn a_run_asked_to_stop_can_only_end_cancelled(store: &dyn Store) {
+    let run = with_run(store).await;
+    assert!(store.cancels_for(&me()).await.unwrap().is_empty());
+    assert!(store.request_cancel(&run).await.unwrap());
+    assert_eq!(store.cancels_for(&me()).await.unwrap(), vec![run.clone()]);
+    assert!(store.cancels_for(&other()).await.unwrap().is_empty());
+    assert!(store.run(&run).await.unwrap().unwrap().cancel_requested);
+    // Steps still land; an ending other than `cancelled` does not, and says why.
+    store.append_event(step(&run, 2, 1, Some("a"))).await.unwrap();
+    let refused = store.append_event(end(&run, 3, RunStatus::Completed)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::CancelRequested(id)) if *id == run),
+        "{refused:?}"
+    );
+    store.append_event(end(&run, 3, RunStatus::Cancelled)).await.unwrap();
+    let ended = store.run(&run).await.unwrap().unwrap();
+    assert_eq!((ended.status, ended.last_seq), (RunStatus::Cancelled, 3));
+    // An ended run cannot be asked.
+    assert!(!store.request_cancel(&run).await.unwrap());
+    assert!(!store.request_cancel(&RunId::generate()).await.unwrap());
+    assert!(store.cancels_for(&me()).await.unwrap().is_empty());
 }

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// The writer task has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The run was asked to stop (through another instance): it can only end `cancelled`.
+    #[error("run {0} was asked to stop: it ends cancelled")]
+    CancelRequested(RunId),
     /// A write was conditional on the run's owner and status, and the run is no longer
     /// this owner's in that status: another instance claimed it, or it moved on.
     #[error("run {run} is not {owner}'s in status {}", .expected.as_str())]
@@ -186,6 +189,8 @@ pub struct StoredRun {
     pub created_at: Millis,
     /// When it ended.
     pub finished_at: Option<Millis>,
+    /// Whether it was asked to stop.
+    pub cancel_requested: bool,
 }
 
 /// Which runs to list: newest first, `limit` at most, older than `before` when given.
@@ -258,6 +263,16 @@ pub trait Store: Send + Sync + 'static {
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError>;
     /// A page of graphs, newest first, older than `before` when given.
     async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError>;
+    /// Asks a run that has not ended to stop, wherever it executes: from now on it can
+    /// only end `cancelled`. Answers whether it had not ended.
+    async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError>;
+    /// The runs `owner` holds that were asked to stop.
+    async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError>;
+    /// Runs asked to stop, as they are asked, when the store can tell at once (Postgres:
+    /// `LISTEN`); `None` when instances find them with [`Store::cancels_for`] only.
+    fn cancel_notices(&self) -> Option<tokio::sync::broadcast::Receiver<RunId>> {
+        None
+    }
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.

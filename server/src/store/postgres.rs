@@ -11,6 +11,10 @@
 //! - **Claims.** An instance claims expired or ownerless runs with `FOR UPDATE SKIP
 //!   LOCKED`: two instances claiming at once each get different runs, and neither waits.
 //!
+//! - **Cancels across instances.** A cancel asked of any instance sets the run's
+//!   `cancel_requested` and sends `NOTIFY weft_cancel` with the run's id, in one commit;
+//!   every instance `LISTEN`s, and the one executing the run stops it.
+//!
 //! Migrations are sqlx's, under `migrations/postgres`; sqlx holds an advisory lock while
 //! it applies them, so instances starting together migrate once.
 
@@ -39,11 +43,15 @@ const WRITERS: usize = 4;
 /// Connections in the pool: the writers' and the reads'.
 const CONNECTIONS: u32 = 12;
 
+/// The channel cancels are announced on.
+const CANCEL_CHANNEL: &str = "weft_cancel";
+
 /// The Postgres [`Store`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     writes: mpsc::Sender<Job>,
+    cancels: tokio::sync::broadcast::Sender<RunId>,
 }
 
 impl PgStore {
@@ -68,7 +76,11 @@ impl PgStore {
         for _ in 0..WRITERS {
             tokio::spawn(write_loop(pool.clone(), std::sync::Arc::clone(&queue)));
         }
-        Ok(Self { pool, writes })
+        let (cancels, _) = tokio::sync::broadcast::channel(256);
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(CANCEL_CHANNEL).await?;
+        tokio::spawn(listen_for_cancels(listener, cancels.clone()));
+        Ok(Self { pool, writes, cancels })
     }
 
     /// The connection pool, for what the store does not cover (the tests' clean-up).
@@ -118,6 +130,21 @@ async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job
                     }
                     let _ = job.done.send(result);
                 }
+            }
+        }
+    }
+}
+
+/// Passes on every cancel announced, until the store is gone. A notice lost while the
+/// connection is down is found at the next lease tick (`Store::cancels_for`).
+async fn listen_for_cancels(mut listener: sqlx::postgres::PgListener, cancels: tokio::sync::broadcast::Sender<RunId>) {
+    loop {
+        match listener.recv().await {
+            // No receiver yet (or any more) is no error: the notice is for no one here.
+            Ok(notice) => drop(cancels.send(RunId::from(notice.payload().to_owned()))),
+            Err(err) => {
+                tracing::warn!(error = %err, "lost the cancel notices; reconnecting");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }
@@ -267,7 +294,8 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
         } => {
             sqlx::query(
                 "UPDATE runs SET status = $1, step_count = $2, error = $3, next_node = NULL, updated_at = $4, \
-                 finished_at = $4, lease_until = NULL WHERE id = $5 AND owner = $6 AND status = $7",
+                 finished_at = $4, lease_until = NULL WHERE id = $5 AND owner = $6 AND status = $7 \
+                 AND (NOT cancel_requested OR $1 = 'cancelled')",
             )
             .bind(transition.to.as_str())
             .bind(as_i64(*steps))
@@ -283,6 +311,20 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
         }
     };
     if !changed {
+        // Ours, in the expected status, but asked to stop: it may only end cancelled.
+        if let RunEffect::Ended { transition, .. } = &event.effect {
+            let asked =
+                sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND status = $3 AND cancel_requested")
+                    .bind(run_id)
+                    .bind(owner)
+                    .bind(transition.from.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some();
+            if asked {
+                return Err(StoreError::CancelRequested(event.run_id.clone()));
+            }
+        }
         return Err(event.not_owned());
     }
     insert_event(
@@ -301,7 +343,7 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
     (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
-    max_steps, error, created_at, finished_at, \
+    max_steps, error, created_at, finished_at, cancel_requested, \
     (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
     (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
     (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -325,6 +367,7 @@ fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
     })
 }
 
@@ -498,6 +541,43 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let asked =
+            sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status IN ('queued', 'running')")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if asked {
+            // Delivered at the commit, to every instance listening.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CANCEL_CHANNEL)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(asked)
+    }
+
+    async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') AND owner = $1 AND cancel_requested",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(RunId::from(row.try_get::<String, _>("id")?)))
+            .collect()
+    }
+
+    fn cancel_notices(&self) -> Option<tokio::sync::broadcast::Receiver<RunId>> {
+        Some(self.cancels.subscribe())
     }
 
     fn kind(&self) -> &'static str {

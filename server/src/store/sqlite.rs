@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_step_snapshots.sql")),
     (7, include_str!("../../migrations/sqlite/0007_run_inputs.sql")),
     (8, include_str!("../../migrations/sqlite/0008_fewer_indexes.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_cancel_requests.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -477,7 +478,8 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         } => {
             conn.prepare_cached(
                 "UPDATE runs SET status = ?1, step_count = ?2, error = ?3, next_node = NULL, \
-                 updated_at = ?4, finished_at = ?4, lease_until = NULL WHERE id = ?5 AND owner = ?6 AND status = ?7",
+                 updated_at = ?4, finished_at = ?4, lease_until = NULL WHERE id = ?5 AND owner = ?6 AND status = ?7 \
+                 AND (cancel_requested = 0 OR ?1 = 'cancelled')",
             )?
             .execute(params![
                 transition.to.as_str(),
@@ -491,6 +493,17 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         }
     };
     if !changed {
+        // Ours, in the expected status, but asked to stop: it may only end cancelled.
+        if let RunEffect::Ended { transition, .. } = &event.effect {
+            let asked = conn
+                .prepare_cached(
+                    "SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2 AND status = ?3 AND cancel_requested = 1",
+                )?
+                .exists(params![run_id, owner, transition.from.as_str()])?;
+            if asked {
+                return Err(StoreError::CancelRequested(event.run_id.clone()));
+            }
+        }
         return Err(event.not_owned());
     }
     insert_event(
@@ -531,6 +544,7 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
         error: row.get("error")?,
         created_at: row.get("created_at")?,
         finished_at: row.get("finished_at")?,
+        cancel_requested: row.get("cancel_requested")?,
     })
 }
 
@@ -545,7 +559,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
                            (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
-                           error, created_at, finished_at, \
+                           error, created_at, finished_at, cancel_requested, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
                            (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -752,6 +766,32 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![lease_until, owner])?;
             Ok(renewed as u64)
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let asked = conn
+                .prepare_cached(
+                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
+                )?
+                .execute([id])?;
+            Ok(asked == 1)
+        })
+        .await
+    }
+
+    async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError> {
+        let owner = owner.as_str().to_owned();
+        self.read(move |conn| {
+            rows(
+                conn,
+                "SELECT id FROM runs WHERE status IN ('queued', 'running') AND owner = ?1 AND cancel_requested = 1",
+                [owner],
+                |row| Ok(RunId::from(row.get::<_, String>("id")?)),
+            )
         })
         .await
     }

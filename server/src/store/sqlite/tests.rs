@@ -48,7 +48,7 @@ async fn a_database_migrated_by_sqlx_is_taken_over_where_it_stands() {
         )
         .unwrap();
     }
-    // Running migration 1 again would fail (its tables exist): only 8 is applied.
+    // Running migration 1 again would fail (its tables exist): only 8 and 9 are applied.
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
         store
@@ -62,7 +62,7 @@ async fn a_database_migrated_by_sqlx_is_taken_over_where_it_stands() {
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     let by_kind: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'run_events_by_kind'",
