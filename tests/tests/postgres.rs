@@ -153,17 +153,48 @@ fn slow_chain(marks: &[&str], pause_ms: u64) -> serde_json::Value {
     json!({"nodes": nodes, "edges": edges})
 }
 
+/// Two instances, A and B, on a database of their own; each records into `a.txt` or
+/// `b.txt` in `dir`.
+struct Pair {
+    database: Database,
+    dir: tempfile::TempDir,
+    a: ServerProcess,
+    b: ServerProcess,
+    on_a: TestApp,
+    on_b: TestApp,
+}
+
+impl Pair {
+    async fn start() -> Option<Self> {
+        let database = Database::create().await?;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let a = start(&database.url, &dir.path().join("a.txt")).await;
+        let b = start(&database.url, &dir.path().join("b.txt")).await;
+        let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
+        Some(Self {
+            database,
+            dir,
+            a,
+            b,
+            on_a,
+            on_b,
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_stream_on_one_instance_follows_a_run_executing_on_another() {
-    let Some(database) = Database::create().await else {
+    let Some(Pair {
+        database: _database,
+        dir,
+        a,
+        b,
+        on_a,
+        on_b,
+    }) = Pair::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        start(&database.url, &dir.path().join("a.txt")).await,
-        start(&database.url, &dir.path().join("b.txt")).await,
-    );
-    let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
     let graph = on_a.create_graph(slow_chain(&["x", "y", "z"], 200)).await;
     let run = on_a.start_run(&graph, json!({"token": "s"})).await;
     // B does not execute the run: it streams it from the database, live.
@@ -253,15 +284,17 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
 
 #[tokio::test]
 async fn a_cancel_through_one_instance_stops_a_run_on_another_within_a_second() {
-    let Some(database) = Database::create().await else {
+    let Some(Pair {
+        database: _database,
+        dir,
+        a,
+        b,
+        on_a,
+        on_b,
+    }) = Pair::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        start(&database.url, &dir.path().join("a.txt")).await,
-        start(&database.url, &dir.path().join("b.txt")).await,
-    );
-    let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
     let graph = on_a.create_graph(slow_chain(&["x", "y"], 10_000)).await;
     let run = on_a.start_run(&graph, json!({"token": "c"})).await;
     // Into its 10 s pause, on A.
