@@ -73,7 +73,15 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Value {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let base = args.next().expect("usage: loadgen http://127.0.0.1:PORT [seconds]");
+    // One base URL, or several (comma-separated) instances sharing one database: the
+    // clients are spread over them.
+    let bases: Vec<String> = args
+        .next()
+        .expect("usage: loadgen http://127.0.0.1:PORT[,http://127.0.0.1:PORT2…] [seconds]")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let base = bases[0].clone();
     let seconds: u64 = args.next().map_or(5, |s| s.parse().unwrap());
     let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     let graph = post(
@@ -83,7 +91,8 @@ async fn main() {
     )
     .await;
     let graph_id = graph["graph_id"].as_str().unwrap().to_owned();
-    let run_url = format!("{base}/graph/run");
+    let run_urls: Vec<String> = bases.iter().map(|base| format!("{base}/graph/run")).collect();
+    let run_url = run_urls[0].clone();
     let body = json!({"graph_id": graph_id, "initial_state": {"code": SNIPPET}, "wait": true});
 
     println!("| concurrency | runs/s | p50 | p99 | errors |");
@@ -91,8 +100,8 @@ async fn main() {
     for concurrency in [1usize, 16, 64] {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
-        let workers = (0..concurrency).map(|_| {
-            let (client, url, body) = (client.clone(), run_url.clone(), body.clone());
+        let workers = (0..concurrency).map(|worker| {
+            let (client, url, body) = (client.clone(), run_urls[worker % run_urls.len()].clone(), body.clone());
             tokio::spawn(async move {
                 let (mut latencies, mut errors) = (Vec::new(), 0usize);
                 while Instant::now() < deadline && latencies.len() < MAX_REQUESTS_PER_WORKER {
@@ -126,7 +135,8 @@ async fn main() {
         );
     }
 
-    let ws_base = base.replacen("http", "ws", 1);
+    // Started on the first instance, streamed from the last (another, when there are two).
+    let ws_base = bases[bases.len() - 1].replacen("http", "ws", 1);
     let start_body = json!({"graph_id": graph_id, "initial_state": {"code": SNIPPET}});
     let mut delays = Vec::new();
     for _ in 0..200 {
@@ -156,7 +166,12 @@ async fn main() {
     }
     delays.sort();
     println!(
-        "\nPOST → last WS event (end), 200 runs: p50 {:.2} ms, p99 {:.2} ms",
+        "\nPOST → last WS event (end){}, 200 runs: p50 {:.2} ms, p99 {:.2} ms",
+        if bases.len() > 1 {
+            ", the stream on another instance"
+        } else {
+            ""
+        },
         percentile(&delays, 0.5).as_secs_f64() * 1e3,
         percentile(&delays, 0.99).as_secs_f64() * 1e3
     );
