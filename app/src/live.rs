@@ -248,6 +248,7 @@ mod tests {
             status: RunStatus::Running,
             duration_us: 5,
             error: None,
+            instance: None,
         })
     }
 

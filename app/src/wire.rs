@@ -452,6 +452,10 @@ pub struct StepEvent<S = Value> {
     /// Why the node failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The Weft instance that executed the node (its id): with several instances on one
+    /// database, a run that passed from one to another shows where each step ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 fn first_attempt() -> u32 {
@@ -692,6 +696,7 @@ mod tests {
             status: RunStatus::Running,
             duration_us: 7,
             error: None,
+            instance: None,
         });
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "step");

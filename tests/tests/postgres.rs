@@ -261,6 +261,17 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
             .map(|e| e["node"].as_str().unwrap())
             .collect();
         assert_eq!(steps, ["p", "pause_p", "q", "pause_q", "r"]);
+        // Each step names the instance that executed it: `p` the dead one, `r` a survivor.
+        let instance_of = |node: &str| {
+            detail["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == "step" && e["node"] == node)
+                .map(|e| e["instance"].as_str().unwrap().to_owned())
+                .unwrap()
+        };
+        assert_ne!(instance_of("p"), instance_of("r"), "{detail}");
     }
     // Each node of each run executed once in all; `p` on the dead instance, `r` (after
     // 1.2 s of pauses) on a survivor.

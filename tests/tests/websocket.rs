@@ -23,6 +23,10 @@ async fn a_client_attached_after_the_run_ended_gets_every_step_and_the_final_sta
     assert_eq!(nodes, ["extract", "complexity", "detect", "suggest", "assess_loop"]);
     let numbers: Vec<u64> = steps.iter().map(|m| m["step"].as_u64().unwrap()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
+    // One instance executed them all, and each step says which.
+    let instance = steps[0]["instance"].as_str().expect("the executing instance");
+    assert!(!instance.is_empty());
+    assert!(steps.iter().all(|m| m["instance"] == instance), "{steps:?}");
     assert_eq!(
         steps[1]["update"]["complexities"],
         json!({"f": 1}),

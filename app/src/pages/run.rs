@@ -203,6 +203,11 @@ fn Timeline(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>) -> imp
                                     <span class="node">{step.node.clone()}</span>
                                     <span class="attempt">{(step.attempt > 1).then(|| format!("attempt {}", step.attempt))}</span>
                                     <span class="took">{micros(step.duration_us)}</span>
+                                    {step.instance.as_deref().map(|id| view! {
+                                        <span class="instance" title=format!("executed by instance {id}")>
+                                            {format!("on …{}", id.get(id.len().saturating_sub(6)..).unwrap_or(id))}
+                                        </span>
+                                    })}
                                 </button>
                             </li>
                         }

@@ -483,6 +483,7 @@ impl StepSink for RunSink {
             status: step.status,
             duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
             error: step.error.map(str::to_owned),
+            instance: Some(self.owner.to_string()),
         });
         let text = |event: &RunEvent<Option<&RawValue>>| {
             serde_json::to_string(event).map_err(|err| SinkError(err.to_string()))
