@@ -264,6 +264,19 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     }
 }
 
+/// Runs `step` again while the database answers busy, for up to [`BUSY_TIMEOUT`].
+fn retry_while_busy<T>(mut step: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(err) if is_busy(&err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -283,8 +296,10 @@ impl SqliteStore {
 
     fn open_blocking(path: PathBuf) -> Result<Self, StoreError> {
         let mut writer = connect(&path)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        migrate(&mut writer)?;
+        // Switching a new file to WAL, and migrating it, can meet another process doing the
+        // same; SQLite answers some of those clashes "busy" without waiting, so wait here.
+        retry_while_busy(|| Ok(writer.pragma_update(None, "journal_mode", "WAL")?))?;
+        retry_while_busy(|| migrate(&mut writer))?;
         // Commits on the runtime never wait for the lock (see `Writer::drain`).
         writer.busy_timeout(Duration::ZERO)?;
         // The checkpointer copies the log every `CHECKPOINT_EVERY` bytes or so, off the
