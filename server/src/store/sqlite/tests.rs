@@ -104,7 +104,7 @@ async fn a_write_waits_off_the_runtime_while_another_process_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("weft.db")).await.unwrap();
     let run = with_run(&store).await;
-    // Another connection (as another process would) takes the write lock for 300 ms.
+    // Another connection (as another process would) takes the write lock for a second.
     let mut other = rusqlite::Connection::open(dir.path().join("weft.db")).unwrap();
     let (locked, lock_taken) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
@@ -112,7 +112,7 @@ async fn a_write_waits_off_the_runtime_while_another_process_holds_the_lock() {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .unwrap();
         locked.send(()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1_000));
         tx.commit().unwrap();
     });
     lock_taken.recv().unwrap();
@@ -124,11 +124,11 @@ async fn a_write_waits_off_the_runtime_while_another_process_holds_the_lock() {
     });
     written.unwrap();
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
+        started.elapsed() >= Duration::from_millis(900),
         "the write did not wait for the lock"
     );
     assert!(
-        ticked < Duration::from_millis(250),
+        ticked < Duration::from_millis(800),
         "the runtime was blocked: {ticked:?}"
     );
     holder.join().unwrap();
