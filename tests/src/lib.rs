@@ -235,6 +235,18 @@ pub fn event_types(detail: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The node of each `step` event in a run's detail (`GET /runs/{id}`), in order: one per
+/// executed node.
+pub fn step_nodes(detail: &Value) -> Vec<&str> {
+    detail["events"]
+        .as_array()
+        .expect("the run's events")
+        .iter()
+        .filter(|event| event["type"] == "step")
+        .map(|event| event["node"].as_str().expect("a step's node"))
+        .collect()
+}
+
 /// `functions` Python functions, each of `lines` lines of a 97-character comment (which
 /// starts with `salt`) between its signature and its `return`.
 pub fn comment_heavy_python(functions: usize, lines: usize, salt: &str) -> String {

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde_json::{json, Map, Value};
-use weft_tests::{event_types, ServerProcess, TestApp, TIMEOUT};
+use weft_tests::{event_types, step_nodes, ServerProcess, TestApp, TIMEOUT};
 
 async fn start(database: &Path) -> ServerProcess {
     ServerProcess::start(
@@ -244,13 +244,7 @@ async fn sigterm_lets_nodes_finish_their_step_closes_streams_with_1012_and_runs_
         assert_eq!(body["state"], json!({"count": laps}));
         assert_eq!(body["steps"], 2 * laps as u64);
         let (_, detail) = app.get(&format!("/runs/{run}")).await;
-        let nodes: Vec<&str> = detail["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "step")
-            .map(|e| e["node"].as_str().unwrap())
-            .collect();
+        let nodes = step_nodes(&detail);
         let expected: Vec<String> = (0..laps)
             .flat_map(|i| [format!("count{i}"), format!("pause{i}")])
             .collect();

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde_json::json;
-use weft_tests::{ServerProcess, TestApp};
+use weft_tests::{step_nodes, ServerProcess, TestApp};
 
 async fn start(database: &Path, record: &Path) -> ServerProcess {
     let record = record.to_str().expect("a UTF-8 path");
@@ -66,12 +66,7 @@ async fn runs_started_through_two_processes_execute_each_node_exactly_once() {
 
     // Each run's events hold one step per node, whichever process answers.
     let (_, detail) = TestApp::connect(third.port).get(&format!("/runs/{}", runs[7])).await;
-    let steps = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "step")
-        .count();
+    let steps = step_nodes(&detail).len();
     assert_eq!(steps, 5);
     for process in [first, second, third] {
         process.kill().await;

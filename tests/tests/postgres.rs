@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde_json::json;
 use sqlx::Connection;
-use weft_tests::{ServerProcess, TestApp};
+use weft_tests::{step_nodes, ServerProcess, TestApp};
 
 const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -80,18 +80,52 @@ async fn start(url: &str, record: &Path) -> ServerProcess {
     .await
 }
 
+/// `n` instances on a database of their own; instance `i` records into `records[i]`.
+struct Cluster {
+    _database: Database,
+    _dir: tempfile::TempDir,
+    records: Vec<std::path::PathBuf>,
+    processes: Vec<ServerProcess>,
+    apps: Vec<TestApp>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Option<Self> {
+        let database = Database::create().await?;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let records: Vec<_> = (0..n).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
+        let mut processes = Vec::new();
+        for record in &records {
+            processes.push(start(&database.url, record).await);
+        }
+        let apps = processes.iter().map(|p| TestApp::connect(p.port)).collect();
+        Some(Self {
+            _database: database,
+            _dir: dir,
+            records,
+            processes,
+            apps,
+        })
+    }
+
+    /// What instance `i` recorded executing, one line per node.
+    fn recorded(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.records[i]).unwrap_or_default()
+    }
+
+    async fn stop(self) {
+        for process in self.processes {
+            process.kill().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn runs_started_round_robin_on_three_instances_each_execute_once() {
-    let Some(database) = Database::create().await else {
+    let Some(cluster) = Cluster::start(3).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let records: Vec<_> = (0..3).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
-    let mut processes = Vec::new();
-    for record in &records {
-        processes.push(start(&database.url, record).await);
-    }
-    let apps: Vec<TestApp> = processes.iter().map(|p| TestApp::connect(p.port)).collect();
+    let apps = &cluster.apps;
     let (_, health) = apps[1].get("/health").await;
     assert_eq!(health["store"], json!({"kind": "postgres", "ok": true}));
 
@@ -120,9 +154,9 @@ async fn runs_started_round_robin_on_three_instances_each_execute_once() {
     }
 
     let mut executions: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &records {
-        let lines = std::fs::read_to_string(record).unwrap_or_default();
-        assert!(!lines.is_empty(), "{} executed no run", record.display());
+    for i in 0..3 {
+        let lines = cluster.recorded(i);
+        assert!(!lines.is_empty(), "instance {i} executed no run");
         for line in lines.lines() {
             *executions.entry(line.to_owned()).or_default() += 1;
         }
@@ -131,9 +165,7 @@ async fn runs_started_round_robin_on_three_instances_each_execute_once() {
         .flat_map(|i| ["a", "b"].map(|mark| (format!("r{i} {mark}"), 1)))
         .collect();
     assert_eq!(executions, expected, "each node of each run executed exactly once");
-    for process in processes {
-        process.kill().await;
-    }
+    cluster.stop().await;
 }
 
 /// A chain of `record` nodes with pauses between them: slow enough to watch, or to kill
@@ -153,48 +185,12 @@ fn slow_chain(marks: &[&str], pause_ms: u64) -> serde_json::Value {
     json!({"nodes": nodes, "edges": edges})
 }
 
-/// Two instances, A and B, on a database of their own; each records into `a.txt` or
-/// `b.txt` in `dir`.
-struct Pair {
-    database: Database,
-    dir: tempfile::TempDir,
-    a: ServerProcess,
-    b: ServerProcess,
-    on_a: TestApp,
-    on_b: TestApp,
-}
-
-impl Pair {
-    async fn start() -> Option<Self> {
-        let database = Database::create().await?;
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let a = start(&database.url, &dir.path().join("a.txt")).await;
-        let b = start(&database.url, &dir.path().join("b.txt")).await;
-        let (on_a, on_b) = (TestApp::connect(a.port), TestApp::connect(b.port));
-        Some(Self {
-            database,
-            dir,
-            a,
-            b,
-            on_a,
-            on_b,
-        })
-    }
-}
-
 #[tokio::test]
 async fn a_stream_on_one_instance_follows_a_run_executing_on_another() {
-    let Some(Pair {
-        database: _database,
-        dir,
-        a,
-        b,
-        on_a,
-        on_b,
-    }) = Pair::start().await
-    else {
+    let Some(cluster) = Cluster::start(2).await else {
         return;
     };
+    let (on_a, on_b) = (&cluster.apps[0], &cluster.apps[1]);
     let graph = on_a.create_graph(slow_chain(&["x", "y", "z"], 200)).await;
     let run = on_a.start_run(&graph, json!({"token": "s"})).await;
     // B does not execute the run: it streams it from the database, live.
@@ -214,28 +210,17 @@ async fn a_stream_on_one_instance_follows_a_run_executing_on_another() {
     let steps = messages.iter().filter(|m| m["type"] == "step").count();
     assert_eq!(steps, 5);
     // The run was executed by A alone.
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
-        "s x\ns y\ns z\n"
-    );
-    assert!(!dir.path().join("b.txt").exists());
-    for process in [a, b] {
-        process.kill().await;
-    }
+    assert_eq!(cluster.recorded(0), "s x\ns y\ns z\n");
+    assert_eq!(cluster.recorded(1), "");
+    cluster.stop().await;
 }
 
 #[tokio::test]
 async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints() {
-    let Some(database) = Database::create().await else {
+    let Some(mut cluster) = Cluster::start(3).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let records: Vec<_> = (0..3).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
-    let mut processes = Vec::new();
-    for record in &records {
-        processes.push(start(&database.url, record).await);
-    }
-    let apps: Vec<TestApp> = processes.iter().map(|p| TestApp::connect(p.port)).collect();
+    let apps = &cluster.apps;
     let graph = apps[0].create_graph(slow_chain(&["p", "q", "r"], 600)).await;
     let mut runs = Vec::new();
     for i in 0..20 {
@@ -243,7 +228,7 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
     }
     // Instance 0 dies mid-run: each of its runs has passed `p` and sits in a pause.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let dead = processes.remove(0);
+    let dead = cluster.processes.remove(0);
     dead.kill().await;
 
     for (i, run) in runs.iter().enumerate() {
@@ -253,14 +238,7 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
         assert_eq!(body["steps"], 5);
         // One `step` event per executed node, whoever executed it.
         let (_, detail) = apps[1].get(&format!("/runs/{run}")).await;
-        let steps: Vec<&str> = detail["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "step")
-            .map(|e| e["node"].as_str().unwrap())
-            .collect();
-        assert_eq!(steps, ["p", "pause_p", "q", "pause_q", "r"]);
+        assert_eq!(step_nodes(&detail), ["p", "pause_p", "q", "pause_q", "r"]);
         // Each step names the instance that executed it: `p` the dead one, `r` a survivor.
         let instance_of = |node: &str| {
             detail["events"]
@@ -275,8 +253,10 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
     }
     // Each node of each run executed once in all; `p` on the dead instance, `r` (after
     // 1.2 s of pauses) on a survivor.
-    let read = |path: &std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
-    let (dead_lines, survivors) = (read(&records[0]), format!("{}{}", read(&records[1]), read(&records[2])));
+    let (dead_lines, survivors) = (
+        cluster.recorded(0),
+        format!("{}{}", cluster.recorded(1), cluster.recorded(2)),
+    );
     let mut executed: Vec<&str> = dead_lines.lines().chain(survivors.lines()).collect();
     executed.sort_unstable();
     let mut expected: Vec<String> = (0..20)
@@ -288,24 +268,15 @@ async fn when_an_instance_dies_the_others_finish_its_runs_from_their_checkpoints
         assert!(dead_lines.contains(&format!("k{i} p\n")), "k{i} p ran before the kill");
         assert!(survivors.contains(&format!("k{i} r\n")), "k{i} r ran on a survivor");
     }
-    for process in processes {
-        process.kill().await;
-    }
+    cluster.stop().await;
 }
 
 #[tokio::test]
 async fn a_cancel_through_one_instance_stops_a_run_on_another_within_a_second() {
-    let Some(Pair {
-        database: _database,
-        dir,
-        a,
-        b,
-        on_a,
-        on_b,
-    }) = Pair::start().await
-    else {
+    let Some(cluster) = Cluster::start(2).await else {
         return;
     };
+    let (on_a, on_b) = (&cluster.apps[0], &cluster.apps[1]);
     let graph = on_a.create_graph(slow_chain(&["x", "y"], 10_000)).await;
     let run = on_a.start_run(&graph, json!({"token": "c"})).await;
     // Into its 10 s pause, on A.
@@ -321,11 +292,9 @@ async fn a_cancel_through_one_instance_stops_a_run_on_another_within_a_second() 
         "the run stopped after {took:?}"
     );
     // `y` never ran; the pause's step never happened.
-    assert_eq!(std::fs::read_to_string(dir.path().join("a.txt")).unwrap(), "c x\n");
+    assert_eq!(cluster.recorded(0), "c x\n");
     assert_eq!(ended["steps"], 1);
     // A second cancel finds the run ended.
     assert_eq!(on_a.post(&format!("/runs/{run}/cancel"), &json!({})).await.0, 409);
-    for process in [a, b] {
-        process.kill().await;
-    }
+    cluster.stop().await;
 }
