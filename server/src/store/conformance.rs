@@ -181,14 +181,25 @@ pub(crate) async fn with_run(store: &dyn Store) -> RunId {
 
 /// Stores one running run of `graph` (event 1 written), owned by `me()`.
 async fn with_run_of(store: &dyn Store, graph: &GraphId) -> RunId {
+    insert_run_of(store, graph, me(), now_millis() + 60_000, RunStatus::Running).await
+}
+
+/// Stores a run of `graph` held by `owner` until `lease_until` (event 1 written).
+async fn insert_run_of(
+    store: &dyn Store,
+    graph: &GraphId,
+    owner: OwnerId,
+    lease_until: i64,
+    status: RunStatus,
+) -> RunId {
     let run = RunId::generate();
     store
         .insert_run(NewRun {
             id: run.clone(),
-            owner: me(),
-            lease_until: now_millis() + 60_000,
+            owner,
+            lease_until,
             graph_id: graph.clone(),
-            status: RunStatus::Running,
+            status,
             initial_state: r#"{"n":0}"#.into(),
             next_node: "a".into(),
             event: r#"{"type":"run_queued","seq":1}"#.into(),
@@ -429,24 +440,7 @@ pub(super) async fn a_move_from_a_status_the_run_is_not_in_is_refused(store: &dy
 
 /// A run of `graph` written by an instance that died: ownerless, free to claim.
 async fn an_abandoned_run(store: &dyn Store, graph: &GraphId) -> RunId {
-    let run = RunId::generate();
-    store
-        .insert_run(NewRun {
-            id: run.clone(),
-            owner: OwnerId::from("gone".to_owned()),
-            lease_until: 0,
-            graph_id: graph.clone(),
-            status: RunStatus::Queued,
-            initial_state: "{}".into(),
-            next_node: "a".into(),
-            event: r#"{"type":"run_queued","seq":1}"#.into(),
-            then: Vec::new(),
-            max_steps: 10,
-            created_at: 1,
-        })
-        .await
-        .unwrap();
-    run
+    insert_run_of(store, graph, OwnerId::from("gone".to_owned()), 0, RunStatus::Queued).await
 }
 
 pub(super) async fn instances_claiming_at_once_take_different_runs_and_no_more_than_asked(store: &dyn Store) {

@@ -79,7 +79,7 @@ impl PgStore {
         let (cancels, _) = tokio::sync::broadcast::channel(256);
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
         listener.listen(CANCEL_CHANNEL).await?;
-        tokio::spawn(listen_for_cancels(listener, cancels.clone()));
+        tokio::spawn(listen_for_cancels(listener, cancels.downgrade()));
         Ok(Self { pool, writes, cancels })
     }
 
@@ -135,13 +135,20 @@ async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job
     }
 }
 
-/// Passes on every cancel announced, until the store is gone. A notice lost while the
-/// connection is down is found at the next lease tick (`Store::cancels_for`).
-async fn listen_for_cancels(mut listener: sqlx::postgres::PgListener, cancels: tokio::sync::broadcast::Sender<RunId>) {
+/// Passes on every cancel announced, until the store is gone (it holds the only strong
+/// sender). A notice lost while the connection is down is found at the next lease tick
+/// (`Store::cancels_for`).
+async fn listen_for_cancels(
+    mut listener: sqlx::postgres::PgListener,
+    cancels: tokio::sync::broadcast::WeakSender<RunId>,
+) {
     loop {
         match listener.recv().await {
-            // No receiver yet (or any more) is no error: the notice is for no one here.
-            Ok(notice) => drop(cancels.send(RunId::from(notice.payload().to_owned()))),
+            Ok(notice) => {
+                let Some(cancels) = cancels.upgrade() else { return };
+                // No receiver yet is no error: the notice is for no one here.
+                drop(cancels.send(RunId::from(notice.payload().to_owned())));
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "lost the cancel notices; reconnecting");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
