@@ -6,8 +6,8 @@
 //! | `WEFT_DATABASE` | `weft.db` | the SQLite file (or a `sqlite:` URL), or a `postgres://` URL |
 //! | `LEPTOS_SITE_ROOT` | `target/site` | the built site (cargo-leptos sets it) |
 //! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
-//! | `WEFT_MAX_RUNNING` | 256 | runs executing at once |
-//! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot before new ones get 503 |
+//! | `WEFT_MAX_RUNNING` | 256 | runs executing at once, on this instance |
+//! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot (in the shared queue) before new ones get 503 |
 //! | `WEFT_MAX_STATE_BYTES` | 16 MiB | a run's state at most, serialized |
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |

@@ -44,8 +44,9 @@ pub struct Application {
     runner: Runner,
     /// Renews this instance's leases and claims expired ones, while it serves.
     lease_keeper: Option<tokio::task::JoinHandle<()>>,
-    /// Stops the runs asked to stop through other instances, as the store tells of them.
-    cancel_watcher: tokio::task::JoinHandle<()>,
+    /// Stops the runs asked to stop through other instances, and claims queued runs into
+    /// free slots, as the store tells of them.
+    notice_watcher: tokio::task::JoinHandle<()>,
     /// How long runs may take to finish their step at shutdown.
     grace: std::time::Duration,
 }
@@ -71,7 +72,7 @@ impl Application {
             }
             lease_keeper = Some(tokio::spawn(runner.clone().keep_leases()));
         }
-        let cancel_watcher = tokio::spawn(runner.clone().watch_cancels());
+        let notice_watcher = tokio::spawn(runner.clone().watch_notices());
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -84,7 +85,7 @@ impl Application {
             router,
             runner,
             lease_keeper,
-            cancel_watcher,
+            notice_watcher,
             grace: settings.shutdown_grace,
         })
     }
@@ -133,7 +134,7 @@ impl Application {
         if let Some(keeper) = self.lease_keeper {
             keeper.abort();
         }
-        self.cancel_watcher.abort();
+        self.notice_watcher.abort();
         if cut > 0 {
             tracing::warn!(
                 cut,

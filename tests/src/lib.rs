@@ -291,29 +291,37 @@ impl ServerProcess {
     /// Starts `binary` (the server) on `addr` over `database`, serving the site built in
     /// `site_root` when given, and waits until it listens.
     pub async fn start(binary: &str, database: &Path, addr: SocketAddr, site_root: Option<&Path>) -> Self {
-        let mut command = Command::new(binary);
+        let mut command = Self::command(binary, database);
         if let Some(root) = site_root {
             command.env("LEPTOS_SITE_ROOT", root);
         }
         command.env("WEFT_ADDR", addr.to_string());
-        Self::launch(command, database).await
+        Self::launch(command).await
     }
 
-    /// Starts `binary` on port 0 over `database`, with `env` set: test hooks, say.
+    /// Starts `binary` on port 0 over `database`, with `env` set (over the defaults): test
+    /// hooks, say, or other leases.
     pub async fn start_with_env(binary: &str, database: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(binary);
+        let mut command = Self::command(binary, database);
         command.env("WEFT_ADDR", "127.0.0.1:0").envs(env.iter().copied());
-        Self::launch(command, database).await
+        Self::launch(command).await
     }
 
-    async fn launch(mut command: Command, database: &Path) -> Self {
-        let mut child = command
+    /// The server over `database`, with the tests' defaults.
+    fn command(binary: &str, database: &Path) -> Command {
+        let mut command = Command::new(binary);
+        command
             .env("WEFT_DATABASE", database)
             // Short leases: a killed server's runs pass to the next one within a moment.
             .env("WEFT_LEASE_MS", LEASE_MS.to_string())
             .env("WEFT_LEASE_RENEW_MS", "200")
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    async fn launch(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -71,13 +71,10 @@ impl Drop for Database {
     }
 }
 
-async fn start(url: &str, record: &Path) -> ServerProcess {
-    ServerProcess::start_with_env(
-        env!("CARGO_BIN_EXE_weft-server-under-test"),
-        Path::new(url),
-        &[("WEFT_TEST_RECORD_FILE", record.to_str().expect("a UTF-8 path"))],
-    )
-    .await
+async fn start(url: &str, record: &Path, settings: &[(&str, &str)]) -> ServerProcess {
+    let mut env = vec![("WEFT_TEST_RECORD_FILE", record.to_str().expect("a UTF-8 path"))];
+    env.extend_from_slice(settings);
+    ServerProcess::start_with_env(env!("CARGO_BIN_EXE_weft-server-under-test"), Path::new(url), &env).await
 }
 
 /// `n` instances on a database of their own; instance `i` records into `records[i]`.
@@ -91,12 +88,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Option<Self> {
+        Self::start_with(&vec![&[][..]; n]).await
+    }
+
+    /// One instance per entry of `settings`, each started with its entry's variables.
+    async fn start_with(settings: &[&[(&str, &str)]]) -> Option<Self> {
         let database = Database::create().await?;
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let records: Vec<_> = (0..n).map(|i| dir.path().join(format!("instance-{i}.txt"))).collect();
+        let records: Vec<_> = (0..settings.len())
+            .map(|i| dir.path().join(format!("instance-{i}.txt")))
+            .collect();
         let mut processes = Vec::new();
-        for record in &records {
-            processes.push(start(&database.url, record).await);
+        for (record, settings) in records.iter().zip(settings) {
+            processes.push(start(&database.url, record, settings).await);
         }
         let apps = processes.iter().map(|p| TestApp::connect(p.port)).collect();
         Some(Self {
@@ -296,5 +300,64 @@ async fn a_cancel_through_one_instance_stops_a_run_on_another_within_a_second() 
     assert_eq!(ended["steps"], 1);
     // A second cancel finds the run ended.
     assert_eq!(on_a.post(&format!("/runs/{run}/cancel"), &json!({})).await.0, 409);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_sent_to_a_busy_instance_is_claimed_by_an_idle_one_woken_at_once() {
+    // The busy instance has one slot. The idle one renews (and so claims) only every 20 s:
+    // it can only claim in time because the queue's notice wakes it.
+    let busy: &[(&str, &str)] = &[("WEFT_MAX_RUNNING", "1")];
+    let idle: &[(&str, &str)] = &[("WEFT_LEASE_MS", "60000"), ("WEFT_LEASE_RENEW_MS", "20000")];
+    let Some(cluster) = Cluster::start_with(&[busy, idle]).await else {
+        return;
+    };
+    let (on_busy, on_idle) = (&cluster.apps[0], &cluster.apps[1]);
+    let slow = on_busy.create_graph(slow_chain(&["s1", "s2"], 6_000)).await;
+    let quick = on_busy.create_graph(slow_chain(&["q1", "q2", "q3"], 100)).await;
+    // The busy instance's slot is taken (and its first node done) before the others come.
+    let hog = on_busy.start_run(&slow, json!({"token": "hog"})).await;
+    while !cluster.recorded(0).contains("hog s1") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Followed live on the busy instance, which does not execute it.
+    let streamed = on_busy.start_run(&quick, json!({"token": "w"})).await;
+    let messages = on_busy.stream(&streamed, "").await.unwrap();
+    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free, once each");
+    let last = messages.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_str()),
+        (Some("end"), Some("completed"))
+    );
+    assert_eq!(last["state"], json!({"token": "w"}));
+    let instances: std::collections::BTreeSet<&str> = messages
+        .iter()
+        .filter(|m| m["type"] == "step")
+        .map(|m| m["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances.len(), 1, "one instance executed it: {instances:?}");
+
+    // `wait: true` on the busy instance answers with the end of a run the idle one executed.
+    let body = on_busy.run_and_wait(&quick, json!({"token": "v"})).await;
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["state"], json!({"token": "v"}));
+    assert_eq!(
+        body["log"],
+        json!([
+            "[RUNNING] q1",
+            "[RUNNING] pause_q1",
+            "[RUNNING] q2",
+            "[RUNNING] pause_q2",
+            "[RUNNING] q3"
+        ])
+    );
+
+    // Both ran on the idle instance while the hog still held the busy one's slot.
+    assert_eq!(cluster.recorded(1), "w q1\nw q2\nw q3\nv q1\nv q2\nv q3\n");
+    assert_eq!(cluster.recorded(0), "hog s1\n");
+    let (_, hog_state) = on_idle.get(&format!("/graph/state/{hog}")).await;
+    assert_eq!(hog_state["status"], "running");
     cluster.stop().await;
 }

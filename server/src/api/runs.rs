@@ -51,14 +51,12 @@ pub async fn run_graph(
             max_steps: request.max_steps,
         })
         .await?;
-    let run_id = started.run_id.to_string();
+    let id = started.run_id.clone();
+    let run_id = id.to_string();
     if !request.wait {
         return Ok(Json(RunStarted { run_id }).into_response());
     }
-    let finished = started.finished.await.map_err(|err| {
-        tracing::error!(%run_id, error = %err, "run task lost");
-        ApiError::Internal
-    })?;
+    let finished = runner.finished(started).await?;
     if !finished.status.is_terminal() {
         // The server began shutting down mid-run: the run is checkpointed and goes on at
         // the next start; its id says where to find it.
@@ -70,11 +68,7 @@ pub async fn run_graph(
     // A long log is read back from the store: a run keeps only a short one in memory.
     let log = match finished.log {
         Some(log) => log,
-        None => runner
-            .store()
-            .run_log(&started.run_id)
-            .await
-            .map_err(RunnerError::from)?,
+        None => runner.store().run_log(&id).await.map_err(RunnerError::from)?,
     };
     Ok(Json(RunFinished {
         run_id,

@@ -5,10 +5,12 @@
 //! always in one or the other; sequence numbers drop what arrives twice. A client that
 //! falls behind the live channel is resynced from the store rather than dropped, and a
 //! slow client never holds up the run: the run only ever writes to a broadcast channel.
+//! A run not in flight here (queued, or executing on another instance) is followed
+//! through the store, read each time a [`watch`](crate::runner::watch) says it moved on.
 //! When the server shuts down, every stream is closed with code 1012 (service restart),
 //! and the client resumes with `?since=` once it is back.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::{
     extract::{
@@ -20,19 +22,16 @@ use axum::{
 };
 use futures::{stream::SplitSink, SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
 use utoipa::IntoParams;
 use weft_app::wire::{ErrorEvent, EventKind, RunEvent};
 
 use super::{docs::BadRequest, error::ApiError};
 use crate::{
     ids::RunId,
-    runner::{end_event, Replay, Runner},
+    runner::{end_event, hub::LiveEvent, Replay, Runner, Wake},
     store::{StoreError, StoredRun},
 };
-
-/// How often a run that is not live in this process is polled.
-const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// `?since=<seq>`: send only events after this one.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -170,9 +169,10 @@ async fn send_end(runner: &Runner, run: &StoredRun, sender: &mut Sender) -> Resu
 }
 
 async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut Sender) -> Result<(), StreamError> {
-    // Subscribe first, read second: see the module docs.
-    let live = runner.hub().subscribe(run_id);
-    let Some(run) = runner.store().run(run_id).await? else {
+    // Subscribe (or watch) first, read second: see the module docs.
+    let mut live = runner.hub().subscribe(run_id);
+    let mut watch = runner.watch(run_id, Wake::OnEvents);
+    let Some(mut run) = runner.store().run(run_id).await? else {
         let event: RunEvent = RunEvent::Error(ErrorEvent {
             detail: format!("no run with id `{run_id}`"),
         });
@@ -182,29 +182,42 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
     if ended {
         return Ok(());
     }
-
-    let Some(mut live) = live else {
-        // Not in flight here: ended already, or about to be resumed. Poll until it ends.
-        let mut run = run;
-        while !run.status.is_terminal() {
-            tokio::time::sleep(POLL_EVERY).await;
-            let (seen, ended) = replay(runner, &run, last, sender).await?;
-            if ended {
+    // Not in flight here: queued, executing on another instance, or ended. Each time the
+    // watch says it moved on, read what it committed, until it is in flight here (claimed
+    // by this instance) or has ended.
+    loop {
+        if let Some(live) = live {
+            return follow(runner, &run, live, last, sender).await;
+        }
+        if run.status.is_terminal() {
+            if replay(runner, &run, last, sender).await?.1 {
                 return Ok(());
             }
-            last = seen;
-            run = runner
-                .store()
-                .run(run_id)
-                .await?
-                .ok_or(StoreError::Corrupt("run vanished".into()))?;
+            return send_end(runner, &run, sender).await;
         }
-        if replay(runner, &run, last, sender).await?.1 {
+        watch.changed().await;
+        live = runner.hub().subscribe(run_id);
+        run = runner
+            .store()
+            .run(run_id)
+            .await?
+            .ok_or(StoreError::Corrupt("run vanished".into()))?;
+        let (seen, ended) = replay(runner, &run, last, sender).await?;
+        if ended {
             return Ok(());
         }
-        return send_end(runner, &run, sender).await;
-    };
+        last = seen;
+    }
+}
 
+/// Sends a run in flight here, live from its channel, after event `last`.
+async fn follow(
+    runner: &Runner,
+    run: &StoredRun,
+    mut live: Receiver<Arc<LiveEvent>>,
+    mut last: u64,
+    sender: &mut Sender,
+) -> Result<(), StreamError> {
     loop {
         match live.recv().await {
             Ok(event) if event.seq <= last => {}
@@ -218,7 +231,7 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
             }
             // A gap (we fell behind, or the channel dropped what we had not read): the store has it all.
             Ok(_) | Err(RecvError::Lagged(_)) => {
-                let (seen, ended) = replay(runner, &run, last, sender).await?;
+                let (seen, ended) = replay(runner, run, last, sender).await?;
                 if ended {
                     return Ok(());
                 }
@@ -226,12 +239,12 @@ async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut S
             }
             Err(RecvError::Closed) => {
                 // The run's task is gone; the store has the rest, including how it ended.
-                if replay(runner, &run, last, sender).await?.1 {
+                if replay(runner, run, last, sender).await?.1 {
                     return Ok(());
                 }
                 let run = runner
                     .store()
-                    .run(run_id)
+                    .run(&run.id)
                     .await?
                     .ok_or(StoreError::Corrupt("run vanished".into()))?;
                 return send_end(runner, &run, sender).await;

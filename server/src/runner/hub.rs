@@ -39,10 +39,25 @@ struct Entry {
     cancel: CancellationToken,
 }
 
+/// How many departures a waiter may fall behind before it must ask the store.
+const DEPARTURES: usize = 1_024;
+
 /// The runs in flight, by id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     runs: Arc<Mutex<HashMap<RunId, Entry>>>,
+    /// Each run that stops executing here (ended, or handed back), once its last write
+    /// is committed: for whoever waits on a run it could not subscribe to.
+    departures: broadcast::Sender<RunId>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            runs: Arc::default(),
+            departures: broadcast::channel(DEPARTURES).0,
+        }
+    }
 }
 
 /// A run's handle in the hub, held by the task that executes it.
@@ -86,6 +101,12 @@ impl Hub {
     /// [`Publisher::close`]); `true` means the run will end `cancelled`.
     pub fn cancel(&self, run_id: &RunId) -> bool {
         self.lock().get(run_id).map(|entry| entry.cancel.cancel()).is_some()
+    }
+
+    /// The runs that stop executing here from now on, each once its last write is
+    /// committed.
+    pub fn departures(&self) -> broadcast::Receiver<RunId> {
+        self.departures.subscribe()
     }
 
     /// How many runs are in flight.
@@ -138,6 +159,8 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.close();
+        // Nobody waiting is no error.
+        let _ = self.hub.departures.send(self.run_id.clone());
     }
 }
 
@@ -150,6 +173,7 @@ mod tests {
         let hub = Hub::default();
         let run = RunId::generate();
         assert!(hub.subscribe(&run).is_none());
+        let mut departures = hub.departures();
         let publisher = hub.register(&run);
         let mut rx = hub.subscribe(&run).unwrap();
         publisher.publish(LiveEvent {
@@ -163,6 +187,8 @@ mod tests {
         drop(publisher);
         assert_eq!(rx.recv().await.unwrap().text, "one");
         assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+        assert_eq!(departures.try_recv().unwrap(), run);
+        assert!(departures.try_recv().is_err(), "one departure per run");
         assert!(hub.subscribe(&run).is_none());
         assert_eq!(hub.live_runs(), 0);
         assert!(!hub.cancel(&run));

@@ -7,7 +7,14 @@
 //!   ending it, durably, however it ends;
 //! - `views` and [`replay`](Replay): the read models, runs and their
 //!   events as clients see them, each step's state rebuilt from the store;
-//! - [`hub`]: the live channel of each run in flight here.
+//! - [`hub`]: the live channel of each run in flight here;
+//! - [`watch`]: waiting on a run that is not in flight here.
+//!
+//! A run admitted while a slot is free is stored already `running`, owned by this
+//! instance, and starts at once. One admitted while every slot is busy is stored
+//! `queued` with no owner: whichever instance has a free slot first claims it (this one
+//! when one of its runs ends, another when told by the store's notices), so a queue
+//! never waits on a busy instance while another is idle.
 
 mod catalog;
 pub mod hub;
@@ -16,22 +23,24 @@ mod sink;
 #[cfg(test)]
 mod tests;
 mod views;
+pub mod watch;
 
 use self::sink::{fail_durably, RunSink};
 pub use self::{
     replay::{EventPages, Replay},
     views::{current_state, end_event, Snapshot},
+    watch::{RunWatch, Wake},
 };
 
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, OnceLock, RwLock,
     },
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast::error::RecvError, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
@@ -45,7 +54,7 @@ use crate::{
         Bounds, Checkpoint, CpuPool, Graph, GraphError, NodeStart, Registry, RunEnd,
     },
     ids::{GraphId, OwnerId, RunId},
-    store::{now_millis, Millis, NewRun, RunEffect, Store, StoreError, StoredRun},
+    store::{now_millis, Millis, NewRun, Notice, RunEffect, Store, StoreError, StoredRun},
 };
 
 /// Why the runner refused a request.
@@ -90,7 +99,8 @@ pub enum RunnerError {
 pub struct RunLimits {
     /// Runs executing at once; more wait, `queued`.
     pub max_running: usize,
-    /// Runs waiting at most; past it, new runs are refused rather than piling up in memory.
+    /// Runs waiting in the store's queue at most (for any instance, when several share
+    /// it); past it, new runs are refused rather than piling up.
     pub max_queued: usize,
     /// A run's state at most, serialized: a node whose update would go past it fails.
     pub max_state_bytes: usize,
@@ -159,8 +169,48 @@ pub struct StartRun {
 pub struct Started {
     /// Its id, readable in the store already.
     pub run_id: RunId,
-    /// Resolves when the run ends.
-    pub finished: tokio::task::JoinHandle<Finished>,
+    /// Resolves when the run ends, when it executes here; `None` when it was queued for
+    /// any instance to claim ([`Runner::finished`] waits on either).
+    pub finished: Option<tokio::task::JoinHandle<Finished>>,
+}
+
+/// When to look for queued runs to claim: a run was queued, or a slot freed up while one
+/// might be waiting.
+#[derive(Clone, Default)]
+struct Claims {
+    /// Wakes [`Runner::watch_notices`] to claim.
+    wake: Arc<Notify>,
+    /// Whether a run may be waiting to be claimed; cleared when a claim finds none.
+    maybe_waiting: Arc<AtomicBool>,
+}
+
+impl Claims {
+    /// A run was queued (here, or as another instance told): claim it if there is room.
+    fn queued(&self) {
+        self.maybe_waiting.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// A slot freed up: claim into it, if a run may be waiting.
+    fn slot_freed(&self) {
+        if self.maybe_waiting.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// A run's slot, held while it executes: giving it back wakes the claims.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    claims: Claims,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Freed before the claims look for it.
+        drop(self.permit.take());
+        self.claims.slot_freed();
+    }
 }
 
 /// Starts and tracks runs. Cheap to clone.
@@ -173,8 +223,6 @@ pub struct Runner {
     limits: RunLimits,
     /// One permit per run allowed to execute.
     slots: Arc<Semaphore>,
-    /// Runs accepted but waiting for a slot.
-    waiting: Arc<AtomicUsize>,
     /// The presets as listed, built on first use (they never change).
     presets: Arc<OnceLock<Vec<PresetInfo>>>,
     /// The pool the registry's CPU-heavy tools run on, for reporting how busy it is.
@@ -188,6 +236,8 @@ pub struct Runner {
     tasks: TaskTracker,
     /// Its leases on them.
     leases: Leases,
+    /// When to claim queued runs.
+    claims: Claims,
 }
 
 impl Runner {
@@ -205,9 +255,9 @@ impl Runner {
             hub: Hub::default(),
             graphs: Arc::default(),
             slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
-            waiting: Arc::default(),
             presets: Arc::default(),
             limits,
+            claims: Claims::default(),
         }
     }
 
@@ -227,28 +277,117 @@ impl Runner {
         }
         // Executing elsewhere (or waiting for an instance to claim it): asked through the
         // store, it can only end `cancelled`, and its instance stops it when told.
-        if self.store.request_cancel(id).await? {
-            Ok(())
-        } else {
+        if !self.store.request_cancel(id).await? {
             // It ended between the two reads.
-            Err(RunnerError::AlreadyEnded(id.clone()))
+            return Err(RunnerError::AlreadyEnded(id.clone()));
+        }
+        // No instance holds it (queued, or its instance died): claimed here, it ends now.
+        let claimed = self
+            .store
+            .claim_run(id, &self.owner, now_millis(), self.leases.until_from_now())
+            .await?;
+        if let Some(run) = claimed {
+            if let Err(err) = self.resume(run).await {
+                let reason = format!("the run could not be resumed: {err}");
+                fail_durably(self.store.as_ref(), &self.owner, id, &reason).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on what happens elsewhere, as it happens: stops the runs executing here that
+    /// were asked to stop through another instance, and claims queued runs into free
+    /// slots, when a run is queued (here or, as the store tells, anywhere) or a slot frees
+    /// up. Runs until the task is dropped; the lease ticks find any notice missed.
+    pub async fn watch_notices(self) {
+        let mut notices = self.store.notices();
+        loop {
+            let claim = match notices.as_mut() {
+                Some(receiver) => tokio::select! {
+                    () = self.claims.wake.notified() => true,
+                    notice = receiver.recv() => match notice {
+                        Ok(Notice::Cancel(run_id)) => {
+                            self.hub.cancel(&run_id);
+                            false
+                        }
+                        Ok(Notice::Queued) => {
+                            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+                            true
+                        }
+                        Ok(Notice::Events { .. }) => false,
+                        // Missed notices: a cancel among them is found at the lease tick.
+                        Err(RecvError::Lagged(_)) => {
+                            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+                            true
+                        }
+                        Err(RecvError::Closed) => {
+                            notices = None;
+                            false
+                        }
+                    },
+                },
+                None => {
+                    self.claims.wake.notified().await;
+                    true
+                }
+            };
+            if claim && self.slots.available_permits() > 0 && self.claims.maybe_waiting.swap(false, Ordering::SeqCst) {
+                match self.resume_unfinished().await {
+                    Ok(0) => {}
+                    // More may wait: the next slot freed looks again.
+                    Ok(_) => self.claims.maybe_waiting.store(true, Ordering::SeqCst),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not claim queued runs; trying again at the lease tick");
+                        self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
         }
     }
 
-    /// Stops the runs executing here that were asked to stop through another instance,
-    /// as the store tells of them. Runs until the store stops telling (or the task is
-    /// dropped); the lease ticks find any notice missed.
-    pub async fn watch_cancels(self) {
-        let Some(mut notices) = self.store.cancel_notices() else {
-            return;
-        };
+    /// A watch on `run_id`, for waiting on it when it is not in flight here. Make it
+    /// before reading the store (see [`watch`]).
+    pub fn watch(&self, run_id: &RunId, wake: Wake) -> RunWatch {
+        RunWatch::new(run_id.clone(), wake, self.hub.departures(), self.store.notices())
+    }
+
+    /// How a started run ended, wherever it executed.
+    pub async fn finished(&self, started: Started) -> Result<Finished, RunnerError> {
+        match started.finished {
+            Some(task) => task
+                .await
+                .map_err(|err| StoreError::Corrupt(format!("run {} task lost: {err}", started.run_id)).into()),
+            None => self.wait_for_end(&started.run_id).await,
+        }
+    }
+
+    /// Waits for a run to end, on whichever instance executes it, and answers how it
+    /// ended (its log is left in the store). At shutdown, answers at once with its status
+    /// then, not ended.
+    pub async fn wait_for_end(&self, run_id: &RunId) -> Result<Finished, RunnerError> {
+        let mut watch = self.watch(run_id, Wake::OnEnd);
         loop {
-            match notices.recv().await {
-                Ok(run_id) => {
-                    self.hub.cancel(&run_id);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            let run = self
+                .store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| RunnerError::RunNotFound(run_id.clone()))?;
+            if run.status.is_terminal() || self.shutdown.is_cancelled() {
+                let state = match &run.final_state {
+                    Some(state) => serde_json::from_str(state)
+                        .map_err(|err| StoreError::Corrupt(format!("run {run_id} final state: {err}")))?,
+                    None => State::new(),
+                };
+                return Ok(Finished {
+                    status: run.status,
+                    state,
+                    error: run.error,
+                    log: None,
+                });
+            }
+            tokio::select! {
+                () = watch.changed() => {}
+                () = self.shutdown.cancelled() => {}
             }
         }
     }
@@ -351,14 +490,9 @@ impl Runner {
             Some(n) => parse_max_steps(&n.into()).map_err(|_| RunnerError::InvalidMaxSteps)?,
         };
         // A free slot is taken here, so a run stored `running` never waits for one.
-        let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
-        let queued = self.waiting.load(Ordering::SeqCst);
-        if slot.is_none() && queued >= self.limits.max_queued {
-            return Err(RunnerError::QueueFull {
-                running: self.limits.max_running,
-                queued,
-            });
-        }
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return self.enqueue(request, &graph, max_steps).await;
+        };
         let run_id = RunId::generate();
         let start = graph.node(graph.start()).name.clone();
         let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
@@ -368,23 +502,19 @@ impl Runner {
         });
         let initial_state = state_text(&request.initial_state);
         let mut sink = self.sink(run_id.clone(), RunStatus::Queued, 1, None, initial_state.len());
-        // Admitted straight into a slot: stored with its start and its first node's, in one
-        // commit with the run.
-        let then = match slot {
-            Some(_) => sink.open(
-                &started_event(&run_id, 2, false),
-                NodeStart {
-                    step: 1,
-                    node: &start,
-                    attempt: 1,
-                },
-            )?,
-            None => Vec::new(),
-        };
+        // Stored with its start and its first node's, in one commit with the run.
+        let then = sink.open(
+            &started_event(&run_id, 2, false),
+            NodeStart {
+                step: 1,
+                node: &start,
+                attempt: 1,
+            },
+        )?;
         let new_run = NewRun {
             id: run_id.clone(),
-            owner: self.owner.clone(),
-            lease_until: self.leases.until_from_now(),
+            owner: Some(self.owner.clone()),
+            lease_until: Some(self.leases.until_from_now()),
             event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
             then,
             graph_id: request.graph_id,
@@ -401,17 +531,60 @@ impl Runner {
         let finished = tokio::spawn(async move {
             runner.store.insert_run(new_run).await?;
             let checkpoint = Checkpoint::start(&graph, request.initial_state);
-            Ok::<_, StoreError>(runner.spawn(sink, graph, checkpoint, max_steps, slot))
+            Ok::<_, StoreError>(runner.spawn(sink, graph, checkpoint, max_steps, Some(slot)))
         })
         .await
         .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))??;
-        Ok(Started { run_id, finished })
+        Ok(Started {
+            run_id,
+            finished: Some(finished),
+        })
+    }
+
+    /// Stores a run `queued`, with no owner, for the first instance with a free slot to
+    /// claim; refused when `max_queued` runs wait already.
+    async fn enqueue(&self, request: StartRun, graph: &Graph, max_steps: u32) -> Result<Started, RunnerError> {
+        let waiting = usize::try_from(self.store.waiting_runs().await?).unwrap_or(usize::MAX);
+        if waiting >= self.limits.max_queued {
+            return Err(RunnerError::QueueFull {
+                running: self.limits.max_running,
+                queued: waiting,
+            });
+        }
+        let run_id = RunId::generate();
+        let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
+            run_id: run_id.to_string(),
+            seq: 1,
+            graph_id: request.graph_id.to_string(),
+        });
+        // One write: stored whole, or not at all.
+        self.store
+            .insert_run(NewRun {
+                id: run_id.clone(),
+                owner: None,
+                lease_until: None,
+                event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                then: Vec::new(),
+                graph_id: request.graph_id,
+                status: RunStatus::Queued,
+                initial_state: state_text(&request.initial_state),
+                next_node: graph.node(graph.start()).name.clone(),
+                max_steps,
+                created_at: now_millis(),
+            })
+            .await?;
+        // A slot may have freed up meanwhile.
+        self.claims.queued();
+        Ok(Started { run_id, finished: None })
     }
 
     /// Claims the runs whose lease has expired (a stop or a crash interrupted them), as
     /// many as there are free slots here (a busy instance leaves them to the others), and
     /// starts each again from its last checkpoint. Answers how many were resumed.
     pub async fn resume_unfinished(&self) -> Result<usize, RunnerError> {
+        if self.shutdown.is_cancelled() {
+            return Ok(0);
+        }
         let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
         if free == 0 {
             return Ok(0);
@@ -462,12 +635,16 @@ impl Runner {
         // earlier log lines are in the store only.
         let run_id = run.id.clone();
         let mut sink = self.sink(run.id, RunStatus::Queued, run.last_seq, announced, 0);
-        sink.log = None;
-        drop(self.spawn(sink, graph, checkpoint, run.max_steps, None));
+        if run.last_seq > 1 {
+            // Its earlier log lines are in the store only.
+            sink.log = None;
+        }
         if run.cancel_requested {
-            // Asked to stop while no instance held it: it ends `cancelled` at once.
+            // Asked to stop while no instance held it: it ends `cancelled` without waiting
+            // for a slot or running a node.
             self.hub.cancel(&run_id);
         }
+        drop(self.spawn(sink, graph, checkpoint, run.max_steps, None));
         Ok(())
     }
 
@@ -509,27 +686,24 @@ impl Runner {
         slot: Option<OwnedSemaphorePermit>,
     ) -> tokio::task::JoinHandle<Finished> {
         let slots = Arc::clone(&self.slots);
-        let waiting = Arc::clone(&self.waiting);
+        let claims = self.claims.clone();
         let shutdown = self.shutdown.clone();
         let bounds = Bounds {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
-        if slot.is_none() {
-            waiting.fetch_add(1, Ordering::SeqCst);
-        }
         self.tasks.spawn(async move {
             let run_id = sink.run_id.clone();
-            let _slot = match slot {
-                Some(slot) => slot,
+            let permit = match slot {
+                Some(slot) => Some(slot),
                 None => {
                     // Wait for a slot, unless the run is cancelled (or the server stops) meanwhile.
                     let slot = tokio::select! {
-                        slot = slots.acquire_owned() => Ok(slot.ok()),
+                        biased;
                         () = sink.publisher.cancelled() => Ok(None),
                         () = shutdown.cancelled() => Err(()),
+                        slot = slots.acquire_owned() => Ok(slot.ok()),
                     };
-                    waiting.fetch_sub(1, Ordering::SeqCst);
                     let Ok(slot) = slot else {
                         return sink.suspend();
                     };
@@ -550,9 +724,10 @@ impl Runner {
                         return sink.abandon("the run's start could not be recorded").await;
                     }
                     sink.status = RunStatus::Running;
-                    slot
+                    Some(slot)
                 }
             };
+            let _slot = Slot { permit, claims };
             let outcome = std::panic::AssertUnwindSafe(execute(&graph, checkpoint, bounds, &mut sink))
                 .catch_unwind()
                 .await;

@@ -102,6 +102,18 @@ impl Store for FaultyStore {
     ) -> Result<Vec<StoredRun>, StoreError> {
         self.inner.claim_expired(owner, now, lease_until, limit).await
     }
+    async fn claim_run(
+        &self,
+        id: &RunId,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<StoredRun>, StoreError> {
+        self.inner.claim_run(id, owner, now, lease_until).await
+    }
+    async fn waiting_runs(&self) -> Result<u64, StoreError> {
+        self.inner.waiting_runs().await
+    }
     async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError> {
         self.inner.request_cancel(id).await
     }
@@ -161,8 +173,9 @@ async fn run(runner: &Runner, spec: Value) -> (RunId, super::Finished) {
         })
         .await
         .unwrap();
-    let finished = started.finished.await.unwrap();
-    (started.run_id, finished)
+    let run_id = started.run_id.clone();
+    let finished = runner.finished(started).await.unwrap();
+    (run_id, finished)
 }
 
 fn two_steps(second: &str) -> Value {

@@ -140,6 +140,7 @@ on_every_store!(
     graphs_are_listed_newest_first_with_their_node_counts,
     runs_are_listed_by_graph_and_status_with_a_cursor,
     a_run_asked_to_stop_can_only_end_cancelled,
+    a_queued_run_waits_for_the_first_claim_and_one_run_is_claimed_by_id,
 );
 
 /// The instance the tests write as.
@@ -188,16 +189,16 @@ async fn with_run_of(store: &dyn Store, graph: &GraphId) -> RunId {
 async fn insert_run_of(
     store: &dyn Store,
     graph: &GraphId,
-    owner: OwnerId,
-    lease_until: i64,
+    owner: impl Into<Option<OwnerId>>,
+    lease_until: impl Into<Option<i64>>,
     status: RunStatus,
 ) -> RunId {
     let run = RunId::generate();
     store
         .insert_run(NewRun {
             id: run.clone(),
-            owner,
-            lease_until,
+            owner: owner.into(),
+            lease_until: lease_until.into(),
             graph_id: graph.clone(),
             status,
             initial_state: r#"{"n":0}"#.into(),
@@ -563,4 +564,93 @@ pub(super) async fn a_run_asked_to_stop_can_only_end_cancelled(store: &dyn Store
     assert!(!store.request_cancel(&run).await.unwrap());
     assert!(!store.request_cancel(&RunId::generate()).await.unwrap());
     assert!(store.cancels_for(&me()).await.unwrap().is_empty());
+}
+
+pub(super) async fn a_queued_run_waits_for_the_first_claim_and_one_run_is_claimed_by_id(store: &dyn Store) {
+    let graph = a_graph(store).await;
+    let held = with_run_of(store, &graph).await;
+    let first = insert_run_of(store, &graph, None, None, RunStatus::Queued).await;
+    let second = insert_run_of(store, &graph, None, None, RunStatus::Queued).await;
+    // Only ownerless queued runs wait; the running one is held.
+    assert_eq!(store.waiting_runs().await.unwrap(), 2);
+    let now = now_millis();
+
+    // A held run is not claimed by id, nor is an unknown one.
+    assert_eq!(store.claim_run(&held, &other(), now, now + 30_000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim_run(&RunId::generate(), &other(), now, now + 30_000)
+            .await
+            .unwrap(),
+        None
+    );
+    // A waiting one is, once: the second claimer finds it held.
+    let claimed = store
+        .claim_run(&second, &other(), now, now + 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&claimed.id, claimed.status, claimed.last_seq),
+        (&second, RunStatus::Queued, 1)
+    );
+    assert_eq!(store.claim_run(&second, &me(), now, now + 30_000).await.unwrap(), None);
+    assert_eq!(store.waiting_runs().await.unwrap(), 1);
+    // Its claimer may start it; its old place in the queue is gone.
+    let mut start = step(&second, 2, 0, Some("a"));
+    start.owner = other();
+    start.kind = EventKind::RunStarted;
+    start.effect = RunEffect::Started;
+    store.append_event(start).await.unwrap();
+    assert_eq!(store.run(&second).await.unwrap().unwrap().status, RunStatus::Running);
+
+    // The first is claimed by whoever has room, and then nothing waits.
+    let rest = store.claim_expired(&me(), now, now + 30_000, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|run| &run.id).collect::<Vec<_>>(), [&first]);
+    assert_eq!(store.waiting_runs().await.unwrap(), 0);
+}
+
+/// Postgres tells every instance what the others commit, after they commit it.
+#[tokio::test]
+async fn postgres_tells_of_committed_events_queued_runs_and_cancels() {
+    use super::Notice;
+    let Some(fixture) = postgres().await else { return };
+    let store = fixture.store.as_ref();
+    let mut notices = store.notices().expect("Postgres has notices");
+    let graph = a_graph(store).await;
+    let run = with_run_of(store, &graph).await;
+    store
+        .append_events(vec![step(&run, 2, 1, Some("a")), step(&run, 3, 2, Some("a"))])
+        .await
+        .unwrap();
+    store.append_event(end(&run, 4, RunStatus::Failed)).await.unwrap();
+    let queued = insert_run_of(store, &graph, None, None, RunStatus::Queued).await;
+    assert!(store.request_cancel(&queued).await.unwrap());
+
+    let mut heard = Vec::new();
+    while heard.len() < 6 {
+        let notice = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+            .await
+            .expect("a notice within 5 s")
+            .unwrap();
+        heard.push(notice);
+    }
+    let events = |run_id: &RunId, seq, ended| Notice::Events {
+        run_id: run_id.clone(),
+        seq,
+        ended,
+    };
+    // Each commit once, with its last event; the queued run's insert also says it waits.
+    let mut expected = vec![
+        events(&run, 1, false),
+        events(&run, 3, false),
+        events(&run, 4, true),
+        events(&queued, 1, false),
+        Notice::Queued,
+        Notice::Cancel(queued.clone()),
+    ];
+    let key = |notice: &Notice| format!("{notice:?}");
+    heard.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(heard, expected);
 }

@@ -83,10 +83,11 @@ pub struct StoredGraph {
 pub struct NewRun {
     /// Its id.
     pub id: RunId,
-    /// The instance that will execute it.
-    pub owner: OwnerId,
+    /// The instance that will execute it; `None` queues it for whichever instance has a
+    /// free slot first to claim (this one included).
+    pub owner: Option<OwnerId>,
     /// Until when its owner holds it without renewing.
-    pub lease_until: Millis,
+    pub lease_until: Option<Millis>,
     /// The graph it runs.
     pub graph_id: GraphId,
     /// `Queued` or `Running`.
@@ -268,15 +269,48 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError>;
     /// The runs `owner` holds that were asked to stop.
     async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError>;
-    /// Runs asked to stop, as they are asked, when the store can tell at once (Postgres:
-    /// `LISTEN`); `None` when instances find them with [`Store::cancels_for`] only.
-    fn cancel_notices(&self) -> Option<tokio::sync::broadcast::Receiver<RunId>> {
+    /// Claims for `owner`, until `lease_until`, the one run `id` if no instance holds it
+    /// (it has no owner, or its lease expired before `now`) and it has not ended, handed
+    /// back to `queued`. Answers it, or `None` when it is not there to claim.
+    async fn claim_run(
+        &self,
+        id: &RunId,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<StoredRun>, StoreError>;
+    /// How many runs wait, `queued` with no owner, for an instance to claim them.
+    async fn waiting_runs(&self) -> Result<u64, StoreError>;
+    /// What happens on other instances, as it happens, when the store can tell at once
+    /// (Postgres: `LISTEN`); `None` when instances find out by asking the store: at
+    /// their lease tick (claims, cancels) or by polling (streams).
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Something that happened, told to every instance (see [`Store::notices`]). A notice
+/// may be lost (a connection drops, an instance dies between its commit and its notice):
+/// each one only saves a wait, and whoever listens also asks the store now and then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A run was asked to stop.
+    Cancel(RunId),
+    /// A run was queued (or handed back) for any instance to claim.
+    Queued,
+    /// A run's events up to `seq` are committed; `ended` when the last is its `end`.
+    Events {
+        /// The run.
+        run_id: RunId,
+        /// Its latest event.
+        seq: u64,
+        /// Whether the run has ended.
+        ended: bool,
+    },
 }
 
 /// A write waiting for its store's group commit, and who waits for it.

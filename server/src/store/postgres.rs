@@ -11,9 +11,18 @@
 //! - **Claims.** An instance claims expired or ownerless runs with `FOR UPDATE SKIP
 //!   LOCKED`: two instances claiming at once each get different runs, and neither waits.
 //!
-//! - **Cancels across instances.** A cancel asked of any instance sets the run's
-//!   `cancel_requested` and sends `NOTIFY weft_cancel` with the run's id, in one commit;
-//!   every instance `LISTEN`s, and the one executing the run stops it.
+//! - **Notices.** Every instance `LISTEN`s on three channels, and hears what the others
+//!   do as they do it (see [`Notice`]):
+//!   - `weft_cancel`: a run's id, sent in the commit that sets its `cancel_requested`;
+//!     the instance executing the run stops it.
+//!   - `weft_queued`: a run waits to be claimed; an instance with a free slot claims it.
+//!   - `weft_events`: lines of `<run id> <seq> <ended>`, sent after each commit of
+//!     events; a stream or a `wait: true` request on another instance reads them from the
+//!     store. They go out after the commit, from one notifier task: a `NOTIFY` inside the
+//!     commit would make every commit take Postgres's one notify lock, in turn.
+//!
+//!   A notice is only a wake-up: one lost (an instance dies between its commit and its
+//!   notice) costs a wait until the listener's own slow poll, never an event.
 //!
 //! Migrations are sqlx's, under `migrations/postgres`; sqlx holds an advisory lock while
 //! it applies them, so instances starting together migrate once.
@@ -29,8 +38,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect, RunFilter,
-    Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, Notice, RunEffect,
+    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -45,13 +54,22 @@ const CONNECTIONS: u32 = 12;
 
 /// The channel cancels are announced on.
 const CANCEL_CHANNEL: &str = "weft_cancel";
+/// The channel runs waiting to be claimed are announced on.
+const QUEUED_CHANNEL: &str = "weft_queued";
+/// The channel committed events are announced on.
+const EVENTS_CHANNEL: &str = "weft_events";
+/// A `NOTIFY` payload's size at most (Postgres allows a little under 8000 bytes).
+const PAYLOAD: usize = 7_000;
+/// Notices heard and not yet read that an instance keeps, per listener; one that falls
+/// further behind asks the store instead.
+const NOTICES: usize = 4_096;
 
 /// The Postgres [`Store`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     writes: mpsc::Sender<Job>,
-    cancels: tokio::sync::broadcast::Sender<RunId>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
 impl PgStore {
@@ -73,14 +91,22 @@ impl PgStore {
             .map_err(|err| StoreError::Migration(err.to_string()))?;
         let (writes, queue) = mpsc::channel(QUEUE);
         let queue = std::sync::Arc::new(Mutex::new(queue));
+        let (outgoing, told) = mpsc::channel(QUEUE);
         for _ in 0..WRITERS {
-            tokio::spawn(write_loop(pool.clone(), std::sync::Arc::clone(&queue)));
+            tokio::spawn(write_loop(
+                pool.clone(),
+                std::sync::Arc::clone(&queue),
+                outgoing.clone(),
+            ));
         }
-        let (cancels, _) = tokio::sync::broadcast::channel(256);
+        tokio::spawn(notify_loop(pool.clone(), told));
+        let (notices, _) = tokio::sync::broadcast::channel(NOTICES);
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-        listener.listen(CANCEL_CHANNEL).await?;
-        tokio::spawn(listen_for_cancels(listener, cancels.downgrade()));
-        Ok(Self { pool, writes, cancels })
+        listener
+            .listen_all([CANCEL_CHANNEL, QUEUED_CHANNEL, EVENTS_CHANNEL])
+            .await?;
+        tokio::spawn(listen(listener, notices.downgrade()));
+        Ok(Self { pool, writes, notices })
     }
 
     /// The connection pool, for what the store does not cover (the tests' clean-up).
@@ -99,8 +125,13 @@ impl PgStore {
 }
 
 /// Commits queued writes in batches until every sender is gone. Several of these share
-/// one queue: the one holding it takes a batch, lets go, and commits.
-async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job>>>) {
+/// one queue: the one holding it takes a batch, lets go, and commits. What each commit
+/// wrote is passed to the notifier, to tell the other instances.
+async fn write_loop(
+    pool: PgPool,
+    queue: std::sync::Arc<Mutex<mpsc::Receiver<Job>>>,
+    outgoing: mpsc::Sender<Vec<Notice>>,
+) {
     loop {
         let batch = {
             let mut queue = queue.lock().await;
@@ -114,9 +145,11 @@ async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job
             }
             batch
         };
+        let mut committed = Vec::with_capacity(batch.len());
         match commit(&pool, &batch).await {
             Ok(()) => {
                 for job in batch {
+                    committed.extend(notice_of(&job.write));
                     let _ = job.done.send(Ok(()));
                 }
             }
@@ -125,36 +158,136 @@ async fn write_loop(pool: PgPool, queue: std::sync::Arc<Mutex<mpsc::Receiver<Job
                 tracing::warn!(error = %err, size = batch.len(), "batch commit failed; retrying one by one");
                 for job in batch {
                     let result = commit(&pool, std::slice::from_ref(&job)).await;
-                    if let Err(err) = &result {
-                        tracing::error!(error = %err, "write failed");
+                    match &result {
+                        Ok(()) => committed.extend(notice_of(&job.write)),
+                        Err(err) => tracing::error!(error = %err, "write failed"),
                     }
                     let _ = job.done.send(result);
                 }
             }
         }
+        // Full: the notifier is behind, and the listeners' polls find what it drops.
+        if !committed.is_empty() {
+            let _ = outgoing.try_send(committed);
+        }
     }
 }
 
-/// Passes on every cancel announced, until the store is gone (it holds the only strong
-/// sender). A notice lost while the connection is down is found at the next lease tick
-/// (`Store::cancels_for`).
-async fn listen_for_cancels(
-    mut listener: sqlx::postgres::PgListener,
-    cancels: tokio::sync::broadcast::WeakSender<RunId>,
-) {
+/// What the other instances are told of a committed write.
+fn notice_of(write: &Write) -> Vec<Notice> {
+    let events = |run_id: &RunId, last: Option<&EventRecord>, first: u64| Notice::Events {
+        run_id: run_id.clone(),
+        seq: last.map_or(first, |event| event.seq),
+        ended: last.is_some_and(|event| event.kind == EventKind::End),
+    };
+    match write {
+        Write::Graph(_) => Vec::new(),
+        Write::Run(run) => {
+            let mut notices = vec![events(&run.id, run.then.last(), 1)];
+            if run.owner.is_none() {
+                notices.push(Notice::Queued);
+            }
+            notices
+        }
+        Write::Event(event) => vec![events(&event.run_id, Some(event), event.seq)],
+        Write::Events(list) => list
+            .last()
+            .map(|last| vec![events(&last.run_id, Some(last), last.seq)])
+            .unwrap_or_default(),
+    }
+}
+
+/// Sends the notices of committed writes, as few `NOTIFY`s as fit them, until the writers
+/// are gone.
+async fn notify_loop(pool: PgPool, mut told: mpsc::Receiver<Vec<Notice>>) {
+    while let Some(mut notices) = told.recv().await {
+        while let Ok(more) = told.try_recv() {
+            notices.extend(more);
+        }
+        if let Err(err) = notify(&pool, &notices).await {
+            tracing::warn!(error = %err, "could not send notices; the listeners' polls find what they say");
+        }
+    }
+}
+
+async fn notify(pool: &PgPool, notices: &[Notice]) -> Result<(), sqlx::Error> {
+    let mut payloads = vec![String::new()];
+    let mut queued = false;
+    for notice in notices {
+        match notice {
+            Notice::Events { run_id, seq, ended } => {
+                let line = format!("{run_id} {seq} {}", u8::from(*ended));
+                let payload = payloads.last_mut().filter(|p| p.len() + line.len() < PAYLOAD);
+                match payload {
+                    Some(payload) => {
+                        if !payload.is_empty() {
+                            payload.push('\n');
+                        }
+                        payload.push_str(&line);
+                    }
+                    None => payloads.push(line),
+                }
+            }
+            Notice::Queued => queued = true,
+            Notice::Cancel(_) => {}
+        }
+    }
+    payloads.retain(|payload| !payload.is_empty());
+    if !payloads.is_empty() {
+        // One statement: one round trip, one (tiny) transaction.
+        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind(EVENTS_CHANNEL)
+            .bind(&payloads)
+            .execute(pool)
+            .await?;
+    }
+    if queued {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(QUEUED_CHANNEL)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Passes on every notice heard, until the store is gone (it holds the only strong
+/// sender). What is missed while the connection is down, the listeners' polls find.
+async fn listen(mut listener: sqlx::postgres::PgListener, notices: tokio::sync::broadcast::WeakSender<Notice>) {
     loop {
         match listener.recv().await {
             Ok(notice) => {
-                let Some(cancels) = cancels.upgrade() else { return };
-                // No receiver yet is no error: the notice is for no one here.
-                drop(cancels.send(RunId::from(notice.payload().to_owned())));
+                let Some(notices) = notices.upgrade() else { return };
+                let payload = notice.payload();
+                // No receiver is no error: the notice is for no one here.
+                match notice.channel() {
+                    CANCEL_CHANNEL => drop(notices.send(Notice::Cancel(RunId::from(payload.to_owned())))),
+                    QUEUED_CHANNEL => drop(notices.send(Notice::Queued)),
+                    _ => {
+                        for line in payload.lines() {
+                            if let Some(notice) = events_notice(line) {
+                                drop(notices.send(notice));
+                            }
+                        }
+                    }
+                }
             }
             Err(err) => {
-                tracing::warn!(error = %err, "lost the cancel notices; reconnecting");
+                tracing::warn!(error = %err, "lost the notices; reconnecting");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }
+}
+
+/// A `weft_events` line, `<run id> <seq> <ended>`.
+fn events_notice(line: &str) -> Option<Notice> {
+    let mut parts = line.split(' ');
+    let (run_id, seq, ended) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
+    Some(Notice::Events {
+        run_id: RunId::from(run_id.to_owned()),
+        seq,
+        ended: ended == "1",
+    })
 }
 
 async fn commit(pool: &PgPool, batch: &[Job]) -> Result<(), StoreError> {
@@ -188,7 +321,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
             .bind(&run.next_node)
             .bind(i64::from(run.max_steps))
             .bind(run.created_at)
-            .bind(run.owner.as_str())
+            .bind(run.owner.as_ref().map(OwnerId::as_str))
             .bind(run.lease_until)
             .execute(&mut **tx)
             .await?;
@@ -541,6 +674,43 @@ impl Store for PgStore {
         Ok(runs)
     }
 
+    async fn claim_run(
+        &self,
+        id: &RunId,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<StoredRun>, StoreError> {
+        // The row lock makes it one claim: a second claimer waits, then finds it owned.
+        let claimed = sqlx::query(
+            "UPDATE runs SET owner = $1, lease_until = $2, status = 'queued', updated_at = $3 \
+             WHERE id = $4 AND status IN ('queued', 'running') \
+             AND (owner IS NULL OR lease_until IS NULL OR lease_until < $3)",
+        )
+        .bind(owner.as_str())
+        .bind(lease_until)
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            self.run(id).await
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn waiting_runs(&self) -> Result<u64, StoreError> {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE status = 'queued' AND lease_until IS NULL AND owner IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count(waiting))
+    }
+
     async fn renew_leases(&self, owner: &OwnerId, lease_until: Millis) -> Result<u64, StoreError> {
         let done = sqlx::query("UPDATE runs SET lease_until = $1 WHERE owner = $2 AND status IN ('queued', 'running')")
             .bind(lease_until)
@@ -583,8 +753,8 @@ impl Store for PgStore {
             .collect()
     }
 
-    fn cancel_notices(&self) -> Option<tokio::sync::broadcast::Receiver<RunId>> {
-        Some(self.cancels.subscribe())
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
     }
 
     fn kind(&self) -> &'static str {
@@ -605,6 +775,13 @@ impl Store for PgStore {
         .bind(owner.as_str())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() > 0 {
+            // For the instances still up to claim at once.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(QUEUED_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(done.rows_affected())
     }
 }

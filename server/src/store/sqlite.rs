@@ -401,7 +401,7 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.next_node,
                 i64::from(run.max_steps),
                 run.created_at,
-                run.owner.as_str(),
+                run.owner.as_ref().map(OwnerId::as_str),
                 run.lease_until
             ])?;
             conn.prepare_cached("INSERT INTO run_inputs (run_id, initial_state) VALUES (?1, ?2)")?
@@ -768,6 +768,43 @@ impl Store for SqliteStore {
             }
             runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
             Ok(runs)
+        })
+        .await
+    }
+
+    async fn claim_run(
+        &self,
+        id: &RunId,
+        owner: &OwnerId,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<StoredRun>, StoreError> {
+        let (id, owner) = (id.as_str().to_owned(), owner.as_str().to_owned());
+        self.read(move |conn| {
+            let claimed = conn
+                .prepare_cached(
+                    "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
+                     WHERE id = ?4 AND status IN ('queued', 'running') \
+                     AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)",
+                )?
+                .execute(params![owner, lease_until, now, id])?;
+            if claimed == 1 {
+                run_by_id(conn, &id)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    async fn waiting_runs(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let waiting: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM runs WHERE status = 'queued' AND lease_until IS NULL AND owner IS NULL",
+                )?
+                .query_row([], |row| row.get(0))?;
+            Ok(count(waiting))
         })
         .await
     }
