@@ -188,18 +188,26 @@ impl Writer {
     }
 }
 
-/// Checkpoints the log whenever woken, until the store is gone. It holds the connection
-/// meanwhile, so no commit appends to the log as it is copied: every page is copied, and
-/// the next commit starts the log over rather than growing it.
-fn checkpoint_loop(writer: Weak<Writer>, wake: Receiver<()>) {
+/// Checkpoints the log whenever woken, until the store is gone, on a connection of its
+/// own. Two passes: the first copies the log as it stands while commits go on (they
+/// append behind it); the second, holding the writer's connection, copies only what they
+/// appended meanwhile, so the whole log is copied and the next commit starts it over
+/// rather than growing it. Commits wait only for that short second pass. Should commits
+/// outpace the copying, the writer's own automatic checkpoint (`wal_autocheckpoint`)
+/// holds them back at about 80 MB of log.
+fn checkpoint_loop(writer: Weak<Writer>, wake: Receiver<()>, conn: rusqlite::Connection) {
+    let checkpoint = || {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "checkpoint failed");
+        }
+    };
     while wake.recv().is_ok() {
         let Some(writer) = writer.upgrade() else { return };
+        writer.unchecked.store(0, Ordering::Relaxed);
+        checkpoint();
         {
-            let conn = lock(&writer.conn);
-            writer.unchecked.store(0, Ordering::Relaxed);
-            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %err, "checkpoint failed");
-            }
+            let _writing = lock(&writer.conn);
+            checkpoint();
         }
         // What queued meanwhile.
         writer.drain(true);
@@ -313,9 +321,10 @@ impl SqliteStore {
             checkpoint,
         });
         let weak = Arc::downgrade(&writer);
+        let checkpointer = connect(&path)?;
         std::thread::Builder::new()
             .name("weft-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(weak, wake))
+            .spawn(move || checkpoint_loop(weak, wake, checkpointer))
             .map_err(|err| StoreError::Corrupt(format!("could not start the checkpoint thread: {err}")))?;
         Ok(Self {
             readers: Arc::new(Readers {
