@@ -67,7 +67,8 @@ pub(super) struct RunSink {
     /// Raised at shutdown: the run stops after the step it is in.
     pub(super) shutdown: CancellationToken,
     /// The size of the last state stored whole (a snapshot, or the initial state); 0 when
-    /// unknown, which makes the next step a snapshot.
+    /// unknown (a resumed run), which makes a snapshot of the first state after
+    /// [`SNAPSHOT_GAP`] bytes of updates.
     pub(super) snapshot_bytes: usize,
     /// The bytes of updates stored since then.
     pub(super) unsnapshotted: usize,
@@ -81,6 +82,11 @@ pub(super) struct RunSink {
 
 /// The most log text a run keeps in memory.
 pub(super) const LOG_IN_MEMORY: usize = 64 * 1024;
+
+/// The updates stored at least between two snapshots of a run's state: folding this much
+/// to rebuild a state costs microseconds, and a short run over a small state (a code
+/// review) then stores no snapshot but its end.
+const SNAPSHOT_GAP: usize = 16 * 1024;
 
 #[cfg(feature = "test-hooks")]
 mod test_hooks {
@@ -454,9 +460,10 @@ impl StepSink for RunSink {
             keys: step.changed,
         })?;
         // The store keeps the update; the whole state only once the updates since the last
-        // snapshot add up to that snapshot's size, so storage stays proportional to the
-        // updates and rebuilding a state folds at most about one state's worth of them.
-        let snapshot = self.unsnapshotted + update.get().len() >= self.snapshot_bytes;
+        // snapshot add up to that snapshot's size (and to [`SNAPSHOT_GAP`]), so storage
+        // stays proportional to the updates and rebuilding a state folds at most about one
+        // state's worth of them.
+        let snapshot = self.unsnapshotted + update.get().len() >= self.snapshot_bytes.max(SNAPSHOT_GAP);
         let listening = self.publisher.listening();
         let state = if snapshot || listening {
             Some(raw(step.state)?)
