@@ -146,8 +146,9 @@ impl Leases {
 pub struct Finished {
     /// How it ended.
     pub status: RunStatus,
-    /// The final state.
-    pub state: State,
+    /// The final state, as JSON text: serialized once, for its `end` event, and answered
+    /// as it is.
+    pub state: Box<serde_json::value::RawValue>,
     /// Why it failed.
     pub error: Option<String>,
     /// Its log, when it was short enough to keep in memory; else read it from the store.
@@ -373,11 +374,9 @@ impl Runner {
                 .await?
                 .ok_or_else(|| RunnerError::RunNotFound(run_id.clone()))?;
             if run.status.is_terminal() || self.shutdown.is_cancelled() {
-                let state = match &run.final_state {
-                    Some(state) => serde_json::from_str(state)
-                        .map_err(|err| StoreError::Corrupt(format!("run {run_id} final state: {err}")))?,
-                    None => State::new(),
-                };
+                let state =
+                    serde_json::value::RawValue::from_string(run.final_state.unwrap_or_else(|| "{}".to_owned()))
+                        .map_err(|err| StoreError::Corrupt(format!("run {run_id} final state: {err}")))?;
                 return Ok(Finished {
                     status: run.status,
                     state,

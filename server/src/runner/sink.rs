@@ -45,6 +45,11 @@ fn raw(value: &impl Serialize) -> Result<Box<RawValue>, SinkError> {
     serde_json::value::to_raw_value(value).map_err(|err| SinkError(err.to_string()))
 }
 
+/// `{}`, for a run that ends without a state to show.
+fn empty_state() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_default()
+}
+
 /// Records and publishes one run's events.
 pub(super) struct RunSink {
     pub(super) run_id: RunId,
@@ -305,9 +310,11 @@ impl RunSink {
             status = RunStatus::Cancelled;
         }
         let mut error = error.map(|err| err.to_string());
+        // Serialized once: for the `end` event, and for whoever waits on the run.
+        let state = raw(&state).unwrap_or_else(|_| empty_state());
         loop {
             let lines: Vec<String> = error.iter().map(|error| format!("[FAILED] {error}")).collect();
-            let event: RunEvent<&State> = RunEvent::End(EndEvent {
+            let event: RunEvent<&RawValue> = RunEvent::End(EndEvent {
                 run_id: self.run_id.to_string(),
                 seq: self.seq + 1,
                 steps,
@@ -389,7 +396,7 @@ impl RunSink {
         tracing::info!(run_id = %self.run_id, "run suspended for shutdown");
         Finished {
             status: RunStatus::Queued,
-            state: State::new(),
+            state: empty_state(),
             error: None,
             log: None,
         }
@@ -402,7 +409,7 @@ impl RunSink {
         let status = fail_durably(self.store.as_ref(), &self.owner, &self.run_id, why).await;
         Finished {
             status,
-            state: State::new(),
+            state: empty_state(),
             error: Some(why.to_owned()),
             log: None,
         }
