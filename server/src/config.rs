@@ -12,13 +12,14 @@
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
 //! | `WEFT_SHUTDOWN_GRACE_S` | 10 | at SIGTERM, how long nodes in progress may take to finish their step |
+//! | `WEFT_ALLOWED_HOSTS` | the listen address and `localhost` names | host names requests may use (comma-separated), or `*` |
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use std::time::Duration;
 
 use crate::{
-    api::DEFAULT_MAX_BODY_BYTES,
+    api::{edge::AllowedHosts, DEFAULT_MAX_BODY_BYTES},
     runner::{Leases, RunLimits},
 };
 
@@ -51,6 +52,8 @@ pub struct Settings {
     pub leases: Leases,
     /// At shutdown, how long nodes in progress may take to finish their step.
     pub shutdown_grace: Duration,
+    /// The host names requests may address this server by (see [`crate::api::edge`]).
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Settings {
@@ -65,6 +68,7 @@ impl Settings {
             limits: RunLimits::default(),
             leases: Leases::default(),
             shutdown_grace: Duration::from_secs(10),
+            allowed_hosts: AllowedHosts::for_address(addr),
         }
     }
 
@@ -123,6 +127,18 @@ impl Settings {
         settings.limits = limits;
         settings.leases = leases;
         settings.shutdown_grace = Duration::from_secs(number("WEFT_SHUTDOWN_GRACE_S", 10)? as u64);
+        if let Some(value) = var("WEFT_ALLOWED_HOSTS") {
+            settings.allowed_hosts = AllowedHosts::parse(&value).ok_or(ConfigError {
+                name: "WEFT_ALLOWED_HOSTS",
+                value,
+                why: "expected host names separated by commas, or *",
+            })?;
+        } else if addr.ip().is_unspecified() {
+            tracing::warn!(
+                %addr,
+                "listening on every address, but answering only to localhost names: set WEFT_ALLOWED_HOSTS to the names clients use"
+            );
+        }
         Ok(settings)
     }
 }

@@ -6,7 +6,7 @@ use axum::Router;
 use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::{trace::TraceLayer, validate_request::ValidateRequestHeaderLayer};
 use weft_app::{api::BackendHandle, shell, App};
 
 use crate::{
@@ -203,5 +203,7 @@ pub fn router(runner: Runner, settings: &Settings) -> Router {
         .with_state(options);
     crate::api::router(runner, settings.max_body_bytes)
         .merge(site)
+        // Before any route: requests for another host, or from a foreign page (see `edge`).
+        .layer(ValidateRequestHeaderLayer::custom(settings.allowed_hosts.clone()))
         .layer(TraceLayer::new_for_http())
 }

@@ -33,6 +33,13 @@ pub enum ApiError {
         /// What was not found.
         detail: String,
     },
+    /// 403: the request may not be made from where it comes (its Host, its Origin).
+    Forbidden {
+        /// A stable code such as `host_not_allowed`.
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// 405: the path exists, but not for this method.
     MethodNotAllowed,
     /// 409: the request conflicts with where the thing stands (a run already ended).
@@ -140,6 +147,7 @@ impl ApiError {
             Self::Unavailable { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity", detail, Vec::new()),
             Self::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail, Vec::new()),
             Self::NotFound { code, detail } => (StatusCode::NOT_FOUND, code, detail, Vec::new()),
+            Self::Forbidden { code, detail } => (StatusCode::FORBIDDEN, code, detail, Vec::new()),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -4,6 +4,7 @@
 //! this module tree, and [`error::ApiError`] is the one place errors become answers.
 
 pub mod docs;
+pub mod edge;
 pub mod error;
 pub mod graphs;
 pub mod json;

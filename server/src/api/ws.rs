@@ -33,6 +33,10 @@ use crate::{
     store::{StoreError, StoredRun},
 };
 
+/// The largest message a client may send. Clients send nothing but pings and the close;
+/// a bigger message drops the connection (the run goes on; the client may reconnect).
+const MAX_INBOUND_BYTES: usize = 4 * 1024;
+
 /// `?since=<seq>`: send only events after this one.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -80,6 +84,10 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
     let since = query.since.unwrap_or(0);
+    // A client only ever closes: anything bigger than a close frame is refused.
+    let upgrade = upgrade
+        .max_message_size(MAX_INBOUND_BYTES)
+        .max_frame_size(MAX_INBOUND_BYTES);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let run_id = RunId::from(run_id);
         let (mut sender, mut receiver) = socket.split();

@@ -1,0 +1,153 @@
+//! The edge: requests for another host, and requests from a foreign page, are refused
+//! before any route sees them; a WebSocket client cannot send more than a close.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use weft_server::{api::edge::AllowedHosts, config::Settings};
+use weft_tests::{chain, spawn_app, spawn_app_on, TestApp, TIMEOUT};
+
+/// A run of `count` pauses of `ms` each: long enough to act on while it runs.
+fn pauses(count: usize, ms: u64) -> Value {
+    chain((0..count).map(|i| (format!("p{i}"), json!({"tool": "sleep", "config": {"ms": ms}}))))
+}
+
+async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = app.client.get(format!("{}{path}", app.address));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("an answer");
+    (response.status().as_u16(), response.json().await.expect("a JSON body"))
+}
+
+/// Opens the run's stream with `origin`; answers the HTTP status the upgrade got.
+async fn open_stream(app: &TestApp, run_id: &str, origin: &str) -> Result<(), u16> {
+    let mut request = format!("ws://127.0.0.1:{}/ws/{run_id}", app.port)
+        .into_client_request()
+        .expect("a WebSocket request");
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().expect("a header value"));
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => Ok(()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("unexpected error: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_is_refused() {
+    let app = spawn_app().await;
+    // A page whose name was rebound to 127.0.0.1 still sends its own name.
+    let (status, body) = get_with(&app, "/health", &[("host", "evil.example")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "host_not_allowed");
+    assert_eq!(
+        body["detail"],
+        "this server does not answer to the host `evil.example`; add it to WEFT_ALLOWED_HOSTS"
+    );
+    // The site's pages too, not only the API.
+    let (status, _) = get_with(&app, "/history", &[("host", "evil.example:3000")]).await;
+    assert_eq!(status, 403);
+    // Its own names pass, with or without the port.
+    let port = app.port.to_string();
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let (status, body) = get_with(&app, "/health", &[("host", &host)]).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{host}");
+    }
+}
+
+#[tokio::test]
+async fn the_hosts_allowed_are_the_ones_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.allowed_hosts = AllowedHosts::parse("weft.internal").unwrap();
+    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+    let (status, _) = get_with(&app, "/health", &[("host", "weft.internal:8080")]).await;
+    assert_eq!(status, 200);
+    let (status, body) = get_with(&app, "/health", &[("host", "localhost")]).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("host_not_allowed")));
+}
+
+#[tokio::test]
+async fn a_foreign_page_can_neither_follow_nor_cancel_a_run() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(pauses(3, 300)).await;
+    let run = app.start_run(&graph, json!({})).await;
+
+    // A WebSocket opened by a foreign page is refused at the upgrade.
+    assert_eq!(open_stream(&app, &run, "https://evil.example").await, Err(403));
+    assert_eq!(open_stream(&app, &run, "null").await, Err(403));
+    // Weft's own page may follow it.
+    let own = format!("http://127.0.0.1:{}", app.port);
+    assert_eq!(open_stream(&app, &run, &own).await, Ok(()));
+
+    // A cross-site POST (a form, or fetch with no-cors) is refused, and the run goes on.
+    let response = app
+        .client
+        .post(format!("{}/runs/{run}/cancel", app.address))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "origin_not_allowed");
+    let (_, state) = app.get(&format!("/graph/state/{run}")).await;
+    assert_eq!(state["status"], "running");
+
+    // From Weft's own origin (or from no page at all) the same cancel is taken.
+    let response = app
+        .client
+        .post(format!("{}/runs/{run}/cancel", app.address))
+        .header("origin", &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(app.wait_for_end(&run).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_more_than_a_close_is_dropped_and_the_run_goes_on() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(pauses(4, 150)).await;
+    let run = app.start_run(&graph, json!({})).await;
+    let url = format!("ws://127.0.0.1:{}/ws/{run}", app.port);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The first events arrive; then the client sends 64 KiB.
+    let first = socket.next().await.unwrap().unwrap();
+    assert!(matches!(first, Message::Text(_)), "{first:?}");
+    socket.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
+    // The server drops the connection long before the run's 600 ms are over.
+    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the connection stayed open");
+    let (_, state) = app.get(&format!("/graph/state/{run}")).await;
+    assert_eq!(state["status"], "running", "the run was not affected");
+    let done = app.wait_for_end(&run).await;
+    assert_eq!(
+        (done["status"].as_str(), done["steps"].as_u64()),
+        (Some("completed"), Some(4))
+    );
+    // A fresh connection gets the whole run.
+    let messages = tokio::time::timeout(TIMEOUT, app.stream(&run, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(messages.last().unwrap()["type"], "end");
+}
