@@ -151,3 +151,29 @@ async fn a_client_that_sends_more_than_a_close_is_dropped_and_the_run_goes_on() 
         .unwrap();
     assert_eq!(messages.last().unwrap()["type"], "end");
 }
+
+#[tokio::test]
+async fn a_script_that_declares_100000_variables_fails_its_node_cleanly() {
+    let app = spawn_app().await;
+    // 3,226 variables a call, 31 calls deep: 100,006 in all, in 40 KB of source.
+    let lets: String = (0..3_226).map(|i| format!("let v{i} = 0;")).collect();
+    let script = format!("fn f(n) {{ {lets} if n > 1 {{ f(n - 1) }} }} f(31); #{{done: true}}");
+    let graph = app
+        .create_graph(json!({
+            "nodes": [
+                {"id": "before", "tool": "increment"},
+                {"id": "vars", "tool": "script", "config": {"script": script}}
+            ],
+            "edges": [{"from": "before", "to": "vars"}]
+        }))
+        .await;
+    let body = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(
+        body["error"],
+        "node `vars` failed: stopped: more than 1024 variables at once"
+    );
+    // The step before it stands; the server goes on serving.
+    assert_eq!(body["state"], json!({"count": 1}));
+    assert_eq!(app.get("/health").await.0, 200);
+}

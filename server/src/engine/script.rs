@@ -6,10 +6,11 @@
 //! costs the same whatever else the state holds. A key the state lacks reads as `()`.
 //!
 //! The sandbox: no modules, no `eval`, no clock (`timestamp()` is an error), no file,
-//! network or process access (Rhai has none unless given), bounded call depth,
-//! expression depth and string, array and map sizes,
-//! and per evaluation an operation budget and a deadline, both checked as the script
-//! runs ([`Budget`]). `print` and `debug` write to the run's log instead of stdout.
+//! network or process access (Rhai has none unless given), only the packages scripts
+//! need (no blobs, bit fields or time), bounded call depth, expression depth, variables,
+//! functions and string, array and map sizes, and per evaluation an operation budget and
+//! a deadline, both checked as the script runs ([`Budget`]). `print` and `debug` write to
+//! the run's log instead of stdout.
 
 use std::{
     cell::RefCell,
@@ -17,7 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rhai::{module_resolvers::DummyModuleResolver, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST};
+use rhai::{
+    module_resolvers::DummyModuleResolver,
+    packages::{
+        BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
+    },
+    Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -41,6 +48,10 @@ pub const MAX_STRING_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_ARRAY_LEN: usize = 100_000;
 /// The most entries one value's maps may hold (all together).
 pub const MAX_MAP_LEN: usize = 10_000;
+/// The most variables a script may hold at once (its functions' included).
+pub const MAX_SCRIPT_VARIABLES: usize = 1_024;
+/// The most functions a script may define.
+pub const MAX_SCRIPT_FUNCTIONS: usize = 64;
 /// The most lines one evaluation's `print`s add to the run's log.
 pub const MAX_PRINTED_LINES: usize = 100;
 /// The longest line a `print` adds to the run's log, in characters.
@@ -93,9 +104,22 @@ impl StateView {
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let mut engine = Engine::new();
+        // Only what scripts over JSON state need: no blobs, bit fields or clock.
+        let mut engine = Engine::new_raw();
+        for package in [
+            CorePackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(package);
+        }
         engine
             .set_module_resolver(DummyModuleResolver::new())
+            .set_max_variables(MAX_SCRIPT_VARIABLES)
+            .set_max_functions(MAX_SCRIPT_FUNCTIONS)
             .disable_symbol("import")
             .disable_symbol("export")
             .disable_symbol("eval")
@@ -208,6 +232,9 @@ fn describe(err: &EvalAltResult) -> ScriptError {
             None => ScriptError::Failed(format!("stopped: {token}")),
         },
         EvalAltResult::ErrorTooManyOperations(_) => ScriptError::OperationLimit(MAX_SCRIPT_OPERATIONS),
+        EvalAltResult::ErrorTooManyVariables(_) => {
+            ScriptError::Failed(format!("stopped: more than {MAX_SCRIPT_VARIABLES} variables at once"))
+        }
         other => ScriptError::Failed(other.to_string()),
     }
 }
@@ -670,5 +697,31 @@ mod tests {
         assert!(err.contains("timestamp() is not available"), "{err}");
         let write = Script::compile("state.x = 1;", Budget::CONDITION).unwrap();
         assert!(write.run(&state(json!({"x": 0}))).update.is_err());
+    }
+
+    #[test]
+    fn a_script_holds_a_bounded_number_of_functions_and_only_the_packages_it_needs() {
+        let functions = |n: usize| (0..n).map(|i| format!("fn f{i}() {{ {i} }}")).collect::<String>();
+        assert!(Script::compile(&format!("{} #{{}}", functions(MAX_SCRIPT_FUNCTIONS)), Budget::CONDITION).is_ok());
+        let err = Script::compile(
+            &format!("{} #{{}}", functions(MAX_SCRIPT_FUNCTIONS + 1)),
+            Budget::CONDITION,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.starts_with("does not compile: Number of functions defined exceeds maximum limit"),
+            "{err}"
+        );
+        // Strings, arrays, maps and maths are there; blobs are not.
+        let used = Script::compile(
+            r#"let words = "a b".split(" "); #{n: words.len() + abs(-1), top: [3, 1].sort_by(|a, b| a - b)}"#,
+            Budget::CONDITION,
+        )
+        .unwrap();
+        assert!(used.run(&state(json!({}))).update.is_ok());
+        let blob = Script::compile("let b = blob(4); #{}", Budget::CONDITION).unwrap();
+        let err = blob.run(&state(json!({}))).update.unwrap_err().to_string();
+        assert!(err.contains("Function not found: blob"), "{err}");
     }
 }
