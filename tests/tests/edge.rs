@@ -177,3 +177,45 @@ async fn a_script_that_declares_100000_variables_fails_its_node_cleanly() {
     assert_eq!(body["state"], json!({"count": 1}));
     assert_eq!(app.get("/health").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_run_is_unaffected() {
+    let app = spawn_app().await;
+    // A 1.3 MB state, then 30 steps: each streamed step carries the whole state, about
+    // 40 MB in all, far more than the socket buffers hold.
+    let mut nodes = vec![(
+        "grow".to_owned(),
+        json!({"tool": "script", "config": {"script": "let s = \"0123456789\"; for i in 0..17 { s += s; } #{blob: s}"}}),
+    )];
+    nodes.extend((0..30).map(|i| (format!("n{i}"), json!({"tool": "increment"}))));
+    let graph = app.create_graph(chain(nodes)).await;
+    let run = app.start_run(&graph, json!({})).await;
+    let url = format!("ws://127.0.0.1:{}/ws/{run}", app.port);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The client reads nothing for longer than the server's send timeout (10 s).
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let (_, state) = app.get(&format!("/graph/state/{run}")).await;
+    assert_eq!(
+        (state["status"].as_str(), state["steps"].as_u64()),
+        (Some("completed"), Some(31)),
+        "the run went on without the client"
+    );
+    // What it reads now is what was in flight when it was dropped: never the end.
+    let mut types = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            types.push(event["type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(!types.is_empty(), "the first events were sent");
+    assert!(
+        !types.iter().any(|t| t == "end"),
+        "the stream was cut, not finished: {types:?}"
+    );
+    // Reconnecting, it gets the rest.
+    let last = types.len() as u64;
+    let rest = app.stream(&run, &format!("?since={last}")).await.unwrap();
+    assert_eq!(rest.last().unwrap()["type"], "end");
+    assert_eq!(rest[0]["seq"].as_u64(), Some(last + 1));
+}

@@ -10,7 +10,7 @@
 //! When the server shuts down, every stream is closed with code 1012 (service restart),
 //! and the client resumes with `?since=` once it is back.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{
@@ -32,6 +32,10 @@ use crate::{
     runner::{end_event, hub::LiveEvent, Replay, Runner, Wake},
     store::{StoreError, StoredRun},
 };
+
+/// How long a message may wait for the client to take it. A client that takes longer has
+/// stopped reading: it is dropped, and may reconnect with `?since=`.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest message a client may send. Clients send nothing but pings and the close;
 /// a bigger message drops the connection (the run goes on; the client may reconnect).
@@ -103,19 +107,25 @@ pub async fn stream(
                 }
             };
             tokio::select! {
-                result = streaming => {
-                    if let Err(err) = result {
-                        tracing::debug!(%run_id, error = %err, "stream ended early");
+                result = streaming => match result {
+                    Ok(()) => Some(Ended::Streamed),
+                    // Nothing more can be sent to it, a close frame included: drop it.
+                    Err(err @ (StreamError::Stuck | StreamError::Gone)) => {
+                        tracing::debug!(%run_id, error = %err, "client dropped");
+                        None
                     }
-                    Some(Ended::Streamed)
-                }
+                    Err(err) => {
+                        tracing::debug!(%run_id, error = %err, "stream ended early");
+                        Some(Ended::Streamed)
+                    }
+                },
                 () = client_gone => None,
                 () = restarting.cancelled() => Some(Ended::Restarting),
             }
         };
         match ended {
             Some(Ended::Streamed) => {
-                let _ = sender.close().await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, sender.close()).await;
             }
             // The server is shutting down: say so, so the client reconnects (`?since=`).
             Some(Ended::Restarting) => {
@@ -123,7 +133,7 @@ pub async fn stream(
                     code: close_code::RESTART,
                     reason: Utf8Bytes::from_static("service restart"),
                 };
-                let _ = sender.send(Message::Close(Some(frame))).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Close(Some(frame)))).await;
             }
             None => {}
         }
@@ -142,17 +152,23 @@ enum Ended {
 enum StreamError {
     #[error("the client went away")]
     Gone,
+    #[error("the client stopped reading")]
+    Stuck,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 type Sender = SplitSink<WebSocket, Message>;
 
+/// Sends one message, or gives up on a client that has not taken it within
+/// [`SEND_TIMEOUT`]: it stopped reading. The run never waits on a client; this frees the
+/// connection.
 async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
-    sender
-        .send(Message::Text(Utf8Bytes::from(text)))
-        .await
-        .map_err(|_| StreamError::Gone)
+    match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Text(Utf8Bytes::from(text)))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(StreamError::Gone),
+        Err(_) => Err(StreamError::Stuck),
+    }
 }
 
 /// Sends every stored event after `last` (each step with its state, rebuilt from the
