@@ -12,6 +12,7 @@
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
 //! | `WEFT_SHUTDOWN_GRACE_S` | 10 | at SIGTERM, how long nodes in progress may take to finish their step |
+//! | `WEFT_AUTH` | (on) | `off` lets Weft listen beyond loopback with no authentication, on purpose |
 //! | `WEFT_ALLOWED_HOSTS` | the listen address and `localhost` names | host names requests may use (comma-separated), or `*` |
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -54,6 +55,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The host names requests may address this server by (see [`crate::api::edge`]).
     pub allowed_hosts: AllowedHosts,
+    /// `WEFT_AUTH=off`: listening on an address other machines reach, with no
+    /// authentication, is wanted (else it is refused at start).
+    pub auth_off: bool,
 }
 
 impl Settings {
@@ -69,6 +73,7 @@ impl Settings {
             leases: Leases::default(),
             shutdown_grace: Duration::from_secs(10),
             allowed_hosts: AllowedHosts::for_address(addr),
+            auth_off: false,
         }
     }
 
@@ -127,6 +132,17 @@ impl Settings {
         settings.limits = limits;
         settings.leases = leases;
         settings.shutdown_grace = Duration::from_secs(number("WEFT_SHUTDOWN_GRACE_S", 10)? as u64);
+        settings.auth_off = match var("WEFT_AUTH").as_deref() {
+            None | Some("on") => false,
+            Some("off") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "WEFT_AUTH",
+                    value: other.to_owned(),
+                    why: "expected `off` (or `on`, the default)",
+                })
+            }
+        };
         if let Some(value) = var("WEFT_ALLOWED_HOSTS") {
             settings.allowed_hosts = AllowedHosts::parse(&value).ok_or(ConfigError {
                 name: "WEFT_ALLOWED_HOSTS",

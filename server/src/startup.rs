@@ -27,6 +27,13 @@ pub enum StartupError {
     /// Interrupted runs could not be listed.
     #[error("could not resume interrupted runs: {0}")]
     Resume(#[from] RunnerError),
+    /// The address is reachable from other machines, and nothing would stop them.
+    #[error(
+        "refusing to listen on {0} without authentication: Weft has no API tokens, so anyone who can reach \
+         that address could read and run everything. Listen on a loopback address (WEFT_ADDR=127.0.0.1:3000), \
+         or set WEFT_AUTH=off to run open on purpose"
+    )]
+    Unprotected(SocketAddr),
     /// The address could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {
@@ -54,6 +61,16 @@ pub struct Application {
 impl Application {
     /// Opens the store, resumes interrupted runs and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Open to this machine only, or open on purpose.
+        if !settings.addr.ip().is_loopback() {
+            if !settings.auth_off {
+                return Err(StartupError::Unprotected(settings.addr));
+            }
+            tracing::warn!(
+                addr = %settings.addr,
+                "WEFT_AUTH=off: listening beyond this machine with no authentication; anyone who can reach it can use it"
+            );
+        }
         let database = settings.database.as_str();
         let store: Arc<dyn Store> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             Arc::new(PgStore::open(database).await?)

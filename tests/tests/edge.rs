@@ -219,3 +219,59 @@ async fn a_client_that_stops_reading_is_dropped_and_the_run_is_unaffected() {
     assert_eq!(rest.last().unwrap()["type"], "end");
     assert_eq!(rest[0]["seq"].as_u64(), Some(last + 1));
 }
+
+/// The server binary over a fresh database in `dir`, listening on `addr`, with `env`.
+fn server_command(dir: &std::path::Path, addr: &str, env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft-server-under-test"));
+    command
+        .env("WEFT_ADDR", addr)
+        .env("WEFT_DATABASE", dir.join("weft.db"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn the_server_listens_beyond_loopback_only_when_told_to_run_open() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // No tokens exist: on every address, it refuses to start, and says why.
+    let refused = tokio::time::timeout(TIMEOUT, server_command(dir.path(), "0.0.0.0:0", &[]).output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("refusing to listen on 0.0.0.0:0 without authentication")
+            && said.contains("set WEFT_AUTH=off to run open on purpose"),
+        "{said}"
+    );
+
+    // Told to run open, it starts, warns, and serves.
+    let mut open = server_command(dir.path(), "0.0.0.0:0", &[("WEFT_AUTH", "off")])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(open.stderr.take().unwrap()).lines();
+    let (mut warned, mut port) = (false, None);
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            warned |= line.contains("WEFT_AUTH=off: listening beyond this machine with no authentication");
+            if let Some(at) = line.find("listening on http://0.0.0.0:") {
+                let digits: String = line[at + 28..].chars().take_while(char::is_ascii_digit).collect();
+                port = Some(digits.parse::<u16>().unwrap());
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(warned, "the warning is logged");
+    let app = TestApp::connect(port.unwrap());
+    assert_eq!(app.get("/health").await.0, 200);
+    open.kill().await.unwrap();
+}
