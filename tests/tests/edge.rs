@@ -275,3 +275,42 @@ async fn the_server_listens_beyond_loopback_only_when_told_to_run_open() {
     assert_eq!(app.get("/health").await.0, 200);
     open.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_stream_is_kept_alive_with_pings() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(pauses(1, 30_000)).await;
+    let run = app.start_run(&graph, json!({})).await;
+    let url = format!("ws://127.0.0.1:{}/ws/{run}", app.port);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Nothing happens in the run for 30 s; the server pings every 15 s meanwhile (and the
+    // client answers, as WebSocket clients do).
+    let pinged = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Ping(_))) => return true,
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(pinged, Ok(true), "a ping within 20 s");
+    let (_, state) = app.get(&format!("/graph/state/{run}")).await;
+    assert_eq!(
+        (state["status"].as_str(), state["steps"].as_u64()),
+        (Some("running"), Some(0))
+    );
+    app.post(&format!("/runs/{run}/cancel"), &json!({})).await;
+    // Still connected: the stream ends with the run.
+    let mut last = Value::Null;
+    while let Some(Ok(message)) = socket.next().await {
+        if let Message::Text(text) = message {
+            last = serde_json::from_str(&text).unwrap();
+        }
+    }
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_str()),
+        (Some("end"), Some("cancelled"))
+    );
+}

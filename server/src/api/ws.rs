@@ -22,7 +22,10 @@ use axum::{
 };
 use futures::{stream::SplitSink, SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::broadcast::{error::RecvError, Receiver};
+use tokio::sync::{
+    broadcast::{error::RecvError, Receiver},
+    Mutex,
+};
 use utoipa::IntoParams;
 use weft_app::wire::{ErrorEvent, EventKind, RunEvent};
 
@@ -36,6 +39,10 @@ use crate::{
 /// How long a message may wait for the client to take it. A client that takes longer has
 /// stopped reading: it is dropped, and may reconnect with `?since=`.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an open stream pings its client. A client that answers nothing (no pong,
+/// no message) for three of these is dropped.
+const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// The largest message a client may send. Clients send nothing but pings and the close;
 /// a bigger message drops the connection (the run goes on; the client may reconnect).
@@ -94,15 +101,30 @@ pub async fn stream(
         .max_frame_size(MAX_INBOUND_BYTES);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let run_id = RunId::from(run_id);
-        let (mut sender, mut receiver) = socket.split();
+        let (sender, mut receiver) = socket.split();
+        let sender = Mutex::new(sender);
         let restarting = runner.shutdown_signal().clone();
         let ended = {
-            let streaming = send_events(&runner, &run_id, since, &mut sender);
-            // The client only ever closes; reading lets us notice that and stop.
+            let streaming = send_events(&runner, &run_id, since, &sender);
+            // The client only ever closes, and answers pings; reading lets us notice when it
+            // closes, or stops answering (a peer gone without a word).
             let client_gone = async {
-                while let Some(Ok(message)) = receiver.next().await {
+                while let Ok(Some(Ok(message))) = tokio::time::timeout(PING_EVERY * 3, receiver.next()).await {
                     if matches!(message, Message::Close(_)) {
                         break;
+                    }
+                }
+            };
+            // Keeps the connection alive through proxies that drop idle ones, and draws the
+            // answers `client_gone` waits for.
+            let pinging = async {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+                loop {
+                    tick.tick().await;
+                    let mut sender = sender.lock().await;
+                    let ping = sender.send(Message::Ping(Default::default()));
+                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                        return;
                     }
                 }
             };
@@ -120,9 +142,11 @@ pub async fn stream(
                     }
                 },
                 () = client_gone => None,
+                () = pinging => None,
                 () = restarting.cancelled() => Some(Ended::Restarting),
             }
         };
+        let mut sender = sender.into_inner();
         match ended {
             Some(Ended::Streamed) => {
                 let _ = tokio::time::timeout(SEND_TIMEOUT, sender.close()).await;
@@ -158,12 +182,14 @@ enum StreamError {
     Store(#[from] StoreError),
 }
 
-type Sender = SplitSink<WebSocket, Message>;
+/// The socket's sending half, shared by the stream and the pings.
+type Sender = Mutex<SplitSink<WebSocket, Message>>;
 
 /// Sends one message, or gives up on a client that has not taken it within
 /// [`SEND_TIMEOUT`]: it stopped reading. The run never waits on a client; this frees the
 /// connection.
-async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
+async fn send(sender: &Sender, text: String) -> Result<(), StreamError> {
+    let mut sender = sender.lock().await;
     match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Text(Utf8Bytes::from(text)))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(StreamError::Gone),
@@ -173,7 +199,7 @@ async fn send(sender: &mut Sender, text: String) -> Result<(), StreamError> {
 
 /// Sends every stored event after `last` (each step with its state, rebuilt from the
 /// store); answers the new `last`, and whether the run's `end` was among them.
-async fn replay(runner: &Runner, run: &StoredRun, last: u64, sender: &mut Sender) -> Result<(u64, bool), StreamError> {
+async fn replay(runner: &Runner, run: &StoredRun, last: u64, sender: &Sender) -> Result<(u64, bool), StreamError> {
     let mut pages = Replay::after(runner.store().as_ref(), run, last).await?;
     while let Some(page) = pages.next().await? {
         for event in page {
@@ -188,11 +214,11 @@ async fn replay(runner: &Runner, run: &StoredRun, last: u64, sender: &mut Sender
 }
 
 /// Ends a stream whose run's `end` is not stored (runs recorded before it was).
-async fn send_end(runner: &Runner, run: &StoredRun, sender: &mut Sender) -> Result<(), StreamError> {
+async fn send_end(runner: &Runner, run: &StoredRun, sender: &Sender) -> Result<(), StreamError> {
     send(sender, end_event(runner.store().as_ref(), run).await?).await
 }
 
-async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &mut Sender) -> Result<(), StreamError> {
+async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &Sender) -> Result<(), StreamError> {
     // Subscribe (or watch) first, read second: see the module docs.
     let mut live = runner.hub().subscribe(run_id);
     let mut watch = runner.watch(run_id, Wake::OnEvents);
@@ -240,7 +266,7 @@ async fn follow(
     run: &StoredRun,
     mut live: Receiver<Arc<LiveEvent>>,
     mut last: u64,
-    sender: &mut Sender,
+    sender: &Sender,
 ) -> Result<(), StreamError> {
     loop {
         match live.recv().await {
