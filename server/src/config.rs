@@ -12,6 +12,7 @@
 //! | `WEFT_LEASE_MS` | 30000 | how long an instance holds a run without renewing its lease |
 //! | `WEFT_LEASE_RENEW_MS` | 5000 | how often leases are renewed and expired ones claimed |
 //! | `WEFT_SHUTDOWN_GRACE_S` | 10 | at SIGTERM, how long nodes in progress may take to finish their step |
+//! | `WEFT_RETENTION_DAYS` | (keep all) | ended runs older than this many days are deleted, hourly |
 //! | `WEFT_AUTH` | (on) | `off` lets Weft listen beyond loopback with no authentication, on purpose |
 //! | `WEFT_ALLOWED_HOSTS` | the listen address and `localhost` names | host names requests may use (comma-separated), or `*` |
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The host names requests may address this server by (see [`crate::api::edge`]).
     pub allowed_hosts: AllowedHosts,
+    /// How long ended runs are kept; `None`: for ever.
+    pub retention: Option<Duration>,
     /// `WEFT_AUTH=off`: listening on an address other machines reach, with no
     /// authentication, is wanted (else it is refused at start).
     pub auth_off: bool,
@@ -74,6 +77,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
             allowed_hosts: AllowedHosts::for_address(addr),
             auth_off: false,
+            retention: None,
         }
     }
 
@@ -132,6 +136,10 @@ impl Settings {
         settings.limits = limits;
         settings.leases = leases;
         settings.shutdown_grace = Duration::from_secs(number("WEFT_SHUTDOWN_GRACE_S", 10)? as u64);
+        if var("WEFT_RETENTION_DAYS").is_some() {
+            let days = number("WEFT_RETENTION_DAYS", 1)?;
+            settings.retention = Some(Duration::from_secs(days as u64 * 86_400));
+        }
         settings.auth_off = match var("WEFT_AUTH").as_deref() {
             None | Some("on") => false,
             Some("off") => true,

@@ -54,6 +54,8 @@ pub struct Application {
     /// Stops the runs asked to stop through other instances, and claims queued runs into
     /// free slots, as the store tells of them.
     notice_watcher: tokio::task::JoinHandle<()>,
+    /// Deletes the runs past `WEFT_RETENTION_DAYS`, when set.
+    purger: Option<tokio::task::JoinHandle<()>>,
     /// How long runs may take to finish their step at shutdown.
     grace: std::time::Duration,
 }
@@ -90,6 +92,9 @@ impl Application {
             lease_keeper = Some(tokio::spawn(runner.clone().keep_leases()));
         }
         let notice_watcher = tokio::spawn(runner.clone().watch_notices());
+        let purger = settings
+            .retention
+            .map(|keep| tokio::spawn(runner.clone().purge_old_runs(keep)));
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -103,6 +108,7 @@ impl Application {
             runner,
             lease_keeper,
             notice_watcher,
+            purger,
             grace: settings.shutdown_grace,
         })
     }
@@ -152,6 +158,9 @@ impl Application {
             keeper.abort();
         }
         self.notice_watcher.abort();
+        if let Some(purger) = self.purger {
+            purger.abort();
+        }
         if cut > 0 {
             tracing::warn!(
                 cut,

@@ -142,6 +142,19 @@ impl TestApp {
         json_answer(response).await
     }
 
+    /// DELETEs `path`; answers the status and the JSON body (`null` when there is none).
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Creates a graph; answers its id.
     pub async fn create_graph(&self, spec: Value) -> String {
         let (status, body) = self.post("/graph/create", &spec).await;

@@ -78,12 +78,14 @@ async fn every_route_is_documented_with_examples() {
         "get /graph/state/{run_id}",
         "get /runs",
         "get /runs/{run_id}",
+        "delete /runs/{run_id}",
         "post /runs/{run_id}/cancel",
         "get /ws/{run_id}",
         "get /tools",
         "get /presets",
         "get /graphs",
         "get /graphs/{graph_id}",
+        "delete /graphs/{graph_id}",
         "get /health",
     ]
     .into_iter()

@@ -39,11 +39,13 @@ pub const DOCS_PATH: &str = "/docs";
         runs::list_runs,
         runs::run_detail,
         runs::cancel_run,
+        runs::delete_run,
         ws::stream,
         graphs::list_tools,
         graphs::list_presets,
         graphs::list_graphs,
         graphs::graph_detail,
+        graphs::delete_graph,
         health,
     ),
     components(

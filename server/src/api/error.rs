@@ -126,6 +126,14 @@ impl From<RunnerError> for ApiError {
                 code: "run_ended",
                 detail: err.to_string(),
             },
+            RunnerError::RunLive(_) => Self::Conflict {
+                code: "run_live",
+                detail: err.to_string(),
+            },
+            RunnerError::GraphHasLiveRuns(_) => Self::Conflict {
+                code: "graph_has_live_runs",
+                detail: err.to_string(),
+            },
             RunnerError::QueueFull { .. } | RunnerError::ShuttingDown => Self::Unavailable {
                 detail: err.to_string(),
                 retry_after: 1,

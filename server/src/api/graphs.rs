@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, PresetInfo, ToolInfo};
 
 use super::{
-    docs::{BadRequest, CreateGraphBody, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType},
+    docs::{BadRequest, Conflict, CreateGraphBody, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType},
     error::ApiError,
     json::ApiJson,
     runs::page_limit,
@@ -170,4 +170,25 @@ pub async fn graph_detail(
     Path(graph_id): Path<String>,
 ) -> Result<Json<GraphDetail>, ApiError> {
     Ok(Json(runner.graph_view(&GraphId::from(graph_id)).await?))
+}
+
+/// `DELETE /graphs/{graph_id}`: deletes a graph with its runs, once none of them is live.
+#[utoipa::path(
+    delete,
+    path = "/graphs/{graph_id}",
+    summary = "Delete a graph",
+    tag = "graphs",
+    params(("graph_id" = String, Path, description = "The graph's id.", example = "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5")),
+    responses(
+        (status = 204, description = "The graph, its runs and their events are gone."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+pub async fn delete_graph(
+    State(runner): State<Runner>,
+    Path(graph_id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    runner.delete_graph(&GraphId::from(graph_id)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

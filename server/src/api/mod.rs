@@ -33,13 +33,16 @@ pub fn router(runner: Runner, max_body_bytes: usize) -> Router {
         .route("/graph/run", post(runs::run_graph))
         .route("/graph/state/{run_id}", get(runs::run_state))
         .route("/runs", get(runs::list_runs))
-        .route("/runs/{run_id}", get(runs::run_detail))
+        .route("/runs/{run_id}", get(runs::run_detail).delete(runs::delete_run))
         .route("/runs/{run_id}/cancel", post(runs::cancel_run))
         .route("/ws/{run_id}", get(ws::stream))
         .route("/tools", get(graphs::list_tools))
         .route("/presets", get(graphs::list_presets))
         .route("/graphs", get(graphs::list_graphs))
-        .route("/graphs/{graph_id}", get(graphs::graph_detail))
+        .route(
+            "/graphs/{graph_id}",
+            get(graphs::graph_detail).delete(graphs::delete_graph),
+        )
         .route("/health", get(docs::health))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -214,3 +214,21 @@ pub async fn cancel_run(State(runner): State<Runner>, Path(run_id): Path<String>
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
+
+/// `DELETE /runs/{run_id}`: deletes an ended run with its events.
+#[utoipa::path(
+    delete,
+    path = "/runs/{run_id}",
+    summary = "Delete a run",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
+    responses(
+        (status = 204, description = "The run and its events are gone."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+pub async fn delete_run(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<StatusCode, ApiError> {
+    runner.delete_run(&RunId::from(run_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

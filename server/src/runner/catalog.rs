@@ -10,7 +10,7 @@ use super::{Runner, RunnerError};
 use crate::{
     engine::Graph,
     ids::GraphId,
-    store::{now_millis, StoreError, StoredGraph},
+    store::{now_millis, Deleted, StoreError, StoredGraph},
     tools::presets,
 };
 
@@ -21,6 +21,21 @@ impl Runner {
     /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
     pub async fn create_graph(&self, spec: &Value) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         self.insert_graph(spec, None).await
+    }
+
+    /// Deletes a graph with its runs, none of which may be live.
+    pub async fn delete_graph(&self, id: &GraphId) -> Result<(), RunnerError> {
+        match self.store.delete_graph(id).await? {
+            Deleted::Done => {
+                self.graphs
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(id);
+                Ok(())
+            }
+            Deleted::NotFound => Err(RunnerError::GraphNotFound(id.clone())),
+            Deleted::Live => Err(RunnerError::GraphHasLiveRuns(id.clone())),
+        }
     }
 
     async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<(GraphId, Vec<Problem>), RunnerError> {

@@ -54,7 +54,7 @@ use crate::{
         Bounds, Checkpoint, CpuPool, Graph, GraphError, NodeStart, Registry, RunEnd,
     },
     ids::{GraphId, OwnerId, RunId},
-    store::{now_millis, Millis, NewRun, Notice, RunEffect, Store, StoreError, StoredRun},
+    store::{now_millis, Deleted, Millis, NewRun, Notice, RunEffect, Store, StoreError, StoredRun},
 };
 
 /// Why the runner refused a request.
@@ -86,6 +86,12 @@ pub enum RunnerError {
     /// The run has ended; there is nothing to cancel.
     #[error("run `{0}` has already ended")]
     AlreadyEnded(RunId),
+    /// The run has not ended: it cannot be deleted yet.
+    #[error("run `{0}` has not ended; cancel it first")]
+    RunLive(RunId),
+    /// A run of the graph has not ended: the graph cannot be deleted yet.
+    #[error("graph `{0}` has runs that have not ended; cancel them first")]
+    GraphHasLiveRuns(GraphId),
     /// The server is shutting down and takes no new runs.
     #[error("the server is shutting down; try again in a moment")]
     ShuttingDown,
@@ -93,6 +99,9 @@ pub enum RunnerError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The most runs one purge deletes in one transaction.
+const PURGE_BATCH: u32 = 1_000;
 
 /// How many runs execute at once, and how many may wait for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +303,44 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Deletes an ended run with its events.
+    pub async fn delete_run(&self, id: &RunId) -> Result<(), RunnerError> {
+        match self.store.delete_run(id).await? {
+            Deleted::Done => Ok(()),
+            Deleted::NotFound => Err(RunnerError::RunNotFound(id.clone())),
+            Deleted::Live => Err(RunnerError::RunLive(id.clone())),
+        }
+    }
+
+    /// Deletes, every hour from now on, the runs that ended more than `keep` ago. Runs
+    /// until the task is dropped.
+    pub async fn purge_old_runs(self, keep: std::time::Duration) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3_600));
+        loop {
+            tick.tick().await;
+            let before = now_millis().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let mut purged = 0;
+            // In batches, so no transaction holds the database long.
+            loop {
+                match self.store.purge_ended(before, PURGE_BATCH).await {
+                    Ok(n) => {
+                        purged += n;
+                        if n < u64::from(PURGE_BATCH) {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not purge old runs; trying again in an hour");
+                        break;
+                    }
+                }
+            }
+            if purged > 0 {
+                tracing::info!(purged, "purged runs past the retention period");
+            }
+        }
     }
 
     /// Acts on what happens elsewhere, as it happens: stops the runs executing here that

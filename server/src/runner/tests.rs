@@ -18,8 +18,8 @@ use crate::{
     },
     ids::{GraphId, OwnerId, RunId},
     store::{
-        sqlite::SqliteStore, EventRecord, GraphListing, Millis, NewRun, RunFilter, Store, StoreError, StoredEvent,
-        StoredGraph, StoredRun,
+        sqlite::SqliteStore, Deleted, EventRecord, GraphListing, Millis, NewRun, RunFilter, Store, StoreError,
+        StoredEvent, StoredGraph, StoredRun,
     },
     tools::builtin,
 };
@@ -119,6 +119,15 @@ impl Store for FaultyStore {
     }
     async fn cancels_for(&self, owner: &OwnerId) -> Result<Vec<RunId>, StoreError> {
         self.inner.cancels_for(owner).await
+    }
+    async fn delete_run(&self, id: &RunId) -> Result<Deleted, StoreError> {
+        self.inner.delete_run(id).await
+    }
+    async fn delete_graph(&self, id: &GraphId) -> Result<Deleted, StoreError> {
+        self.inner.delete_graph(id).await
+    }
+    async fn purge_ended(&self, finished_before: Millis, limit: u32) -> Result<u64, StoreError> {
+        self.inner.purge_ended(finished_before, limit).await
     }
     fn kind(&self) -> &'static str {
         self.inner.kind()

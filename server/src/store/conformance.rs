@@ -141,6 +141,8 @@ on_every_store!(
     runs_are_listed_by_graph_and_status_with_a_cursor,
     a_run_asked_to_stop_can_only_end_cancelled,
     a_queued_run_waits_for_the_first_claim_and_one_run_is_claimed_by_id,
+    ended_runs_and_graphs_are_deleted_whole_and_live_ones_are_not,
+    ended_runs_are_purged_oldest_first_and_live_ones_never,
 );
 
 /// The instance the tests write as.
@@ -653,4 +655,49 @@ async fn postgres_tells_of_committed_events_queued_runs_and_cancels() {
     heard.sort_by_key(key);
     expected.sort_by_key(key);
     assert_eq!(heard, expected);
+}
+
+pub(super) async fn ended_runs_and_graphs_are_deleted_whole_and_live_ones_are_not(store: &dyn Store) {
+    use super::Deleted;
+    let graph = a_graph(store).await;
+    let live = with_run_of(store, &graph).await;
+    let ended = with_run_of(store, &graph).await;
+    store.append_event(end(&ended, 2, RunStatus::Failed)).await.unwrap();
+
+    assert_eq!(store.delete_run(&live).await.unwrap(), Deleted::Live);
+    assert!(store.run(&live).await.unwrap().is_some());
+    assert_eq!(store.delete_run(&ended).await.unwrap(), Deleted::Done);
+    assert_eq!(store.run(&ended).await.unwrap(), None);
+    assert!(store.events_after(&ended, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.delete_run(&ended).await.unwrap(), Deleted::NotFound);
+
+    // A graph goes only once none of its runs is live, and takes its runs with it.
+    assert_eq!(store.delete_graph(&graph).await.unwrap(), Deleted::Live);
+    assert!(store.graph(&graph).await.unwrap().is_some());
+    store.append_event(end(&live, 2, RunStatus::Completed)).await.unwrap();
+    assert_eq!(store.delete_graph(&graph).await.unwrap(), Deleted::Done);
+    assert_eq!(store.graph(&graph).await.unwrap(), None);
+    assert_eq!(store.run(&live).await.unwrap(), None);
+    assert_eq!(store.delete_graph(&graph).await.unwrap(), Deleted::NotFound);
+}
+
+pub(super) async fn ended_runs_are_purged_oldest_first_and_live_ones_never(store: &dyn Store) {
+    let graph = a_graph(store).await;
+    let mut ended = Vec::new();
+    for _ in 0..3 {
+        let run = with_run_of(store, &graph).await;
+        store.append_event(end(&run, 2, RunStatus::Completed)).await.unwrap();
+        ended.push(run);
+    }
+    let live = with_run_of(store, &graph).await;
+    // Nothing ended that long ago.
+    assert_eq!(store.purge_ended(0, 10).await.unwrap(), 0);
+    let later = now_millis() + 60_000;
+    assert_eq!(store.purge_ended(later, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_ended(later, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_ended(later, 2).await.unwrap(), 0);
+    for run in &ended {
+        assert_eq!(store.run(run).await.unwrap(), None);
+    }
+    assert!(store.run(&live).await.unwrap().is_some());
 }

@@ -287,10 +287,30 @@ pub trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+    /// Deletes an ended run with its events. Answers [`Deleted::Live`] (and deletes
+    /// nothing) for a run that has not ended.
+    async fn delete_run(&self, id: &RunId) -> Result<Deleted, StoreError>;
+    /// Deletes a graph with its runs, when none of them is live; answers
+    /// [`Deleted::Live`] (and deletes nothing) otherwise.
+    async fn delete_graph(&self, id: &GraphId) -> Result<Deleted, StoreError>;
+    /// Deletes up to `limit` runs that ended before `finished_before`, oldest first, with
+    /// their events. Answers how many.
+    async fn purge_ended(&self, finished_before: Millis, limit: u32) -> Result<u64, StoreError>;
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// It is gone.
+    Done,
+    /// There was no such thing.
+    NotFound,
+    /// It (or one of its runs) has not ended: nothing was deleted.
+    Live,
 }
 
 /// Something that happened, told to every instance (see [`Store::notices`]). A notice

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, Notice, RunEffect,
-    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+    as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, Notice,
+    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -764,6 +764,85 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn delete_run(&self, id: &RunId) -> Result<Deleted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock holds the run where it stands until the commit.
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let deleted = match status.as_deref().map(RunStatus::parse) {
+            None => Deleted::NotFound,
+            Some(Some(status)) if status.is_terminal() => {
+                for statement in [
+                    "DELETE FROM run_events WHERE run_id = $1",
+                    "DELETE FROM run_inputs WHERE run_id = $1",
+                    "DELETE FROM runs WHERE id = $1",
+                ] {
+                    sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
+                }
+                Deleted::Done
+            }
+            Some(_) => Deleted::Live,
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn delete_graph(&self, id: &GraphId) -> Result<Deleted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locked, the graph takes no new run (its insert waits on the lock, then finds no
+        // graph) until the commit.
+        let exists = sqlx::query("SELECT 1 FROM graphs WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        let live = sqlx::query("SELECT 1 FROM runs WHERE graph_id = $1 AND status IN ('queued', 'running') LIMIT 1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        let deleted = if !exists {
+            Deleted::NotFound
+        } else if live {
+            Deleted::Live
+        } else {
+            for statement in [
+                "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE graph_id = $1)",
+                "DELETE FROM run_inputs WHERE run_id IN (SELECT id FROM runs WHERE graph_id = $1)",
+                "DELETE FROM runs WHERE graph_id = $1",
+                "DELETE FROM graphs WHERE id = $1",
+            ] {
+                sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
+            }
+            Deleted::Done
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn purge_ended(&self, finished_before: Millis, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE finished_at < $1 AND status IN ('completed', 'failed', 'cancelled') \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(finished_before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        for statement in [
+            "DELETE FROM run_events WHERE run_id = ANY($1)",
+            "DELETE FROM run_inputs WHERE run_id = ANY($1)",
+            "DELETE FROM runs WHERE id = ANY($1)",
+        ] {
+            sqlx::query(statement).bind(&ids).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {

@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    as_i64, count, final_state_of, now_millis, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect, RunFilter,
-    Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+    as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect,
+    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -605,6 +605,24 @@ fn rows<T>(
     Ok(out)
 }
 
+/// Deletes the runs `condition` (on `runs`) picks, their events and inputs first; answers
+/// how many runs.
+fn delete_runs_where(
+    conn: &rusqlite::Connection,
+    condition: &str,
+    params: impl rusqlite::Params + Copy,
+) -> Result<u64, StoreError> {
+    let ids = format!("SELECT id FROM runs WHERE {condition}");
+    conn.prepare_cached(&format!("DELETE FROM run_events WHERE run_id IN ({ids})"))?
+        .execute(params)?;
+    conn.prepare_cached(&format!("DELETE FROM run_inputs WHERE run_id IN ({ids})"))?
+        .execute(params)?;
+    let runs = conn
+        .prepare_cached(&format!("DELETE FROM runs WHERE {condition}"))?
+        .execute(params)?;
+    Ok(runs as u64)
+}
+
 fn run_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Option<StoredRun>, StoreError> {
     Ok(rows(
         conn,
@@ -863,6 +881,67 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn delete_run(&self, id: &RunId) -> Result<Deleted, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            // Holding the write lock from the start: what is read is what is deleted.
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let status: Option<String> = tx
+                .prepare_cached("SELECT status FROM runs WHERE id = ?1")?
+                .query_row([&id], |row| row.get(0))
+                .optional()?;
+            let deleted = match status.as_deref().map(RunStatus::parse) {
+                None => Deleted::NotFound,
+                Some(Some(status)) if status.is_terminal() => {
+                    delete_runs_where(&tx, "id = ?1", [&id])?;
+                    Deleted::Done
+                }
+                Some(_) => Deleted::Live,
+            };
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_graph(&self, id: &GraphId) -> Result<Deleted, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx.prepare_cached("SELECT 1 FROM graphs WHERE id = ?1")?.exists([&id])?;
+            let live = tx
+                .prepare_cached("SELECT 1 FROM runs WHERE graph_id = ?1 AND status IN ('queued', 'running')")?
+                .exists([&id])?;
+            let deleted = if !exists {
+                Deleted::NotFound
+            } else if live {
+                Deleted::Live
+            } else {
+                delete_runs_where(&tx, "graph_id = ?1", [&id])?;
+                tx.prepare_cached("DELETE FROM graphs WHERE id = ?1")?.execute([&id])?;
+                Deleted::Done
+            };
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn purge_ended(&self, finished_before: Millis, limit: u32) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let purged = delete_runs_where(
+                &tx,
+                "id IN (SELECT id FROM runs WHERE finished_at < ?1 \
+                 AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?2)",
+                params![finished_before, i64::from(limit)],
+            )?;
+            tx.commit()?;
+            Ok(purged)
+        })
+        .await
     }
 
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
