@@ -123,6 +123,11 @@ mod imp {
         Err(unreachable("not in a browser"))
     }
 
+    /// Actions happen in the browser only; while rendering there is nothing to delete.
+    pub async fn delete(_path: &str) -> Result<(), ApiErrorBody> {
+        Err(unreachable("not in a browser"))
+    }
+
     /// Every preset.
     pub fn presets() -> impl Future<Output = Result<Vec<PresetInfo>, ApiErrorBody>> + Send + 'static {
         let backend = backend();
@@ -180,6 +185,15 @@ mod imp {
     pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiErrorBody> {
         let request = Request::post(path).json(body).map_err(unreachable)?;
         read(request.send().await.map_err(unreachable)?).await
+    }
+
+    /// Deletes what `path` names.
+    pub async fn delete(path: &str) -> Result<(), ApiErrorBody> {
+        let response = Request::delete(path).send().await.map_err(unreachable)?;
+        if response.ok() {
+            return Ok(());
+        }
+        read::<()>(response).await
     }
 
     /// Every preset.

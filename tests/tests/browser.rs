@@ -478,6 +478,30 @@ async fn a_finished_run_opened_fresh_shows_its_whole_timeline_and_the_history_li
         );
         screenshot(client, "history.png").await?;
 
+        // An ended run is deleted from the history: its row goes, and so does the run.
+        let failed_run = attr_of(client, "[data-testid=run-row] a", "href")
+            .await
+            .and_then(|href| href.strip_prefix("/run/").map(str::to_owned))
+            .context("the failed run's link")?;
+        client
+            .find(Locator::Css("[data-testid=run-row] [data-testid=delete-run]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the deleted run's row is hidden", || async {
+            match client.find(Locator::Css("[data-testid=run-row]")).await {
+                Ok(row) => !row.is_displayed().await.unwrap_or(true),
+                Err(_) => true,
+            }
+        })
+        .await?;
+        assert_eq!(ui.app.get(&format!("/runs/{failed_run}")).await.0, 404);
+        assert_eq!(
+            ui.app.get(&format!("/runs/{run_id}")).await.0,
+            200,
+            "the other run stays"
+        );
+
         open(client, &ui.url("/run/no-such-run")).await?;
         assert_eq!(text_of(client, "[data-testid=error] h1").await, "Run not found");
         // The server answers that page with a 404, its own page still readable.
@@ -701,7 +725,7 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
                     .sum()
             })
             .unwrap_or_default();
-        assert_eq!(operations, 12);
+        assert_eq!(operations, 14);
         // Swagger UI draws one block per operation once it has read the document.
         wait_until("every operation is listed", || async {
             client

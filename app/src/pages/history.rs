@@ -84,14 +84,34 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
                 .map(|end| millis(u64::try_from(end - run.created_at).unwrap_or(0)))
                 .unwrap_or_else(|| "…".into());
             let graph = run.graph_name.clone().unwrap_or_else(|| "custom".into());
+            let ended = run.status.is_terminal();
+            let run_id = run.run_id.clone();
+            let deleted = RwSignal::new(false);
+            let error = RwSignal::new(None::<String>);
+            let delete = move |_| {
+                let path = format!("/runs/{}", run_id);
+                leptos::task::spawn_local(async move {
+                    match api::delete(&path).await {
+                        Ok(()) => deleted.set(true),
+                        Err(err) => error.set(Some(err.detail)),
+                    }
+                });
+            };
             view! {
-                <tr data-testid="run-row" data-status=run.status.as_str()>
+                <tr data-testid="run-row" data-status=run.status.as_str() class:deleted=move || deleted.get()>
                     <td><a href=format!("/run/{}", run.run_id)><code>{short(&run.run_id)}</code></a></td>
                     <td><a href=format!("/history?graph_id={}", run.graph_id)>{graph}</a></td>
                     <td><span class=format!("status-badge {}", run.status.as_str())>{run.status.as_str()}</span></td>
                     <td class="num">{run.steps}</td>
                     <td>{utc(run.created_at)}</td>
                     <td class="num">{duration}</td>
+                    <td>
+                        {ended.then(|| view! {
+                            <button class="danger" data-testid="delete-run" title="Delete this run and its events"
+                                on:click=delete.clone()>"Delete"</button>
+                        })}
+                        {move || error.get().map(|err| view! { <span class="error">{err}</span> })}
+                    </td>
                 </tr>
             }
         })
@@ -100,7 +120,7 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
         <div class="table-wrap">
             <table class="runs" data-testid="runs">
                 <thead>
-                    <tr><th>"Run"</th><th>"Graph"</th><th>"Status"</th><th>"Steps"</th><th>"Started (UTC)"</th><th>"Took"</th></tr>
+                    <tr><th>"Run"</th><th>"Graph"</th><th>"Status"</th><th>"Steps"</th><th>"Started (UTC)"</th><th>"Took"</th><th></th></tr>
                 </thead>
                 <tbody>{rows}</tbody>
             </table>
