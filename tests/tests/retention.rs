@@ -93,3 +93,24 @@ async fn runs_past_the_retention_period_are_purged_and_live_ones_kept() {
     let (_, state) = app.get(&format!("/graph/state/{live}")).await;
     assert_eq!(state["status"], "running");
 }
+
+#[tokio::test]
+async fn a_graph_deleted_through_one_instance_is_not_run_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    let (one, other) = (
+        spawn_app_on(database.clone(), settings.clone()).await,
+        spawn_app_on(database, settings).await,
+    );
+    let graph = one.create_graph(pause(1)).await;
+    // The other instance has run it, so it holds it parsed.
+    assert_eq!(other.run_and_wait(&graph, json!({})).await["status"], "completed");
+    assert_eq!(one.delete(&format!("/graphs/{graph}")).await.0, 204);
+    let (status, body) = other.post("/graph/run", &json!({"graph_id": graph})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("graph_not_found")),
+        "{body}"
+    );
+}

@@ -563,7 +563,7 @@ impl Runner {
             lease_until: Some(self.leases.until_from_now()),
             event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
             then,
-            graph_id: request.graph_id,
+            graph_id: request.graph_id.clone(),
             status: sink.status,
             initial_state,
             next_node: start,
@@ -574,13 +574,18 @@ impl Runner {
         // own, which finishes even if the request that asked for them is dropped midway,
         // so a stored run always has a task executing it.
         let runner = self.clone();
+        let graph_id = request.graph_id;
         let finished = tokio::spawn(async move {
             runner.store.insert_run(new_run).await?;
             let checkpoint = Checkpoint::start(&graph, request.initial_state);
             Ok::<_, StoreError>(runner.spawn(sink, graph, checkpoint, max_steps, Some(slot)))
         })
         .await
-        .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))??;
+        .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))?;
+        let finished = match finished {
+            Ok(finished) => finished,
+            Err(err) => return Err(self.insert_failed(&graph_id, err).await),
+        };
         Ok(Started {
             run_id,
             finished: Some(finished),
@@ -604,7 +609,9 @@ impl Runner {
             graph_id: request.graph_id.to_string(),
         });
         // One write: stored whole, or not at all.
-        self.store
+        let graph_id = request.graph_id.clone();
+        let inserted = self
+            .store
             .insert_run(NewRun {
                 id: run_id.clone(),
                 owner: None,
@@ -618,10 +625,26 @@ impl Runner {
                 max_steps,
                 created_at: now_millis(),
             })
-            .await?;
+            .await;
+        if let Err(err) = inserted {
+            return Err(self.insert_failed(&graph_id, err).await);
+        }
         // A slot may have freed up meanwhile.
         self.claims.queued();
         Ok(Started { run_id, finished: None })
+    }
+
+    /// Why a run of `graph_id` could not be stored: its graph was deleted (through another
+    /// instance, while this one still had it parsed), or `err`.
+    async fn insert_failed(&self, graph_id: &GraphId, err: StoreError) -> RunnerError {
+        if let Ok(None) = self.store.graph(graph_id).await {
+            self.graphs
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(graph_id);
+            return RunnerError::GraphNotFound(graph_id.clone());
+        }
+        err.into()
     }
 
     /// Claims the runs whose lease has expired (a stop or a crash interrupted them), as
