@@ -6,6 +6,7 @@
 //! | `WEFT_DATABASE` | `weft.db` | the SQLite file (or a `sqlite:` URL), or a `postgres://` URL |
 //! | `LEPTOS_SITE_ROOT` | `target/site` | the built site (cargo-leptos sets it) |
 //! | `WEFT_MAX_BODY_BYTES` | 16 MiB | the largest request body |
+//! | `WEFT_MAX_OPEN` | 4096 | run streams and `wait: true` runs held open at once |
 //! | `WEFT_MAX_RUNNING` | 256 | runs executing at once, on this instance |
 //! | `WEFT_MAX_QUEUED` | 4096 | runs waiting for a slot (in the shared queue) before new ones get 503 |
 //! | `WEFT_MAX_STATE_BYTES` | 16 MiB | a run's state at most, serialized |
@@ -21,7 +22,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use std::time::Duration;
 
 use crate::{
-    api::{edge::AllowedHosts, DEFAULT_MAX_BODY_BYTES},
+    api::{edge::AllowedHosts, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HELD_OPEN},
     runner::{Leases, RunLimits},
 };
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub site_root: PathBuf,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Run streams and `wait: true` runs held open at once, at most.
+    pub max_held_open: usize,
     /// Whether to resume runs a previous stop interrupted.
     pub resume_runs: bool,
     /// How many runs execute and wait at once.
@@ -71,6 +74,7 @@ impl Settings {
             database: database.into(),
             site_root: PathBuf::from("target/site"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_held_open: DEFAULT_MAX_HELD_OPEN,
             resume_runs: true,
             limits: RunLimits::default(),
             leases: Leases::default(),
@@ -133,6 +137,7 @@ impl Settings {
             settings.site_root = PathBuf::from(root);
         }
         settings.max_body_bytes = max_body_bytes;
+        settings.max_held_open = number("WEFT_MAX_OPEN", DEFAULT_MAX_HELD_OPEN)?;
         settings.limits = limits;
         settings.leases = leases;
         settings.shutdown_grace = Duration::from_secs(number("WEFT_SHUTDOWN_GRACE_S", 10)? as u64);

@@ -227,7 +227,7 @@ pub fn router(runner: Runner, settings: &Settings) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options);
-    crate::api::router(runner, settings.max_body_bytes)
+    crate::api::router(runner, settings.max_body_bytes, settings.max_held_open)
         .merge(site)
         // Before any route: requests for another host, or from a foreign page (see `edge`).
         .layer(ValidateRequestHeaderLayer::custom(settings.allowed_hosts.clone()))

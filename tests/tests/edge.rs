@@ -314,3 +314,37 @@ async fn an_idle_stream_is_kept_alive_with_pings() {
         (Some("end"), Some("cancelled"))
     );
 }
+
+#[tokio::test]
+async fn streams_and_waiting_runs_held_open_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.max_held_open = 1;
+    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+    let graph = app.create_graph(pauses(1, 5_000)).await;
+    let run = app.start_run(&graph, json!({})).await;
+    let url = format!("ws://127.0.0.1:{}/ws/{run}", app.port);
+    let (held, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+
+    // The one place is taken: another stream, or a run waited on, is turned away.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        other => panic!("a second stream was let in: {:?}", other.map(|_| ())),
+    }
+    let (status, body) = app.post("/graph/run", &json!({"graph_id": graph, "wait": true})).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("at_capacity")), "{body}");
+    // Runs not waited on, and plain reads, are not held open: they go on.
+    assert_eq!(app.post("/graph/run", &json!({"graph_id": graph})).await.0, 200);
+    assert_eq!(app.get(&format!("/runs/{run}")).await.0, 200);
+
+    // The place comes back when the stream closes.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while tokio_tungstenite::connect_async(url.as_str()).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the place never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

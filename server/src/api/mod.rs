@@ -11,13 +11,42 @@ pub mod json;
 pub mod runs;
 pub mod ws;
 
+use std::sync::Arc;
+
 use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
-    Router,
+    Extension, Router,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::runner::Runner;
+
+/// The requests held open at once, at most: run streams (`WS /ws/{id}`) and `wait: true`
+/// runs, each of which holds its connection until its run ends. Past the cap, new ones
+/// get `503` with `Retry-After` rather than piling up.
+#[derive(Clone)]
+pub struct HeldOpen(Arc<Semaphore>);
+
+impl HeldOpen {
+    /// Room for `max` requests held open.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max.max(1))))
+    }
+
+    /// A place for one more, held until dropped; a 503 when there is none.
+    fn take(&self) -> Result<OwnedSemaphorePermit, error::ApiError> {
+        Arc::clone(&self.0)
+            .try_acquire_owned()
+            .map_err(|_| error::ApiError::Unavailable {
+                detail: "too many streams and waiting runs are open; try again shortly".to_owned(),
+                retry_after: 1,
+            })
+    }
+}
+
+/// The default cap of [`HeldOpen`].
+pub const DEFAULT_MAX_HELD_OPEN: usize = 4_096;
 
 /// The largest request body accepted, by default: room for a 100,000-line source file.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -26,8 +55,9 @@ async fn method_not_allowed() -> error::ApiError {
     error::ApiError::MethodNotAllowed
 }
 
-/// Every API route, over `runner`, accepting bodies of at most `max_body_bytes`.
-pub fn router(runner: Runner, max_body_bytes: usize) -> Router {
+/// Every API route, over `runner`, accepting bodies of at most `max_body_bytes` and
+/// holding at most `max_held_open` requests open (see [`HeldOpen`]).
+pub fn router(runner: Runner, max_body_bytes: usize, max_held_open: usize) -> Router {
     Router::new()
         .route("/graph/create", post(graphs::create_graph))
         .route("/graph/run", post(runs::run_graph))
@@ -46,6 +76,7 @@ pub fn router(runner: Runner, max_body_bytes: usize) -> Router {
         .route("/health", get(docs::health))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(HeldOpen::new(max_held_open)))
         .with_state(runner)
         .merge(docs::router())
 }

@@ -5,7 +5,7 @@ use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -15,6 +15,7 @@ use super::{
     docs::{BadRequest, Conflict, Invalid, NotFound, PayloadTooLarge, RunAnswer, Unavailable, UnsupportedMediaType},
     error::ApiError,
     json::ApiJson,
+    HeldOpen,
 };
 use crate::{
     ids::{GraphId, RunId},
@@ -42,8 +43,11 @@ use crate::{
 )]
 pub async fn run_graph(
     State(runner): State<Runner>,
+    Extension(held_open): Extension<HeldOpen>,
     ApiJson(request): ApiJson<RunRequest>,
 ) -> Result<Response, ApiError> {
+    // A run waited on holds its request open until it ends: one place, taken first.
+    let _place = request.wait.then(|| held_open.take()).transpose()?;
     let started = runner
         .start_run(StartRun {
             graph_id: GraphId::from(request.graph_id),

@@ -19,6 +19,7 @@ use axum::{
         Path, Query, State, WebSocketUpgrade,
     },
     response::Response,
+    Extension,
 };
 use futures::{stream::SplitSink, SinkExt, StreamExt};
 use serde::Deserialize;
@@ -29,7 +30,11 @@ use tokio::sync::{
 use utoipa::IntoParams;
 use weft_app::wire::{ErrorEvent, EventKind, RunEvent};
 
-use super::{docs::BadRequest, error::ApiError};
+use super::{
+    docs::{BadRequest, Unavailable},
+    error::ApiError,
+    HeldOpen,
+};
 use crate::{
     ids::RunId,
     runner::{end_event, hub::LiveEvent, Replay, Runner, Wake},
@@ -85,21 +90,26 @@ pub struct StreamQuery {
              ("error" = (value = json!({"type": "error", "detail": "no run with id `nope`"}))),
          )),
         (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn stream(
     State(runner): State<Runner>,
+    Extension(held_open): Extension<HeldOpen>,
     Path(run_id): Path<String>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::BadRequest(format!("bad query: {}", err.body_text())))?;
+    // Held until the stream ends.
+    let place = held_open.take()?;
     let since = query.since.unwrap_or(0);
     // A client only ever closes: anything bigger than a close frame is refused.
     let upgrade = upgrade
         .max_message_size(MAX_INBOUND_BYTES)
         .max_frame_size(MAX_INBOUND_BYTES);
     Ok(upgrade.on_upgrade(move |socket| async move {
+        let _place = place;
         let run_id = RunId::from(run_id);
         let (sender, mut receiver) = socket.split();
         let sender = Mutex::new(sender);
