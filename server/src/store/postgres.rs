@@ -663,13 +663,19 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut runs = Vec::with_capacity(claimed.len());
-        for row in claimed {
-            let id = RunId::from(row.try_get::<String, _>("id")?);
-            if let Some(run) = self.run(&id).await? {
-                runs.push(run);
-            }
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        // Read back in one round trip, not one per run.
+        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
         runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(runs)
     }
