@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use serde_json::{json, Value};
-use weft_server::{config::Settings, runner::RunLimits};
+use weft_server::{
+    config::Settings,
+    runner::{Leases, RunLimits},
+};
 use weft_tests::{chain, spawn_app, spawn_app_on, TestApp, TIMEOUT};
 
 /// `count` pauses of `ms` each, in a chain.
@@ -260,4 +263,36 @@ async fn a_node_over_its_timeout_is_retried_then_fails_the_run() {
         .map(|e| e["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["/nodes/noop/timeout_ms", "/nodes/noop/retry/attempts"]);
+}
+
+#[tokio::test]
+async fn runs_left_queued_by_a_stop_run_one_after_another_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.limits = RunLimits {
+        max_running: 1,
+        ..RunLimits::default()
+    };
+    let app = spawn_app_on(database.clone(), settings.clone()).await;
+    let slow = app.create_graph(pauses(1, 300)).await;
+    let quick = app.create_graph(pauses(1, 1)).await;
+    let first = app.start_run(&slow, json!({})).await;
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(app.start_run(&quick, json!({})).await);
+    }
+    app.stop().await;
+
+    // After the restart, the lease tick (and so its claims) is a minute away: each run
+    // must be claimed as the one before it frees the only slot.
+    settings.leases = Leases {
+        duration: Duration::from_secs(120),
+        renew_every: Duration::from_secs(60),
+    };
+    let app = spawn_app_on(database, settings).await;
+    for run in std::iter::once(&first).chain(&queued) {
+        let done = app.wait_for_end(run).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
 }

@@ -656,6 +656,8 @@ impl Runner {
         }
         let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
         if free == 0 {
+            // Runs may wait: the next slot freed looks.
+            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
             return Ok(0);
         }
         let runs = self
@@ -663,6 +665,11 @@ impl Runner {
             .claim_expired(&self.owner, now_millis(), self.leases.until_from_now(), free)
             .await?;
         let count = runs.len();
+        if u32::try_from(count).unwrap_or(u32::MAX) >= free {
+            // Every free slot filled: more may wait, for the next slot freed (not only for
+            // the next lease tick, or a notice).
+            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+        }
         for run in runs {
             let run_id = run.id.clone();
             if let Err(err) = self.resume(run).await {
