@@ -481,6 +481,18 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
     .await
 }
 
+/// Deletes the runs `ids` name, their events and inputs first.
+async fn delete_runs(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<(), StoreError> {
+    for statement in [
+        "DELETE FROM run_events WHERE run_id = ANY($1)",
+        "DELETE FROM run_inputs WHERE run_id = ANY($1)",
+        "DELETE FROM runs WHERE id = ANY($1)",
+    ] {
+        sqlx::query(statement).bind(ids).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 const RUN_COLUMNS: &str = "id, graph_id, status, \
     (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
     max_steps, error, created_at, finished_at, cancel_requested, \
@@ -782,13 +794,7 @@ impl Store for PgStore {
         let deleted = match status.as_deref().map(RunStatus::parse) {
             None => Deleted::NotFound,
             Some(Some(status)) if status.is_terminal() => {
-                for statement in [
-                    "DELETE FROM run_events WHERE run_id = $1",
-                    "DELETE FROM run_inputs WHERE run_id = $1",
-                    "DELETE FROM runs WHERE id = $1",
-                ] {
-                    sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
-                }
+                delete_runs(&mut tx, &[id.as_str().to_owned()]).await?;
                 Deleted::Done
             }
             Some(_) => Deleted::Live,
@@ -816,14 +822,15 @@ impl Store for PgStore {
         } else if live {
             Deleted::Live
         } else {
-            for statement in [
-                "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE graph_id = $1)",
-                "DELETE FROM run_inputs WHERE run_id IN (SELECT id FROM runs WHERE graph_id = $1)",
-                "DELETE FROM runs WHERE graph_id = $1",
-                "DELETE FROM graphs WHERE id = $1",
-            ] {
-                sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
-            }
+            let runs: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE graph_id = $1")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            delete_runs(&mut tx, &runs).await?;
+            sqlx::query("DELETE FROM graphs WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
             Deleted::Done
         };
         tx.commit().await?;
@@ -840,13 +847,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        for statement in [
-            "DELETE FROM run_events WHERE run_id = ANY($1)",
-            "DELETE FROM run_inputs WHERE run_id = ANY($1)",
-            "DELETE FROM runs WHERE id = ANY($1)",
-        ] {
-            sqlx::query(statement).bind(&ids).execute(&mut *tx).await?;
-        }
+        delete_runs(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(ids.len() as u64)
     }
