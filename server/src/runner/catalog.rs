@@ -27,15 +27,20 @@ impl Runner {
     pub async fn delete_graph(&self, id: &GraphId) -> Result<(), RunnerError> {
         match self.store.delete_graph(id).await? {
             Deleted::Done => {
-                self.graphs
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(id);
+                self.forget_graph(id);
                 Ok(())
             }
             Deleted::NotFound => Err(RunnerError::GraphNotFound(id.clone())),
             Deleted::Live => Err(RunnerError::GraphHasLiveRuns(id.clone())),
         }
+    }
+
+    /// Drops a deleted graph from the parsed graphs kept in memory.
+    pub(super) fn forget_graph(&self, id: &GraphId) {
+        self.graphs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<(GraphId, Vec<Problem>), RunnerError> {

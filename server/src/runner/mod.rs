@@ -195,9 +195,14 @@ struct Claims {
 }
 
 impl Claims {
+    /// Runs may be waiting: the next slot freed looks for them.
+    fn may_wait(&self) {
+        self.maybe_waiting.store(true, Ordering::SeqCst);
+    }
+
     /// A run was queued (here, or as another instance told): claim it if there is room.
     fn queued(&self) {
-        self.maybe_waiting.store(true, Ordering::SeqCst);
+        self.may_wait();
         self.wake.notify_one();
     }
 
@@ -359,13 +364,13 @@ impl Runner {
                             false
                         }
                         Ok(Notice::Queued) => {
-                            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+                            self.claims.may_wait();
                             true
                         }
                         Ok(Notice::Events { .. }) => false,
                         // Missed notices: a cancel among them is found at the lease tick.
                         Err(RecvError::Lagged(_)) => {
-                            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+                            self.claims.may_wait();
                             true
                         }
                         Err(RecvError::Closed) => {
@@ -380,14 +385,10 @@ impl Runner {
                 }
             };
             if claim && self.slots.available_permits() > 0 && self.claims.maybe_waiting.swap(false, Ordering::SeqCst) {
-                match self.resume_unfinished().await {
-                    Ok(0) => {}
-                    // More may wait: the next slot freed looks again.
-                    Ok(_) => self.claims.maybe_waiting.store(true, Ordering::SeqCst),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "could not claim queued runs; trying again at the lease tick");
-                        self.claims.maybe_waiting.store(true, Ordering::SeqCst);
-                    }
+                // A claim that fills every free slot leaves word itself that more may wait.
+                if let Err(err) = self.resume_unfinished().await {
+                    tracing::warn!(error = %err, "could not claim queued runs; trying again at the lease tick");
+                    self.claims.may_wait();
                 }
             }
         }
@@ -541,11 +542,6 @@ impl Runner {
         };
         let run_id = RunId::generate();
         let start = graph.node(graph.start()).name.clone();
-        let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
-            run_id: run_id.to_string(),
-            seq: 1,
-            graph_id: request.graph_id.to_string(),
-        });
         let initial_state = state_text(&request.initial_state);
         let mut sink = self.sink(run_id.clone(), RunStatus::Queued, 1, None, initial_state.len());
         // Stored with its start and its first node's, in one commit with the run.
@@ -561,7 +557,7 @@ impl Runner {
             id: run_id.clone(),
             owner: Some(self.owner.clone()),
             lease_until: Some(self.leases.until_from_now()),
-            event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            event: queued_event(&run_id, &request.graph_id)?,
             then,
             graph_id: request.graph_id.clone(),
             status: sink.status,
@@ -603,11 +599,6 @@ impl Runner {
             });
         }
         let run_id = RunId::generate();
-        let queued: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
-            run_id: run_id.to_string(),
-            seq: 1,
-            graph_id: request.graph_id.to_string(),
-        });
         // One write: stored whole, or not at all.
         let graph_id = request.graph_id.clone();
         let inserted = self
@@ -616,7 +607,7 @@ impl Runner {
                 id: run_id.clone(),
                 owner: None,
                 lease_until: None,
-                event: serde_json::to_string(&queued).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                event: queued_event(&run_id, &request.graph_id)?,
                 then: Vec::new(),
                 graph_id: request.graph_id,
                 status: RunStatus::Queued,
@@ -638,10 +629,7 @@ impl Runner {
     /// instance, while this one still had it parsed), or `err`.
     async fn insert_failed(&self, graph_id: &GraphId, err: StoreError) -> RunnerError {
         if let Ok(None) = self.store.graph(graph_id).await {
-            self.graphs
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(graph_id);
+            self.forget_graph(graph_id);
             return RunnerError::GraphNotFound(graph_id.clone());
         }
         err.into()
@@ -657,7 +645,7 @@ impl Runner {
         let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
         if free == 0 {
             // Runs may wait: the next slot freed looks.
-            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+            self.claims.may_wait();
             return Ok(0);
         }
         let runs = self
@@ -668,7 +656,7 @@ impl Runner {
         if u32::try_from(count).unwrap_or(u32::MAX) >= free {
             // Every free slot filled: more may wait, for the next slot freed (not only for
             // the next lease tick, or a notice).
-            self.claims.maybe_waiting.store(true, Ordering::SeqCst);
+            self.claims.may_wait();
         }
         for run in runs {
             let run_id = run.id.clone();
@@ -823,6 +811,16 @@ impl Runner {
             sink.finish(end).await
         })
     }
+}
+
+/// A run's `run_queued` event (its first), as stored.
+fn queued_event(run_id: &RunId, graph_id: &GraphId) -> Result<String, StoreError> {
+    let event: RunEvent = RunEvent::RunQueued(RunQueuedEvent {
+        run_id: run_id.to_string(),
+        seq: 1,
+        graph_id: graph_id.to_string(),
+    });
+    serde_json::to_string(&event).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 /// A run's `run_started` event, numbered `seq`.
