@@ -131,9 +131,7 @@ pub async fn stream(
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
                 loop {
                     tick.tick().await;
-                    let mut sender = sender.lock().await;
-                    let ping = sender.send(Message::Ping(Default::default()));
-                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    if send_message(&sender, Message::Ping(Default::default())).await.is_err() {
                         return;
                     }
                 }
@@ -156,10 +154,9 @@ pub async fn stream(
                 () = restarting.cancelled() => Some(Ended::Restarting),
             }
         };
-        let mut sender = sender.into_inner();
         match ended {
             Some(Ended::Streamed) => {
-                let _ = tokio::time::timeout(SEND_TIMEOUT, sender.close()).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, sender.lock().await.close()).await;
             }
             // The server is shutting down: say so, so the client reconnects (`?since=`).
             Some(Ended::Restarting) => {
@@ -167,7 +164,7 @@ pub async fn stream(
                     code: close_code::RESTART,
                     reason: Utf8Bytes::from_static("service restart"),
                 };
-                let _ = tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Close(Some(frame)))).await;
+                let _ = send_message(&sender, Message::Close(Some(frame))).await;
             }
             None => {}
         }
@@ -199,8 +196,13 @@ type Sender = Mutex<SplitSink<WebSocket, Message>>;
 /// [`SEND_TIMEOUT`]: it stopped reading. The run never waits on a client; this frees the
 /// connection.
 async fn send(sender: &Sender, text: String) -> Result<(), StreamError> {
+    send_message(sender, Message::Text(Utf8Bytes::from(text))).await
+}
+
+/// [`send`] for any message: a ping, a close frame.
+async fn send_message(sender: &Sender, message: Message) -> Result<(), StreamError> {
     let mut sender = sender.lock().await;
-    match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Text(Utf8Bytes::from(text)))).await {
+    match tokio::time::timeout(SEND_TIMEOUT, sender.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(StreamError::Gone),
         Err(_) => Err(StreamError::Stuck),
