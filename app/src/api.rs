@@ -13,7 +13,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage};
+use crate::wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, Session};
 
 /// A boxed, sendable future: what [`Backend`] methods return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -28,6 +28,8 @@ pub trait Backend: Send + Sync + 'static {
     fn run(&self, run_id: String) -> BoxFuture<Result<RunDetail, ApiErrorBody>>;
     /// A page of runs.
     fn runs(&self, query: RunQuery) -> BoxFuture<Result<RunPage, ApiErrorBody>>;
+    /// Whom the request is signed in as.
+    fn session(&self) -> BoxFuture<Result<Session, ApiErrorBody>>;
     /// The server's clock, in milliseconds since the Unix epoch.
     fn now_millis(&self) -> i64;
     /// Marks the page being rendered as one whose subject does not exist, so that the
@@ -140,6 +142,12 @@ mod imp {
         async move { backend?.runs(query).await }
     }
 
+    /// Whom this browser is signed in as.
+    pub fn session() -> impl Future<Output = Result<Session, ApiErrorBody>> + Send + 'static {
+        let backend = backend();
+        async move { backend?.session().await }
+    }
+
     /// A run, its events and its graph.
     pub fn run_page(run_id: String) -> impl Future<Output = Result<RunPageData, ApiErrorBody>> + Send + 'static {
         let backend = backend();
@@ -204,6 +212,11 @@ mod imp {
     /// A page of the run history.
     pub fn runs(query: RunQuery) -> impl Future<Output = Result<RunPage, ApiErrorBody>> + Send + 'static {
         SendWrapper::new(async move { get(&format!("/runs?{}", query.to_query_string())).await })
+    }
+
+    /// Whom this browser is signed in as.
+    pub fn session() -> impl Future<Output = Result<Session, ApiErrorBody>> + Send + 'static {
+        SendWrapper::new(async move { get("/auth/session").await })
     }
 
     /// A run, its events and its graph.

@@ -52,6 +52,7 @@ pub fn App() -> impl IntoView {
                 <A href="/">"New run"</A>
                 <A href="/history">"History"</A>
                 <a href="/presets" rel="external">"API"</a>
+                <pages::SessionBadge/>
                 <Hydrated/>
             </nav>
             <main>
@@ -60,6 +61,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("") view=pages::HomePage ssr=SsrMode::Async/>
                     <Route path=(StaticSegment("run"), ParamSegment("id")) view=pages::RunPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("history") view=pages::HistoryPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("signin") view=pages::SignInPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -62,6 +62,20 @@ impl RunStatus {
     }
 }
 
+/// `200` answer of `GET /auth/session`: whom this browser is signed in as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct Session {
+    /// Whether this server needs a token (one exists); `false`: it runs open.
+    pub required: bool,
+    /// The principal signed in, if any.
+    pub name: Option<String>,
+    /// Whether it sees everything.
+    pub admin: bool,
+    /// Whether it may only read.
+    pub read_only: bool,
+}
+
 /// `200` answer of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -16,13 +16,19 @@
 //! | `WEFT_RETENTION_DAYS` | (keep all) | ended runs older than this many days are deleted, hourly |
 //! | `WEFT_AUTH` | (on) | `off` lets Weft listen beyond loopback with no authentication, on purpose |
 //! | `WEFT_ALLOWED_HOSTS` | the listen address and `localhost` names | host names requests may use (comma-separated), or `*` |
+//! | `WEFT_REQUEST_TIMEOUT_S` | 30 | how long a request may take (streams and `wait: true` runs aside) |
+//! | `WEFT_RATE_LIMIT` | (none) | runs each principal may start per second (bursts as large) |
+//! | `WEFT_PUBLIC_HEALTH` | `off` | `on`: `GET /health` answers without a token |
+//! | `WEFT_PUBLIC_METRICS` | `off` | `on`: `GET /metrics` answers without a token |
+//! | `WEFT_LOG_FORMAT` | `text` | `json`: one JSON object per log line |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | (none) | export traces over OTLP/HTTP to this collector |
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use std::time::Duration;
 
 use crate::{
-    api::{edge::AllowedHosts, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HELD_OPEN},
+    api::{auth::Exempt, edge::AllowedHosts, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HELD_OPEN},
     runner::{Leases, RunLimits},
 };
 
@@ -64,6 +70,12 @@ pub struct Settings {
     /// `WEFT_AUTH=off`: listening on an address other machines reach, with no
     /// authentication, is wanted (else it is refused at start).
     pub auth_off: bool,
+    /// How long a request may take (streams and `wait: true` runs have their own caps).
+    pub request_timeout: Duration,
+    /// Runs each principal may start per second; 0: unlimited.
+    pub rate_limit: u32,
+    /// Which routes answer without a token once tokens exist.
+    pub exempt: Exempt,
 }
 
 impl Settings {
@@ -82,6 +94,9 @@ impl Settings {
             allowed_hosts: AllowedHosts::for_address(addr),
             auth_off: false,
             retention: None,
+            request_timeout: Duration::from_secs(30),
+            rate_limit: 0,
+            exempt: Exempt::default(),
         }
     }
 
@@ -145,17 +160,25 @@ impl Settings {
             let days = number("WEFT_RETENTION_DAYS", 1)?;
             settings.retention = Some(Duration::from_secs(days as u64 * 86_400));
         }
-        settings.auth_off = match var("WEFT_AUTH").as_deref() {
-            None | Some("on") => false,
-            Some("off") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    name: "WEFT_AUTH",
-                    value: other.to_owned(),
-                    why: "expected `off` (or `on`, the default)",
-                })
-            }
+        let switch = |name: &'static str, default: bool| match var(name).as_deref() {
+            None => Ok(default),
+            Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(ConfigError {
+                name,
+                value: other.to_owned(),
+                why: "expected `on` or `off`",
+            }),
         };
+        settings.auth_off = !switch("WEFT_AUTH", true)?;
+        settings.exempt = Exempt {
+            health: switch("WEFT_PUBLIC_HEALTH", false)?,
+            metrics: switch("WEFT_PUBLIC_METRICS", false)?,
+        };
+        settings.request_timeout = Duration::from_secs(number("WEFT_REQUEST_TIMEOUT_S", 30)? as u64);
+        if var("WEFT_RATE_LIMIT").is_some() {
+            settings.rate_limit = u32::try_from(number("WEFT_RATE_LIMIT", 1)?).unwrap_or(u32::MAX);
+        }
         if let Some(value) = var("WEFT_ALLOWED_HOSTS") {
             settings.allowed_hosts = AllowedHosts::parse(&value).ok_or(ConfigError {
                 name: "WEFT_ALLOWED_HOSTS",

@@ -8,6 +8,8 @@
 //! - [`store`]: the [`store::Store`] trait and its embedded SQLite implementation.
 //! - [`runner`]: starts runs, records and publishes each step, resumes interrupted runs.
 //! - [`api`]: the REST routes and the run WebSocket.
+//! - [`auth`]: API tokens, principals, and what each may see.
+//! - [`meters`]: the metrics `GET /metrics` shows.
 //! - [`startup`], [`config`], [`telemetry`]: putting it together.
 //!
 //! The binary only reads [`config::Settings`] and calls [`startup::Application`]; tests
@@ -17,11 +19,14 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod layout;
 pub mod lifecycle;
+pub mod meters;
 pub mod runner;
 pub mod startup;
 pub mod store;

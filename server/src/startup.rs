@@ -2,14 +2,19 @@
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
+use axum::http::request::Parts;
 use axum::Router;
-use leptos::prelude::{provide_context, LeptosOptions};
+use leptos::prelude::{provide_context, use_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
-use tower_http::{trace::TraceLayer, validate_request::ValidateRequestHeaderLayer};
+use tower_http::{
+    auth::AsyncRequireAuthorizationLayer, trace::TraceLayer, validate_request::ValidateRequestHeaderLayer,
+};
 use weft_app::{api::BackendHandle, shell, App};
 
 use crate::{
+    api::auth::{Authenticate, RequestTimeout},
+    auth::{Principal, Tokens},
     config::Settings,
     engine::CpuPool,
     runner::{Runner, RunnerError},
@@ -63,8 +68,10 @@ pub struct Application {
 impl Application {
     /// Opens the store, resumes interrupted runs and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        // Open to this machine only, or open on purpose.
-        if !settings.addr.ip().is_loopback() {
+        let store = open_store(&settings.database).await?;
+        let tokens = Arc::new(Tokens::new(Arc::clone(&store)));
+        // Protected by tokens, open to this machine only, or open on purpose.
+        if !settings.addr.ip().is_loopback() && !tokens.required().await? {
             if !settings.auth_off {
                 return Err(StartupError::Unprotected(settings.addr));
             }
@@ -73,14 +80,7 @@ impl Application {
                 "WEFT_AUTH=off: listening beyond this machine with no authentication; anyone who can reach it can use it"
             );
         }
-        let database = settings.database.as_str();
-        let store: Arc<dyn Store> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            Arc::new(PgStore::open(database).await?)
-        } else if database.starts_with("sqlite:") {
-            Arc::new(SqliteStore::open_url(database).await?)
-        } else {
-            Arc::new(SqliteStore::open(database.as_ref()).await?)
-        };
+        crate::meters::handle();
         let pool = CpuPool::for_this_machine();
         let runner = Runner::new(store, default_registry(&pool), pool, settings.limits).with_leases(settings.leases);
         let mut lease_keeper = None;
@@ -101,7 +101,7 @@ impl Application {
                 addr: settings.addr,
                 source,
             })?;
-        let router = router(runner.clone(), &settings);
+        let router = router(runner.clone(), &settings, tokens);
         Ok(Self {
             listener,
             router,
@@ -215,20 +215,50 @@ fn leptos_options(settings: &Settings) -> LeptosOptions {
         .build()
 }
 
+/// Opens the store `database` names: a `postgres://` URL, a `sqlite:` URL or a file.
+pub async fn open_store(database: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Arc::new(PgStore::open(database).await?)
+        } else if database.starts_with("sqlite:") {
+            Arc::new(SqliteStore::open_url(database).await?)
+        } else {
+            Arc::new(SqliteStore::open(database.as_ref()).await?)
+        },
+    )
+}
+
 /// The whole server's routes: the API, then the SSR site and its static files.
-pub fn router(runner: Runner, settings: &Settings) -> Router {
+pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Router {
     let options = leptos_options(settings);
     let routes = generate_route_list(App);
-    let backend = BackendHandle(UiBackend::new(runner.clone()));
+    // Each page sees what its request's principal sees (the layer below put it there).
+    let context = {
+        let (runner, tokens) = (runner.clone(), Arc::clone(&tokens));
+        move || {
+            let principal = use_context::<Parts>()
+                .and_then(|parts| parts.extensions.get::<Principal>().cloned())
+                .unwrap_or_else(Principal::nobody);
+            let backend = UiBackend::new(runner.clone(), Arc::clone(&tokens), principal);
+            provide_context(BackendHandle(backend));
+        }
+    };
     let site = Router::new()
-        .leptos_routes_with_context(&options, routes, move || provide_context(backend.clone()), {
+        .leptos_routes_with_context(&options, routes, context, {
             let options = options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options);
-    crate::api::router(runner, settings.max_body_bytes, settings.max_held_open)
+    let site = crate::api::with_timeout(site, RequestTimeout(settings.request_timeout));
+    crate::api::router(runner, settings, Arc::clone(&tokens))
         .merge(site)
+        // Who the request speaks for (see `api::auth`), and how each route fares.
+        .layer(AsyncRequireAuthorizationLayer::new(Authenticate::new(
+            tokens,
+            settings.exempt,
+        )))
+        .layer(axum::middleware::from_fn(crate::meters::track_http))
         // Before any route: requests for another host, or from a foreign page (see `edge`).
         .layer(ValidateRequestHeaderLayer::custom(settings.allowed_hosts.clone()))
         .layer(TraceLayer::new_for_http())

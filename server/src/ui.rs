@@ -1,34 +1,42 @@
 //! The server's side of the web UI: the [`Backend`] that server rendering reads through,
 //! answering from the runner directly with the same shapes (and the same errors) as the
-//! REST API.
+//! REST API, and seeing what the request's principal sees, as the API does.
 
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 use weft_app::{
     api::{Backend, BoxFuture, RunQuery},
-    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage},
+    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, Session},
 };
 
 use crate::{
     api::{
+        auth::session_of,
         error::ApiError,
         runs::{status_filter, DEFAULT_PAGE},
     },
+    auth::{Principal, Tokens},
     ids::{GraphId, RunId},
     runner::{Runner, RunnerError},
     store::{now_millis, RunFilter, StoreError},
 };
 
-/// The UI's reads, answered by the runner.
+/// The UI's reads for one request, answered by the runner.
 pub struct UiBackend {
     runner: Runner,
+    tokens: Arc<Tokens>,
+    principal: Principal,
 }
 
 impl UiBackend {
-    /// A backend over `runner`.
-    pub fn new(runner: Runner) -> Arc<Self> {
-        Arc::new(Self { runner })
+    /// A backend over `runner` for a request by `principal`.
+    pub fn new(runner: Runner, tokens: Arc<Tokens>, principal: Principal) -> Arc<Self> {
+        Arc::new(Self {
+            runner,
+            tokens,
+            principal,
+        })
     }
 }
 
@@ -51,28 +59,43 @@ impl Backend for UiBackend {
 
     fn graph(&self, graph_id: String) -> BoxFuture<Result<GraphDetail, ApiErrorBody>> {
         let runner = self.runner.clone();
-        Box::pin(async move { runner.graph_view(&GraphId::from(graph_id)).await.map_err(error) })
+        let access = self.principal.access();
+        Box::pin(async move {
+            runner
+                .graph_view(&GraphId::from(graph_id), &access)
+                .await
+                .map_err(error)
+        })
     }
 
     fn run(&self, run_id: String) -> BoxFuture<Result<RunDetail, ApiErrorBody>> {
         let runner = self.runner.clone();
+        let access = self.principal.access();
         Box::pin(async move {
-            let detail = runner.run_detail(&RunId::from(run_id)).await.map_err(error)?;
+            let detail = runner.run_detail(&RunId::from(run_id), &access).await.map_err(error)?;
             retype(&detail)
         })
     }
 
     fn runs(&self, query: RunQuery) -> BoxFuture<Result<RunPage, ApiErrorBody>> {
         let runner = self.runner.clone();
+        let access = self.principal.access();
         Box::pin(async move {
             let filter = RunFilter {
                 graph_id: query.graph_id.map(GraphId::from),
                 status: status_filter(query.status.as_deref()).map_err(ApiError::into_body)?,
                 before: query.before.map(RunId::from),
                 limit: DEFAULT_PAGE,
+                created_by: None,
             };
-            runner.run_page(&filter).await.map_err(error)
+            runner.run_page(filter, &access).await.map_err(error)
         })
+    }
+
+    fn session(&self) -> BoxFuture<Result<Session, ApiErrorBody>> {
+        let tokens = Arc::clone(&self.tokens);
+        let principal = self.principal.clone();
+        Box::pin(async move { session_of(&tokens, &principal).await.map_err(ApiError::into_body) })
     }
 
     fn now_millis(&self) -> i64 {

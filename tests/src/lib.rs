@@ -37,6 +37,8 @@ pub struct TestApp {
     pub database: PathBuf,
     /// An HTTP client.
     pub client: reqwest::Client,
+    /// The API token its requests and streams send, if any.
+    pub token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -68,6 +70,7 @@ pub async fn spawn_app_on(database: PathBuf, mut settings: Settings) -> TestApp 
             .timeout(TIMEOUT)
             .build()
             .expect("HTTP client"),
+        token: None,
         stop: Some(stop),
         serving: Some(serving),
         _dir: None,
@@ -85,10 +88,43 @@ impl TestApp {
                 .timeout(TIMEOUT)
                 .build()
                 .expect("HTTP client"),
+            token: None,
             stop: None,
             serving: None,
             _dir: None,
         }
+    }
+
+    /// A client of this server that sends `token` with every request and stream.
+    pub fn as_principal(&self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        let mut client = Self::connect(self.port);
+        client.database = self.database.clone();
+        client.client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client");
+        client.token = Some(token.to_owned());
+        client
+    }
+
+    /// Creates an API token with the `weft-server token create` command's code, against
+    /// this server's database; answers the token.
+    pub async fn create_token(&self, name: &str, admin: bool, read_only: bool) -> String {
+        let command = weft_server::cli::Command::Create {
+            name: name.to_owned(),
+            admin,
+            read_only,
+        };
+        let printed = weft_server::cli::run(command, &self.database.to_string_lossy())
+            .await
+            .expect("the token is created");
+        printed.lines().next().expect("the token's line").to_owned()
     }
 
     /// Stops serving and waits for open requests to finish.
@@ -205,8 +241,14 @@ impl TestApp {
 
     /// Opens `WS /ws/{run_id}{query}` and reads every message until the server closes it.
     pub async fn stream(&self, run_id: &str, query: &str) -> anyhow::Result<Vec<Value>> {
-        let url = format!("ws://127.0.0.1:{}/ws/{run_id}{query}", self.port);
-        let (mut socket, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://127.0.0.1:{}/ws/{run_id}{query}", self.port).into_client_request()?;
+        if let Some(token) = &self.token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let (mut socket, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
             .await
             .context("connect timed out")??;
         let mut messages = Vec::new();

@@ -3,12 +3,14 @@
 pub mod history;
 pub mod home;
 pub mod run;
+pub mod signin;
 
 use leptos::prelude::*;
 
 pub use history::HistoryPage;
 pub use home::HomePage;
 pub use run::RunPage;
+pub use signin::{SessionBadge, SignInPage};
 
 /// Shown for any path no route matches.
 #[component]

@@ -56,9 +56,12 @@ pub const DOCS_PATH: &str = "/docs";
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
             Problem, Health, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),
-        responses(BadRequest, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Invalid, Unavailable)
+        responses(
+            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Invalid,
+            TooManyRequests, Unavailable
+        )
     ),
-    modifiers(&AnyValue),
+    modifiers(&AnyValue, &BearerTokens),
     tags(
         (name = "graphs", description = "Define graphs and discover tools, presets and stored graphs."),
         (name = "runs", description = "Start runs, follow them, list them and cancel them."),
@@ -81,6 +84,31 @@ impl Modify for AnyValue {
     }
 }
 
+/// Declares the bearer scheme: once a token exists (`weft-server token create`), every
+/// request sends `Authorization: Bearer weft_…`; before that, Weft runs open on
+/// loopback and no token is needed (the empty requirement).
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("weft_<id>_<secret>")
+            .description(Some(
+                "An API token from `weft-server token create --name NAME`. Needed once any token exists.",
+            ))
+            .build();
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        }
+        openapi.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]);
+    }
+}
+
 /// The OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
@@ -92,6 +120,8 @@ pub fn router() -> Router {
         // Swagger UI would otherwise ask validator.swagger.io for a badge.
         .validator_url("none")
         .try_it_out_enabled(true)
+        // A token pasted into "Authorize" survives a reload of the page.
+        .persist_authorization(true)
         .display_request_duration(true);
     SwaggerUi::new(DOCS_PATH)
         .url(OPENAPI_PATH, openapi())
@@ -280,6 +310,22 @@ pub enum RunAnswer {
 )]
 pub struct BadRequest(#[allow(dead_code)] ApiErrorBody);
 
+/// 401: no token, or one that is not valid (or revoked).
+#[derive(ToResponse)]
+#[response(
+    description = "The request needs a token (`Authorization: Bearer weft_…`) and brought none, or one that is not valid or was revoked.",
+    example = json!({"detail": "this server needs an API token: send `Authorization: Bearer weft_…`", "code": "token_required"})
+)]
+pub struct Unauthorized(#[allow(dead_code)] ApiErrorBody);
+
+/// 403: a read-only token asked to change something, or a request from a foreign origin.
+#[derive(ToResponse)]
+#[response(
+    description = "The token may only read, or the request comes from a host or origin this server does not serve.",
+    example = json!({"detail": "the token `auditor` may only read", "code": "read_only"})
+)]
+pub struct Forbidden(#[allow(dead_code)] ApiErrorBody);
+
 /// 404: no such graph or run.
 #[derive(ToResponse)]
 #[response(
@@ -326,6 +372,14 @@ pub struct UnsupportedMediaType(#[allow(dead_code)] ApiErrorBody);
     })
 )]
 pub struct Invalid(#[allow(dead_code)] ApiErrorBody);
+
+/// 429: this principal starts runs faster than `WEFT_RATE_LIMIT` allows.
+#[derive(ToResponse)]
+#[response(
+    description = "This principal starts runs faster than the server allows: retry after the `Retry-After` header's seconds.",
+    example = json!({"detail": "too many runs started; retry in 1 s", "code": "rate_limited"})
+)]
+pub struct TooManyRequests(#[allow(dead_code)] ApiErrorBody);
 
 /// 503: the run queue is full; retry after `Retry-After` seconds.
 #[derive(ToResponse)]

@@ -40,6 +40,23 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// 401: the request needs a token, and brought none, or one that is not (or no
+    /// longer) valid.
+    Unauthorized {
+        /// `token_required` or `invalid_token`.
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// 429: this principal started runs faster than allowed; retry after the seconds.
+    TooManyRequests {
+        /// Why.
+        detail: String,
+        /// Seconds to wait before retrying.
+        retry_after: u32,
+    },
+    /// 408: the request took longer than the server's request timeout.
+    Timeout,
     /// 405: the path exists, but not for this method.
     MethodNotAllowed,
     /// 409: the request conflicts with where the thing stands (a run already ended).
@@ -156,6 +173,14 @@ impl ApiError {
             Self::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail, Vec::new()),
             Self::NotFound { code, detail } => (StatusCode::NOT_FOUND, code, detail, Vec::new()),
             Self::Forbidden { code, detail } => (StatusCode::FORBIDDEN, code, detail, Vec::new()),
+            Self::Unauthorized { code, detail } => (StatusCode::UNAUTHORIZED, code, detail, Vec::new()),
+            Self::TooManyRequests { detail, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail, Vec::new()),
+            Self::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request took longer than this server allows".to_owned(),
+                Vec::new(),
+            ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -195,11 +220,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = match &self {
-            Self::Unavailable { retry_after, .. } => Some(*retry_after),
+            Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
+        let unauthorized = matches!(self, Self::Unauthorized { .. });
         let (status, body) = self.parts();
         let mut response = (status, Json(body)).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weft\""),
+            );
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

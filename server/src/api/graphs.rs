@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
-    Json,
+    Extension, Json,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use super::{
     json::ApiJson,
     runs::page_limit,
 };
-use crate::{engine::graph, ids::GraphId, runner::Runner};
+use crate::{auth::Principal, engine::graph, ids::GraphId, runner::Runner};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
 #[utoipa::path(
@@ -61,6 +61,7 @@ use crate::{engine::graph, ids::GraphId, runner::Runner};
 )]
 pub async fn create_graph(
     State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<GraphCreated>, ApiError> {
     let Value::Object(fields) = &body else {
@@ -78,9 +79,9 @@ pub async fn create_graph(
         Some(_) => true,
     };
     let (id, warnings) = match fields.get("preset") {
-        Some(Value::String(name)) => runner.create_preset(name).await?,
+        Some(Value::String(name)) => runner.create_preset(name, &principal).await?,
         Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
-        None if v2 || (given("nodes") && given("edges")) => runner.create_graph(&body).await?,
+        None if v2 || (given("nodes") && given("edges")) => runner.create_graph(&body, &principal).await?,
         None => {
             return Err(ApiError::BadRequest(
                 "give either `preset` or both `nodes` and `edges`".into(),
@@ -145,12 +146,15 @@ pub struct GraphListQuery {
 )]
 pub async fn list_graphs(
     State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<GraphListQuery>, QueryRejection>,
 ) -> Result<Json<GraphPage>, ApiError> {
     let Query(query) = query?;
     let limit = page_limit(query.limit)?;
     let before = query.before.map(GraphId::from);
-    Ok(Json(runner.graph_page(before.as_ref(), limit).await?))
+    Ok(Json(
+        runner.graph_page(before.as_ref(), limit, &principal.access()).await?,
+    ))
 }
 
 /// `GET /graphs/{graph_id}`: a stored graph's spec as posted, and its drawing.
@@ -167,9 +171,12 @@ pub async fn list_graphs(
 )]
 pub async fn graph_detail(
     State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
     Path(graph_id): Path<String>,
 ) -> Result<Json<GraphDetail>, ApiError> {
-    Ok(Json(runner.graph_view(&GraphId::from(graph_id)).await?))
+    Ok(Json(
+        runner.graph_view(&GraphId::from(graph_id), &principal.access()).await?,
+    ))
 }
 
 /// `DELETE /graphs/{graph_id}`: deletes a graph with its runs, once none of them is live.
@@ -187,8 +194,11 @@ pub async fn graph_detail(
 )]
 pub async fn delete_graph(
     State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
     Path(graph_id): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    runner.delete_graph(&GraphId::from(graph_id)).await?;
+    runner
+        .delete_graph(&GraphId::from(graph_id), &principal.access())
+        .await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

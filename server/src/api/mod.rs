@@ -3,6 +3,7 @@
 //! [`router`] builds every API route over a [`Runner`]; HTTP status codes appear only in
 //! this module tree, and [`error::ApiError`] is the one place errors become answers.
 
+pub mod auth;
 pub mod docs;
 pub mod edge;
 pub mod error;
@@ -14,13 +15,20 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::{
-    extract::DefaultBodyLimit,
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, State},
+    http::header,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Extension, Router,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::runner::Runner;
+use crate::{
+    auth::{Principal, Tokens},
+    config::Settings,
+    runner::Runner,
+};
 
 /// The requests held open at once, at most: run streams (`WS /ws/{id}`) and `wait: true`
 /// runs, each of which holds its connection until its run ends. Past the cap, new ones
@@ -55,17 +63,41 @@ async fn method_not_allowed() -> error::ApiError {
     error::ApiError::MethodNotAllowed
 }
 
-/// Every API route, over `runner`, accepting bodies of at most `max_body_bytes` and
-/// holding at most `max_held_open` requests open (see [`HeldOpen`]).
-pub fn router(runner: Runner, max_body_bytes: usize, max_held_open: usize) -> Router {
-    Router::new()
+/// The `/metrics` scrape: Prometheus's text format (see [`crate::meters`]). Admins only
+/// once tokens exist (it names every graph), unless `WEFT_PUBLIC_METRICS=on`.
+pub async fn metrics(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Extension(exempt): Extension<auth::Exempt>,
+) -> Result<Response, error::ApiError> {
+    if !principal.admin && !exempt.metrics {
+        return Err(error::ApiError::Forbidden {
+            code: "admin_only",
+            detail: "metrics are for admin tokens".to_owned(),
+        });
+    }
+    let queued = runner.store().waiting_runs().await.unwrap_or(0);
+    crate::meters::runs_now(queued, runner.hub().live_runs());
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::meters::render(),
+    )
+        .into_response())
+}
+
+/// Every API route, over `runner`, with the settings' body limit, cap on requests held
+/// open (see [`HeldOpen`]), request timeout and rate limit. The routes that hold their
+/// request open on purpose (the run stream, and `POST /graph/run`, whose `wait: true`
+/// waits for the run's end) are outside the request timeout; `POST /graph/run` applies it
+/// itself when it does not wait.
+pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Router {
+    let timeout = auth::RequestTimeout(settings.request_timeout);
+    let timed = Router::new()
         .route("/graph/create", post(graphs::create_graph))
-        .route("/graph/run", post(runs::run_graph))
         .route("/graph/state/{run_id}", get(runs::run_state))
         .route("/runs", get(runs::list_runs))
         .route("/runs/{run_id}", get(runs::run_detail).delete(runs::delete_run))
         .route("/runs/{run_id}/cancel", post(runs::cancel_run))
-        .route("/ws/{run_id}", get(ws::stream))
         .route("/tools", get(graphs::list_tools))
         .route("/presets", get(graphs::list_presets))
         .route("/graphs", get(graphs::list_graphs))
@@ -74,9 +106,35 @@ pub fn router(runner: Runner, max_body_bytes: usize, max_held_open: usize) -> Ro
             get(graphs::graph_detail).delete(graphs::delete_graph),
         )
         .route("/health", get(docs::health))
+        .route("/metrics", get(metrics))
+        .route("/auth/signin", post(auth::sign_in))
+        .route("/auth/signout", post(auth::sign_out))
+        .route("/auth/session", get(auth::session));
+    let timed = with_timeout(timed, timeout);
+    Router::new()
+        .route("/graph/run", post(runs::run_graph))
+        .route("/ws/{run_id}", get(ws::stream))
+        .merge(timed)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(Extension(HeldOpen::new(max_held_open)))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(Extension(HeldOpen::new(settings.max_held_open)))
+        .layer(Extension(auth::StartLimiter::new(settings.rate_limit)))
+        .layer(Extension(timeout))
+        .layer(Extension(settings.exempt))
+        .layer(Extension(tokens))
         .with_state(runner)
         .merge(docs::router())
+}
+
+/// `router` with the request timeout: tower's, answered with the API's JSON `408`.
+pub fn with_timeout<S: Clone + Send + Sync + 'static>(router: Router<S>, timeout: auth::RequestTimeout) -> Router<S> {
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(timed_out))
+            .timeout(timeout.0),
+    )
+}
+
+async fn timed_out(_: tower::BoxError) -> error::ApiError {
+    error::ApiError::Timeout
 }

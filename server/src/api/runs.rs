@@ -12,12 +12,17 @@ use utoipa::IntoParams;
 use weft_app::wire::{CancelAccepted, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus};
 
 use super::{
-    docs::{BadRequest, Conflict, Invalid, NotFound, PayloadTooLarge, RunAnswer, Unavailable, UnsupportedMediaType},
+    auth::{RequestTimeout, StartLimiter},
+    docs::{
+        BadRequest, Conflict, Invalid, NotFound, PayloadTooLarge, RunAnswer, TooManyRequests, Unavailable,
+        UnsupportedMediaType,
+    },
     error::ApiError,
     json::ApiJson,
     HeldOpen,
 };
 use crate::{
+    auth::Principal,
     ids::{GraphId, RunId},
     runner::{Runner, RunnerError, StartRun},
     store::RunFilter,
@@ -38,23 +43,35 @@ use crate::{
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Invalid),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )
 )]
 pub async fn run_graph(
     State(runner): State<Runner>,
     Extension(held_open): Extension<HeldOpen>,
+    Extension(limiter): Extension<StartLimiter>,
+    Extension(timeout): Extension<RequestTimeout>,
+    Extension(principal): Extension<Principal>,
     ApiJson(request): ApiJson<RunRequest>,
 ) -> Result<Response, ApiError> {
+    limiter.check(&principal)?;
     // A run waited on holds its request open until it ends: one place, taken first.
     let _place = request.wait.then(|| held_open.take()).transpose()?;
-    let started = runner
-        .start_run(StartRun {
-            graph_id: GraphId::from(request.graph_id),
-            initial_state: request.initial_state,
-            max_steps: request.max_steps,
-        })
-        .await?;
+    let start = runner.start_run(StartRun {
+        graph_id: GraphId::from(request.graph_id),
+        initial_state: request.initial_state,
+        max_steps: request.max_steps,
+        by: principal,
+    });
+    // Waiting is capped by `WEFT_MAX_OPEN`; answering at once, by the request timeout.
+    let started = if request.wait {
+        start.await?
+    } else {
+        tokio::time::timeout(timeout.0, start)
+            .await
+            .map_err(|_| ApiError::Timeout)??
+    };
     let id = started.run_id.clone();
     let run_id = id.to_string();
     if !request.wait {
@@ -96,8 +113,12 @@ pub async fn run_graph(
         (status = 404, response = NotFound),
     )
 )]
-pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
-    let snapshot = runner.snapshot(&RunId::from(run_id)).await?;
+pub async fn run_state(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let snapshot = runner.snapshot(&RunId::from(run_id), &principal.access()).await?;
     Ok(Json(snapshot.into_wire()).into_response())
 }
 
@@ -113,8 +134,12 @@ pub async fn run_state(State(runner): State<Runner>, Path(run_id): Path<String>)
         (status = 404, response = NotFound),
     )
 )]
-pub async fn run_detail(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(runner.run_detail(&RunId::from(run_id)).await?).into_response())
+pub async fn run_detail(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(runner.run_detail(&RunId::from(run_id), &principal.access()).await?).into_response())
 }
 
 /// The most runs one page of `GET /runs` holds.
@@ -183,6 +208,7 @@ pub struct ListQuery {
 )]
 pub async fn list_runs(
     State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<RunPage>, ApiError> {
     let Query(query) = query?;
@@ -191,8 +217,9 @@ pub async fn list_runs(
         status: status_filter(query.status.as_deref())?,
         before: query.before.map(RunId::from),
         limit: page_limit(query.limit)?,
+        created_by: None,
     };
-    Ok(Json(runner.run_page(&filter).await?))
+    Ok(Json(runner.run_page(filter, &principal.access()).await?))
 }
 
 /// `POST /runs/{run_id}/cancel`: stops a queued run at once, a running one after the
@@ -209,9 +236,13 @@ pub async fn list_runs(
         (status = 409, response = Conflict),
     )
 )]
-pub async fn cancel_run(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel_run(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
     let run_id = RunId::from(run_id);
-    runner.cancel(&run_id).await?;
+    runner.cancel(&run_id, &principal.access()).await?;
     let body = CancelAccepted {
         run_id: run_id.to_string(),
         cancel_requested: true,
@@ -232,7 +263,11 @@ pub async fn cancel_run(State(runner): State<Runner>, Path(run_id): Path<String>
         (status = 409, response = Conflict),
     )
 )]
-pub async fn delete_run(State(runner): State<Runner>, Path(run_id): Path<String>) -> Result<StatusCode, ApiError> {
-    runner.delete_run(&RunId::from(run_id)).await?;
+pub async fn delete_run(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    runner.delete_run(&RunId::from(run_id), &principal.access()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

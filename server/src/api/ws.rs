@@ -36,6 +36,7 @@ use super::{
     HeldOpen,
 };
 use crate::{
+    auth::{Access, Principal},
     ids::RunId,
     runner::{end_event, hub::LiveEvent, Replay, Runner, Wake},
     store::{StoreError, StoredRun},
@@ -96,6 +97,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(runner): State<Runner>,
     Extension(held_open): Extension<HeldOpen>,
+    Extension(principal): Extension<Principal>,
     Path(run_id): Path<String>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
@@ -110,12 +112,14 @@ pub async fn stream(
         .max_frame_size(MAX_INBOUND_BYTES);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _place = place;
+        let _client = WsClient::counted();
         let run_id = RunId::from(run_id);
         let (sender, mut receiver) = socket.split();
         let sender = Mutex::new(sender);
         let restarting = runner.shutdown_signal().clone();
         let ended = {
-            let streaming = send_events(&runner, &run_id, since, &sender);
+            let access = principal.access();
+            let streaming = send_events(&runner, &run_id, &access, since, &sender);
             // The client only ever closes, and answers pings; reading lets us notice when it
             // closes, or stops answering (a peer gone without a word).
             let client_gone = async {
@@ -169,6 +173,22 @@ pub async fn stream(
             None => {}
         }
     }))
+}
+
+/// A connected client, counted in `weft_ws_clients` while it lives.
+struct WsClient;
+
+impl WsClient {
+    fn counted() -> Self {
+        crate::meters::ws_clients(1.0);
+        Self
+    }
+}
+
+impl Drop for WsClient {
+    fn drop(&mut self) {
+        crate::meters::ws_clients(-1.0);
+    }
 }
 
 /// Why the server ends a stream.
@@ -230,11 +250,19 @@ async fn send_end(runner: &Runner, run: &StoredRun, sender: &Sender) -> Result<(
     send(sender, end_event(runner.store().as_ref(), run).await?).await
 }
 
-async fn send_events(runner: &Runner, run_id: &RunId, since: u64, sender: &Sender) -> Result<(), StreamError> {
+async fn send_events(
+    runner: &Runner,
+    run_id: &RunId,
+    access: &Access,
+    since: u64,
+    sender: &Sender,
+) -> Result<(), StreamError> {
     // Subscribe (or watch) first, read second: see the module docs.
     let mut live = runner.hub().subscribe(run_id);
     let mut watch = runner.watch(run_id, Wake::OnEvents);
-    let Some(mut run) = runner.store().run(run_id).await? else {
+    // Another principal's run is no run at all, as over REST.
+    let visible = runner.store().run(run_id).await?;
+    let Some(mut run) = visible.filter(|run| access.sees(run.created_by.as_deref())) else {
         let event: RunEvent = RunEvent::Error(ErrorEvent {
             detail: format!("no run with id `{run_id}`"),
         });

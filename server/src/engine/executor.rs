@@ -28,6 +28,8 @@ pub struct StepView<'a> {
     pub step: u64,
     /// The node's name.
     pub node: &'a str,
+    /// The tool it ran.
+    pub tool: &'a str,
     /// The state after the node.
     pub state: &'a State,
     /// Log lines the tool wrote.
@@ -364,6 +366,7 @@ pub async fn execute<S: StepSink>(
             .step(StepView {
                 step: steps,
                 node: &node.name,
+                tool: &node.tool_name,
                 state: &state,
                 notes: &notes,
                 changed: &changed,

@@ -8,6 +8,7 @@ use weft_app::wire::Problem;
 
 use super::{Runner, RunnerError};
 use crate::{
+    auth::{Access, Principal},
     engine::Graph,
     ids::GraphId,
     store::{now_millis, Deleted, StoreError, StoredGraph},
@@ -17,14 +18,23 @@ use crate::{
 /// The most parsed graphs kept in memory; past it the cache starts over.
 const GRAPH_CACHE_SIZE: usize = 1_024;
 
+/// A parsed graph kept in memory, with who created it (to check who may run it).
+#[derive(Clone)]
+pub(super) struct Cataloged {
+    graph: Arc<Graph>,
+    created_by: Option<String>,
+}
+
 impl Runner {
-    /// Checks `spec` and stores it as a new graph: its id, and what the check warned of.
-    pub async fn create_graph(&self, spec: &Value) -> Result<(GraphId, Vec<Problem>), RunnerError> {
-        self.insert_graph(spec, None).await
+    /// Checks `spec` and stores it as a new graph of `by`'s: its id, and what the check
+    /// warned of.
+    pub async fn create_graph(&self, spec: &Value, by: &Principal) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+        self.insert_graph(spec, None, by).await
     }
 
-    /// Deletes a graph with its runs, none of which may be live.
-    pub async fn delete_graph(&self, id: &GraphId) -> Result<(), RunnerError> {
+    /// Deletes a graph `access` sees, with its runs, none of which may be live.
+    pub async fn delete_graph(&self, id: &GraphId, access: &Access) -> Result<(), RunnerError> {
+        self.visible_graph(id, access).await?;
         match self.store.delete_graph(id).await? {
             Deleted::Done => {
                 self.forget_graph(id);
@@ -43,37 +53,44 @@ impl Runner {
             .remove(id);
     }
 
-    async fn insert_graph(&self, spec: &Value, name: Option<&str>) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+    async fn insert_graph(
+        &self,
+        spec: &Value,
+        name: Option<&str>,
+        by: &Principal,
+    ) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let graph = Arc::new(Graph::parse(spec, &self.registry)?);
         let id = GraphId::generate();
+        let created_by = by.created_by();
         self.store
             .insert_graph(StoredGraph {
                 id: id.clone(),
                 name: name.or(graph.name()).map(str::to_owned),
                 spec: spec.to_string(),
                 created_at: now_millis(),
+                created_by: created_by.clone(),
             })
             .await?;
         let warnings = graph.warnings().to_vec();
-        self.cache(&id, graph);
+        self.cache(&id, Cataloged { graph, created_by });
         Ok((id, warnings))
     }
 
-    /// Stores a new graph made from the named preset.
-    pub async fn create_preset(&self, name: &str) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+    /// Stores a new graph of `by`'s made from the named preset.
+    pub async fn create_preset(&self, name: &str, by: &Principal) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
-        self.insert_graph(&preset.spec(), Some(preset.name)).await
+        self.insert_graph(&preset.spec(), Some(preset.name), by).await
     }
 
-    fn cache(&self, id: &GraphId, graph: Arc<Graph>) {
+    fn cache(&self, id: &GraphId, entry: Cataloged) {
         let mut graphs = self.graphs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if graphs.len() >= GRAPH_CACHE_SIZE {
             graphs.clear();
         }
-        graphs.insert(id.clone(), graph);
+        graphs.insert(id.clone(), entry);
     }
 
-    fn cached(&self, id: &GraphId) -> Option<Arc<Graph>> {
+    fn cached(&self, id: &GraphId) -> Option<Cataloged> {
         self.graphs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -92,27 +109,50 @@ impl Runner {
         Ok((stored, spec))
     }
 
-    fn parse_and_cache(&self, id: &GraphId, spec: &Value) -> Result<Arc<Graph>, RunnerError> {
+    fn parse_and_cache(&self, stored: &StoredGraph, spec: &Value) -> Result<Arc<Graph>, RunnerError> {
         let graph = Arc::new(Graph::parse(spec, &self.registry)?);
-        self.cache(id, Arc::clone(&graph));
+        self.cache(
+            &stored.id,
+            Cataloged {
+                graph: Arc::clone(&graph),
+                created_by: stored.created_by.clone(),
+            },
+        );
         Ok(graph)
+    }
+
+    async fn cataloged(&self, id: &GraphId) -> Result<Cataloged, RunnerError> {
+        if let Some(entry) = self.cached(id) {
+            return Ok(entry);
+        }
+        let (stored, spec) = self.stored_graph(id).await?;
+        let graph = self.parse_and_cache(&stored, &spec)?;
+        Ok(Cataloged {
+            graph,
+            created_by: stored.created_by,
+        })
     }
 
     /// The parsed graph of this id, from memory or the store.
     pub async fn graph(&self, id: &GraphId) -> Result<Arc<Graph>, RunnerError> {
-        if let Some(graph) = self.cached(id) {
-            return Ok(graph);
+        Ok(self.cataloged(id).await?.graph)
+    }
+
+    /// The parsed graph of this id, if `access` sees it: others' graphs are not found.
+    pub async fn visible_graph(&self, id: &GraphId, access: &Access) -> Result<Arc<Graph>, RunnerError> {
+        let entry = self.cataloged(id).await?;
+        if !access.sees(entry.created_by.as_deref()) {
+            return Err(RunnerError::GraphNotFound(id.clone()));
         }
-        let (_, spec) = self.stored_graph(id).await?;
-        self.parse_and_cache(id, &spec)
+        Ok(entry.graph)
     }
 
     /// A stored graph as stored, its spec, and its parsed form: one read, one parse.
     pub async fn graph_detail(&self, id: &GraphId) -> Result<(StoredGraph, Value, Arc<Graph>), RunnerError> {
         let (stored, spec) = self.stored_graph(id).await?;
         let graph = match self.cached(id) {
-            Some(graph) => graph,
-            None => self.parse_and_cache(id, &spec)?,
+            Some(entry) => entry.graph,
+            None => self.parse_and_cache(&stored, &spec)?,
         };
         Ok((stored, spec, graph))
     }

@@ -48,6 +48,7 @@ use weft_app::wire::{EventKind, PresetInfo, RunEvent, RunQueuedEvent, RunStarted
 
 use self::hub::Hub;
 use crate::{
+    auth::{Access, Principal},
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
@@ -173,6 +174,8 @@ pub struct StartRun {
     pub initial_state: State,
     /// Overrides the graph's step limit.
     pub max_steps: Option<u32>,
+    /// Who starts it: the graph must be theirs to see, and the run is theirs.
+    pub by: Principal,
 }
 
 /// A started run.
@@ -234,7 +237,7 @@ pub struct Runner {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     hub: Hub,
-    graphs: Arc<RwLock<HashMap<GraphId, Arc<Graph>>>>,
+    graphs: Arc<RwLock<HashMap<GraphId, catalog::Cataloged>>>,
     limits: RunLimits,
     /// One permit per run allowed to execute.
     slots: Arc<Semaphore>,
@@ -278,12 +281,8 @@ impl Runner {
 
     /// Asks a run to stop: a queued run ends at once, a running one at its next safe
     /// point (after the node it is executing). Both end `cancelled`.
-    pub async fn cancel(&self, id: &RunId) -> Result<(), RunnerError> {
-        let run = self
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))?;
+    pub async fn cancel(&self, id: &RunId, access: &Access) -> Result<(), RunnerError> {
+        let run = self.visible_run(id, access).await?;
         if run.status.is_terminal() {
             return Err(RunnerError::AlreadyEnded(id.clone()));
         }
@@ -310,8 +309,18 @@ impl Runner {
         Ok(())
     }
 
-    /// Deletes an ended run with its events.
-    pub async fn delete_run(&self, id: &RunId) -> Result<(), RunnerError> {
+    /// The stored run `id`, if `access` sees it: others' runs are not found.
+    pub async fn visible_run(&self, id: &RunId, access: &Access) -> Result<StoredRun, RunnerError> {
+        self.store
+            .run(id)
+            .await?
+            .filter(|run| access.sees(run.created_by.as_deref()))
+            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))
+    }
+
+    /// Deletes an ended run `access` sees, with its events.
+    pub async fn delete_run(&self, id: &RunId, access: &Access) -> Result<(), RunnerError> {
+        self.visible_run(id, access).await?;
         match self.store.delete_run(id).await? {
             Deleted::Done => Ok(()),
             Deleted::NotFound => Err(RunnerError::RunNotFound(id.clone())),
@@ -531,7 +540,7 @@ impl Runner {
         if self.shutdown.is_cancelled() {
             return Err(RunnerError::ShuttingDown);
         }
-        let graph = self.graph(&request.graph_id).await?;
+        let graph = self.visible_graph(&request.graph_id, &request.by.access()).await?;
         let max_steps = match request.max_steps {
             None => graph.max_steps(),
             Some(n) => parse_max_steps(&n.into()).map_err(|_| RunnerError::InvalidMaxSteps)?,
@@ -565,16 +574,18 @@ impl Runner {
             next_node: start,
             max_steps,
             created_at: now_millis(),
+            created_by: request.by.created_by(),
         };
         // All or nothing: storing the run and starting its task happen in a task of their
         // own, which finishes even if the request that asked for them is dropped midway,
         // so a stored run always has a task executing it.
         let runner = self.clone();
         let graph_id = request.graph_id;
+        let spawned_graph = graph_id.clone();
         let finished = tokio::spawn(async move {
             runner.store.insert_run(new_run).await?;
             let checkpoint = Checkpoint::start(&graph, request.initial_state);
-            Ok::<_, StoreError>(runner.spawn(sink, graph, checkpoint, max_steps, Some(slot)))
+            Ok::<_, StoreError>(runner.spawn(sink, (spawned_graph, graph), checkpoint, max_steps, Some(slot)))
         })
         .await
         .map_err(|err| StoreError::Corrupt(format!("the run could not be started: {err}")))?;
@@ -582,6 +593,7 @@ impl Runner {
             Ok(finished) => finished,
             Err(err) => return Err(self.insert_failed(&graph_id, err).await),
         };
+        crate::meters::run_started(&graph_id);
         Ok(Started {
             run_id,
             finished: Some(finished),
@@ -615,11 +627,13 @@ impl Runner {
                 next_node: graph.node(graph.start()).name.clone(),
                 max_steps,
                 created_at: now_millis(),
+                created_by: request.by.created_by(),
             })
             .await;
         if let Err(err) = inserted {
             return Err(self.insert_failed(&graph_id, err).await);
         }
+        crate::meters::run_started(&graph_id);
         // A slot may have freed up meanwhile.
         self.claims.queued();
         Ok(Started { run_id, finished: None })
@@ -708,7 +722,7 @@ impl Runner {
             // for a slot or running a node.
             self.hub.cancel(&run_id);
         }
-        drop(self.spawn(sink, graph, checkpoint, run.max_steps, None));
+        drop(self.spawn(sink, (run.graph_id, graph), checkpoint, run.max_steps, None));
         Ok(())
     }
 
@@ -744,7 +758,7 @@ impl Runner {
     fn spawn(
         &self,
         mut sink: RunSink,
-        graph: Arc<Graph>,
+        (graph_id, graph): (GraphId, Arc<Graph>),
         checkpoint: Checkpoint,
         max_steps: u32,
         slot: Option<OwnedSemaphorePermit>,
@@ -756,7 +770,7 @@ impl Runner {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
-        self.tasks.spawn(async move {
+        let run = async move {
             let run_id = sink.run_id.clone();
             let permit = match slot {
                 Some(slot) => Some(slot),
@@ -809,6 +823,13 @@ impl Runner {
                 }
             };
             sink.finish(end).await
+        };
+        self.tasks.spawn(async move {
+            let finished = run.await;
+            if finished.status.is_terminal() {
+                crate::meters::run_ended(&graph_id, finished.status);
+            }
+            finished
         })
     }
 }

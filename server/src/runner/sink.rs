@@ -461,6 +461,7 @@ impl StepSink for RunSink {
     }
 
     async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
+        crate::meters::node_finished(step.tool, step.duration);
         let lines: Vec<String> = step.notes.iter().map(|note| format!("{}: {note}", step.node)).collect();
         let update = raw(&Pick {
             state: step.state,

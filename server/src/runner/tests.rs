@@ -12,6 +12,7 @@ use weft_app::wire::{EventKind, RunStatus};
 
 use super::{RunLimits, Runner, StartRun};
 use crate::{
+    auth::Principal,
     engine::{
         tool::{FnTool, Outcome},
         CpuPool, Registry,
@@ -19,7 +20,7 @@ use crate::{
     ids::{GraphId, OwnerId, RunId},
     store::{
         sqlite::SqliteStore, Deleted, EventRecord, GraphListing, Millis, NewRun, RunFilter, Store, StoreError,
-        StoredEvent, StoredGraph, StoredRun,
+        StoredEvent, StoredGraph, StoredRun, StoredToken,
     },
     tools::builtin,
 };
@@ -141,8 +142,28 @@ impl Store for FaultyStore {
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
         self.inner.release_runs(owner).await
     }
-    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
-        self.inner.list_graphs(before, limit).await
+    async fn list_graphs(
+        &self,
+        before: Option<&GraphId>,
+        created_by: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<GraphListing>, StoreError> {
+        self.inner.list_graphs(before, created_by, limit).await
+    }
+    async fn insert_token(&self, token: StoredToken) -> Result<bool, StoreError> {
+        self.inner.insert_token(token).await
+    }
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>, StoreError> {
+        self.inner.token(id).await
+    }
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError> {
+        self.inner.revoke_token(name, at).await
+    }
+    async fn has_tokens(&self) -> Result<bool, StoreError> {
+        self.inner.has_tokens().await
     }
 }
 
@@ -173,12 +194,13 @@ async fn runner(fail_from: u64, failures: usize) -> (tempfile::TempDir, Arc<Faul
 }
 
 async fn run(runner: &Runner, spec: Value) -> (RunId, super::Finished) {
-    let (graph_id, _) = runner.create_graph(&spec).await.unwrap();
+    let (graph_id, _) = runner.create_graph(&spec, &Principal::open()).await.unwrap();
     let started = runner
         .start_run(StartRun {
             graph_id,
             initial_state: serde_json::Map::new(),
             max_steps: None,
+            by: Principal::open(),
         })
         .await
         .unwrap();

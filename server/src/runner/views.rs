@@ -9,6 +9,7 @@ use weft_app::wire::{
 
 use super::{Replay, Runner, RunnerError};
 use crate::{
+    auth::Access,
     ids::{GraphId, RunId},
     store::{RunFilter, Store, StoreError, StoredRun},
     tools::presets::PRESETS,
@@ -62,9 +63,12 @@ impl Runner {
         })
     }
 
-    /// A stored graph: its spec as posted and its drawing.
-    pub async fn graph_view(&self, id: &GraphId) -> Result<GraphDetail, RunnerError> {
+    /// A stored graph `access` sees: its spec as posted and its drawing.
+    pub async fn graph_view(&self, id: &GraphId, access: &Access) -> Result<GraphDetail, RunnerError> {
         let (stored, spec, graph) = self.graph_detail(id).await?;
+        if !access.sees(stored.created_by.as_deref()) {
+            return Err(RunnerError::GraphNotFound(id.clone()));
+        }
         Ok(GraphDetail {
             graph_id: stored.id.to_string(),
             name: stored.name,
@@ -75,9 +79,16 @@ impl Runner {
         })
     }
 
-    /// A page of stored graphs, newest first, with the cursor for the next page.
-    pub async fn graph_page(&self, before: Option<&GraphId>, limit: u32) -> Result<GraphPage, RunnerError> {
-        let graphs = self.store().list_graphs(before, limit).await?;
+    /// A page of the stored graphs `access` sees, newest first, with the cursor for the
+    /// next page.
+    pub async fn graph_page(
+        &self,
+        before: Option<&GraphId>,
+        limit: u32,
+        access: &Access,
+    ) -> Result<GraphPage, RunnerError> {
+        let creator = access.creator_filter();
+        let graphs = self.store().list_graphs(before, creator.as_deref(), limit).await?;
         let next_before = (graphs.len() == limit as usize)
             .then(|| graphs.last().map(|graph| graph.id.to_string()))
             .flatten();
@@ -95,9 +106,13 @@ impl Runner {
         })
     }
 
-    /// A run and every event it has produced so far.
-    pub async fn run_detail(&self, id: &RunId) -> Result<RunDetail<Box<RawValue>, Box<RawValue>>, RunnerError> {
-        let snapshot = self.snapshot(id).await?;
+    /// A run `access` sees, and every event it has produced so far.
+    pub async fn run_detail(
+        &self,
+        id: &RunId,
+        access: &Access,
+    ) -> Result<RunDetail<Box<RawValue>, Box<RawValue>>, RunnerError> {
+        let snapshot = self.snapshot(id, access).await?;
         let events = self.events(&snapshot.run).await?;
         Ok(RunDetail {
             run: snapshot.into_wire(),
@@ -105,9 +120,13 @@ impl Runner {
         })
     }
 
-    /// A page of runs, newest first, with the cursor for the next page.
-    pub async fn run_page(&self, filter: &RunFilter) -> Result<RunPage, RunnerError> {
-        let (runs, next) = self.list_runs(filter).await?;
+    /// A page of the runs `access` sees, newest first, with the cursor for the next page.
+    pub async fn run_page(&self, filter: RunFilter, access: &Access) -> Result<RunPage, RunnerError> {
+        let filter = RunFilter {
+            created_by: access.creator_filter(),
+            ..filter
+        };
+        let (runs, next) = self.list_runs(&filter).await?;
         Ok(RunPage {
             runs: runs.into_iter().map(summary).collect(),
             next_before: next.map(|id| id.to_string()),
@@ -127,13 +146,9 @@ pub struct Snapshot {
 }
 
 impl Runner {
-    /// The run's current state and log.
-    pub async fn snapshot(&self, id: &RunId) -> Result<Snapshot, RunnerError> {
-        let run = self
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| RunnerError::RunNotFound(id.clone()))?;
+    /// The current state and log of a run `access` sees.
+    pub async fn snapshot(&self, id: &RunId, access: &Access) -> Result<Snapshot, RunnerError> {
+        let run = self.visible_run(id, access).await?;
         let state = current_state(self.store.as_ref(), &run).await?;
         let log = self.store.run_log(id).await?;
         Ok(Snapshot { run, state, log })

@@ -143,6 +143,8 @@ on_every_store!(
     a_queued_run_waits_for_the_first_claim_and_one_run_is_claimed_by_id,
     ended_runs_and_graphs_are_deleted_whole_and_live_ones_are_not,
     ended_runs_are_purged_oldest_first_and_live_ones_never,
+    tokens_are_kept_hashed_revoked_by_name_and_names_reused_after,
+    runs_are_listed_by_who_started_them,
 );
 
 /// The instance the tests write as.
@@ -170,6 +172,7 @@ pub(crate) async fn a_graph(store: &dyn Store) -> GraphId {
             id: graph.clone(),
             spec: "{}".into(),
             created_at: 1,
+            created_by: None,
         })
         .await
         .unwrap();
@@ -209,6 +212,7 @@ async fn insert_run_of(
             then: Vec::new(),
             max_steps: 100,
             created_at: 1,
+            created_by: None,
         })
         .await
         .unwrap();
@@ -488,18 +492,27 @@ pub(super) async fn graphs_are_listed_newest_first_with_their_node_counts(store:
                 name: Some(format!("g{n}")),
                 spec: (*spec).to_owned(),
                 created_at: i64::try_from(n).unwrap(),
+                created_by: (n == 1).then(|| "alice".to_owned()),
             })
             .await
             .unwrap();
         ids.push(id);
     }
-    let page = store.list_graphs(None, 2).await.unwrap();
+    let page = store.list_graphs(None, None, 2).await.unwrap();
     let seen: Vec<(&GraphId, u64, Option<&str>)> = page.iter().map(|g| (&g.id, g.nodes, g.name.as_deref())).collect();
     assert_eq!(seen, [(&ids[2], 3, Some("g2")), (&ids[1], 1, Some("g1"))]);
-    let next = store.list_graphs(Some(&ids[1]), 2).await.unwrap();
+    let next = store.list_graphs(Some(&ids[1]), None, 2).await.unwrap();
     assert_eq!(
         next.iter().map(|g| (&g.id, g.nodes)).collect::<Vec<_>>(),
         [(&ids[0], 2)]
+    );
+    // A principal's listing holds its own graphs only.
+    let alices = store.list_graphs(None, Some("alice"), 10).await.unwrap();
+    assert_eq!(alices.iter().map(|g| &g.id).collect::<Vec<_>>(), [&ids[1]]);
+    assert!(store.list_graphs(None, Some("bob"), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.graph(&ids[1]).await.unwrap().unwrap().created_by.as_deref(),
+        Some("alice")
     );
     assert_eq!(store.graph(&ids[0]).await.unwrap().unwrap().spec, specs[0]);
 }
@@ -516,6 +529,7 @@ pub(super) async fn runs_are_listed_by_graph_and_status_with_a_cursor(store: &dy
             status,
             before: before.cloned(),
             limit,
+            created_by: None,
         };
         async move {
             store
@@ -700,4 +714,97 @@ pub(super) async fn ended_runs_are_purged_oldest_first_and_live_ones_never(store
         assert_eq!(store.run(run).await.unwrap(), None);
     }
     assert!(store.run(&live).await.unwrap().is_some());
+}
+
+pub(super) async fn tokens_are_kept_hashed_revoked_by_name_and_names_reused_after(store: &dyn Store) {
+    use crate::auth::new_token;
+    assert!(!store.has_tokens().await.unwrap());
+    let alice = new_token("alice", false, false);
+    let admin = new_token("root", true, false);
+    assert!(store.insert_token(alice.record.clone()).await.unwrap());
+    assert!(store.insert_token(admin.record.clone()).await.unwrap());
+    assert!(store.has_tokens().await.unwrap());
+    // One live token per name.
+    assert!(!store
+        .insert_token(new_token("alice", false, true).record)
+        .await
+        .unwrap());
+    assert_eq!(store.token(&alice.record.id).await.unwrap(), Some(alice.record.clone()));
+    assert_eq!(store.token("0000000000000000").await.unwrap(), None);
+
+    assert!(store.revoke_token("alice", 42).await.unwrap());
+    assert!(!store.revoke_token("alice", 43).await.unwrap(), "revoked once");
+    assert!(!store.revoke_token("nobody", 43).await.unwrap());
+    assert_eq!(
+        store.token(&alice.record.id).await.unwrap().unwrap().revoked_at,
+        Some(42)
+    );
+    // Revoked, the name may be given again (the principal keeps what it owned).
+    let again = new_token("alice", false, true);
+    assert!(store.insert_token(again.record.clone()).await.unwrap());
+    let listed: Vec<(String, bool, Option<i64>)> = store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.read_only, t.revoked_at))
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.contains(&("alice".to_owned(), false, Some(42))));
+    assert!(listed.contains(&("alice".to_owned(), true, None)));
+    assert!(listed.contains(&("root".to_owned(), false, None)));
+    // Revoking every token does not reopen the server.
+    store.revoke_token("alice", 50).await.unwrap();
+    store.revoke_token("root", 50).await.unwrap();
+    assert!(store.has_tokens().await.unwrap());
+}
+
+pub(super) async fn runs_are_listed_by_who_started_them(store: &dyn Store) {
+    let graph = a_graph(store).await;
+    let mut by = Vec::new();
+    for creator in [Some("alice"), Some("bob"), None, Some("alice")] {
+        let run = RunId::generate();
+        store
+            .insert_run(NewRun {
+                id: run.clone(),
+                owner: Some(me()),
+                lease_until: Some(now_millis() + 60_000),
+                graph_id: graph.clone(),
+                status: RunStatus::Running,
+                initial_state: "{}".into(),
+                next_node: "a".into(),
+                event: r#"{"type":"run_queued","seq":1}"#.into(),
+                then: Vec::new(),
+                max_steps: 10,
+                created_at: 1,
+                created_by: creator.map(str::to_owned),
+            })
+            .await
+            .unwrap();
+        by.push(run);
+    }
+    let list = |creator: Option<&str>| {
+        let filter = super::RunFilter {
+            created_by: creator.map(str::to_owned),
+            limit: 10,
+            ..Default::default()
+        };
+        async move {
+            store
+                .list_runs(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|run| run.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some("alice")).await, [by[3].clone(), by[0].clone()]);
+    assert_eq!(list(Some("bob")).await, [by[1].clone()]);
+    assert_eq!(list(None).await.len(), 4);
+    assert_eq!(
+        store.run(&by[1]).await.unwrap().unwrap().created_by.as_deref(),
+        Some("bob")
+    );
+    assert_eq!(store.run(&by[2]).await.unwrap().unwrap().created_by, None);
 }

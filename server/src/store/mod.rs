@@ -76,6 +76,8 @@ pub struct StoredGraph {
     pub spec: String,
     /// When it was created.
     pub created_at: Millis,
+    /// The principal that created it; `None` while Weft ran open.
+    pub created_by: Option<String>,
 }
 
 /// A run about to start.
@@ -105,6 +107,8 @@ pub struct NewRun {
     pub max_steps: u32,
     /// When it was accepted.
     pub created_at: Millis,
+    /// The principal that started it; `None` while Weft ran open.
+    pub created_by: Option<String>,
 }
 
 /// What an event does to its run's record, in the same transaction as the event.
@@ -192,6 +196,8 @@ pub struct StoredRun {
     pub finished_at: Option<Millis>,
     /// Whether it was asked to stop.
     pub cancel_requested: bool,
+    /// The principal that started it; `None` while Weft ran open.
+    pub created_by: Option<String>,
 }
 
 /// Which runs to list: newest first, `limit` at most, older than `before` when given.
@@ -201,6 +207,8 @@ pub struct RunFilter {
     pub graph_id: Option<GraphId>,
     /// Only runs with this status.
     pub status: Option<RunStatus>,
+    /// Only runs this principal started.
+    pub created_by: Option<String>,
     /// Only runs older than this one (the previous page's last run).
     pub before: Option<RunId>,
     /// The most runs to answer.
@@ -262,8 +270,14 @@ pub trait Store: Send + Sync + 'static {
     /// Hands back every run `owner` holds that has not ended: `queued`, with an expired
     /// lease, for the next instance to claim at once. Answers how many.
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError>;
-    /// A page of graphs, newest first, older than `before` when given.
-    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError>;
+    /// A page of graphs, newest first, older than `before` when given, only those
+    /// `created_by` created when given.
+    async fn list_graphs(
+        &self,
+        before: Option<&GraphId>,
+        created_by: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<GraphListing>, StoreError>;
     /// Asks a run that has not ended to stop, wherever it executes: from now on it can
     /// only end `cancelled`. Answers whether it had not ended.
     async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError>;
@@ -296,10 +310,40 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` runs that ended before `finished_before`, oldest first, with
     /// their events. Answers how many.
     async fn purge_ended(&self, finished_before: Millis, limit: u32) -> Result<u64, StoreError>;
+    /// Saves a new API token. Answers `false` (and saves nothing) when a token not
+    /// revoked already has its name.
+    async fn insert_token(&self, token: StoredToken) -> Result<bool, StoreError>;
+    /// The token with this id, revoked or not.
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>, StoreError>;
+    /// Every token, revoked ones included, oldest first.
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+    /// Revokes the token named `name` at `at`. Answers whether there was one not revoked.
+    async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError>;
+    /// Whether any token was ever created: from then on every request needs one.
+    async fn has_tokens(&self) -> Result<bool, StoreError>;
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// An API token as stored: its secret only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// Its public part, which finds it.
+    pub id: String,
+    /// The principal it speaks for.
+    pub name: String,
+    /// The SHA-256 of its secret part, hex.
+    pub secret_hash: String,
+    /// Whether it sees and may do everything.
+    pub admin: bool,
+    /// Whether it may only read.
+    pub read_only: bool,
+    /// When it was created.
+    pub created_at: Millis,
+    /// When it was revoked.
+    pub revoked_at: Option<Millis>,
 }
 
 /// What a delete did.

@@ -39,7 +39,7 @@ use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
     as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, Notice,
-    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -291,29 +291,32 @@ fn events_notice(line: &str) -> Option<Notice> {
 }
 
 async fn commit(pool: &PgPool, batch: &[Job]) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     for job in batch {
         apply(&mut tx, &job.write).await?;
     }
     tx.commit().await?;
+    crate::meters::store_commit("postgres", batch.len(), started.elapsed());
     Ok(())
 }
 
 async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), StoreError> {
     match write {
         Write::Graph(graph) => {
-            sqlx::query("INSERT INTO graphs (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+            sqlx::query("INSERT INTO graphs (id, name, spec, created_at, created_by) VALUES ($1, $2, $3, $4, $5)")
                 .bind(graph.id.as_str())
                 .bind(&graph.name)
                 .bind(&graph.spec)
                 .bind(graph.created_at)
+                .bind(&graph.created_by)
                 .execute(&mut **tx)
                 .await?;
         }
         Write::Run(run) => {
             sqlx::query(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, created_at, updated_at, \
-                 owner, lease_until) VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8)",
+                 owner, lease_until, created_by) VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8, $9)",
             )
             .bind(run.id.as_str())
             .bind(run.graph_id.as_str())
@@ -323,6 +326,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
             .bind(run.created_at)
             .bind(run.owner.as_ref().map(OwnerId::as_str))
             .bind(run.lease_until)
+            .bind(&run.created_by)
             .execute(&mut **tx)
             .await?;
             sqlx::query("INSERT INTO run_inputs (run_id, initial_state) VALUES ($1, $2)")
@@ -495,7 +499,7 @@ async fn delete_runs(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Resu
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
     (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
-    max_steps, error, created_at, finished_at, cancel_requested, \
+    max_steps, error, created_at, finished_at, cancel_requested, created_by, \
     (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
     (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
     (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -520,6 +524,21 @@ fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
         cancel_requested: row.try_get("cancel_requested")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, name, secret_hash, admin, read_only, created_at, revoked_at";
+
+fn token_from_row(row: &PgRow) -> Result<StoredToken, StoreError> {
+    Ok(StoredToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        admin: row.try_get("admin")?,
+        read_only: row.try_get("read_only")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
     })
 }
 
@@ -539,7 +558,7 @@ impl Store for PgStore {
     }
 
     async fn graph(&self, id: &GraphId) -> Result<Option<StoredGraph>, StoreError> {
-        let row = sqlx::query("SELECT id, name, spec, created_at FROM graphs WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, spec, created_at, created_by FROM graphs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -549,6 +568,7 @@ impl Store for PgStore {
                 name: row.try_get("name")?,
                 spec: row.try_get("spec")?,
                 created_at: row.try_get("created_at")?,
+                created_by: row.try_get("created_by")?,
             })
         })
         .transpose()
@@ -616,18 +636,25 @@ impl Store for PgStore {
         // Ids are UUID v7: ordering by id is ordering by creation, and a cursor is an id.
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR graph_id = $1) \
-             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) \
+             AND ($5::text IS NULL OR created_by = $5) ORDER BY id DESC LIMIT $4"
         ))
         .bind(filter.graph_id.as_ref().map(GraphId::as_str))
         .bind(filter.status.map(RunStatus::as_str))
         .bind(filter.before.as_ref().map(RunId::as_str))
         .bind(i64::from(filter.limit))
+        .bind(&filter.created_by)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
+    async fn list_graphs(
+        &self,
+        before: Option<&GraphId>,
+        created_by: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<GraphListing>, StoreError> {
         // A spec's `nodes` is an array (version 2) or an object (the prototype's form).
         let rows = sqlx::query(
             "SELECT id, name, created_at, \
@@ -635,10 +662,12 @@ impl Store for PgStore {
                WHEN 'array' THEN jsonb_array_length(spec::jsonb -> 'nodes') \
                WHEN 'object' THEN (SELECT COUNT(*) FROM jsonb_object_keys(spec::jsonb -> 'nodes'))::int \
                ELSE 0 END::bigint AS nodes \
-             FROM graphs WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+             FROM graphs WHERE ($1::text IS NULL OR id < $1) AND ($3::text IS NULL OR created_by = $3) \
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(before.map(GraphId::as_str))
         .bind(i64::from(limit))
+        .bind(created_by)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -651,6 +680,56 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_token(&self, token: StoredToken) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_tokens (id, name, secret_hash, admin, read_only, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(&token.secret_hash)
+        .bind(token.admin)
+        .bind(token.read_only)
+        .bind(token.created_at)
+        .bind(token.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError> {
+        let revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn has_tokens(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM api_tokens LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     async fn claim_expired(

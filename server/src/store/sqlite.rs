@@ -34,7 +34,7 @@ use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
     as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect,
-    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, Write,
+    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_run_inputs.sql")),
     (8, include_str!("../../migrations/sqlite/0008_fewer_indexes.sql")),
     (9, include_str!("../../migrations/sqlite/0009_cancel_requests.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_principals.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -155,8 +156,10 @@ impl Writer {
     /// is busy (another process writes) and `wait` is off.
     fn commit_batch(&self, conn: &mut rusqlite::Connection, batch: Vec<Job>, wait: bool) -> Result<(), Vec<Job>> {
         let bytes: usize = batch.iter().map(|job| job.write.bytes()).sum();
+        let started = std::time::Instant::now();
         match commit(conn, &batch) {
             Ok(()) => {
+                crate::meters::store_commit("sqlite", batch.len(), started.elapsed());
                 for job in batch {
                     let _ = job.done.send(Ok(()));
                 }
@@ -395,13 +398,22 @@ fn commit(conn: &mut rusqlite::Connection, batch: &[Job]) -> Result<(), StoreErr
 fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
     match write {
         Write::Graph(graph) => {
-            conn.prepare_cached("INSERT INTO graphs (id, name, spec, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![graph.id.as_str(), graph.name, graph.spec, graph.created_at])?;
+            conn.prepare_cached(
+                "INSERT INTO graphs (id, name, spec, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                graph.id.as_str(),
+                graph.name,
+                graph.spec,
+                graph.created_at,
+                graph.created_by
+            ])?;
         }
         Write::Run(run) => {
             conn.prepare_cached(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, \
-                 created_at, updated_at, owner, lease_until) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8)",
+                 created_at, updated_at, owner, lease_until, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 run.id.as_str(),
@@ -411,7 +423,8 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 i64::from(run.max_steps),
                 run.created_at,
                 run.owner.as_ref().map(OwnerId::as_str),
-                run.lease_until
+                run.lease_until,
+                run.created_by
             ])?;
             conn.prepare_cached("INSERT INTO run_inputs (run_id, initial_state) VALUES (?1, ?2)")?
                 .execute(params![run.id.as_str(), run.initial_state])?;
@@ -569,6 +582,7 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
         created_at: row.get("created_at")?,
         finished_at: row.get("finished_at")?,
         cancel_requested: row.get("cancel_requested")?,
+        created_by: row.get("created_by")?,
     })
 }
 
@@ -583,7 +597,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
                            (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
-                           error, created_at, finished_at, cancel_requested, \
+                           error, created_at, finished_at, cancel_requested, created_by, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
                            (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -623,6 +637,20 @@ fn delete_runs_where(
     Ok(runs as u64)
 }
 
+const TOKEN_COLUMNS: &str = "id, name, secret_hash, admin, read_only, created_at, revoked_at";
+
+fn token_from_row(row: &Row<'_>) -> Result<StoredToken, StoreError> {
+    Ok(StoredToken {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        secret_hash: row.get("secret_hash")?,
+        admin: row.get("admin")?,
+        read_only: row.get("read_only")?,
+        created_at: row.get("created_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
+}
+
 fn run_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Option<StoredRun>, StoreError> {
     Ok(rows(
         conn,
@@ -644,13 +672,14 @@ impl Store for SqliteStore {
         let id = id.as_str().to_owned();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT id, name, spec, created_at FROM graphs WHERE id = ?1")?
+                .prepare_cached("SELECT id, name, spec, created_at, created_by FROM graphs WHERE id = ?1")?
                 .query_row([id], |row| {
                     Ok(StoredGraph {
                         id: GraphId::from(row.get::<_, String>("id")?),
                         name: row.get("name")?,
                         spec: row.get("spec")?,
                         created_at: row.get("created_at")?,
+                        created_by: row.get("created_by")?,
                     })
                 })
                 .optional()?)
@@ -732,13 +761,14 @@ impl Store for SqliteStore {
                 conn,
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR graph_id = ?1) AND (?2 IS NULL OR status = ?2) \
-                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                     AND (?3 IS NULL OR id < ?3) AND (?5 IS NULL OR created_by = ?5) ORDER BY id DESC LIMIT ?4"
                 ),
                 params![
                     filter.graph_id.as_ref().map(GraphId::as_str),
                     filter.status.map(RunStatus::as_str),
                     filter.before.as_ref().map(RunId::as_str),
-                    i64::from(filter.limit)
+                    i64::from(filter.limit),
+                    filter.created_by
                 ],
                 run_from_row,
             )
@@ -746,16 +776,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_graphs(&self, before: Option<&GraphId>, limit: u32) -> Result<Vec<GraphListing>, StoreError> {
+    async fn list_graphs(
+        &self,
+        before: Option<&GraphId>,
+        created_by: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<GraphListing>, StoreError> {
         let before = before.map(|id| id.as_str().to_owned());
+        let created_by = created_by.map(str::to_owned);
         self.read(move |conn| {
             // Ids are UUID v7, so id order is creation order and an id is a cursor.
             rows(
                 conn,
                 "SELECT id, name, created_at, \
                  (SELECT COUNT(*) FROM json_each(graphs.spec, '$.nodes')) AS nodes \
-                 FROM graphs WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
-                params![before, i64::from(limit)],
+                 FROM graphs WHERE (?1 IS NULL OR id < ?1) AND (?3 IS NULL OR created_by = ?3) \
+                 ORDER BY id DESC LIMIT ?2",
+                params![before, i64::from(limit), created_by],
                 |row| {
                     Ok(GraphListing {
                         id: GraphId::from(row.get::<_, String>("id")?),
@@ -942,6 +979,70 @@ impl Store for SqliteStore {
             Ok(purged)
         })
         .await
+    }
+
+    async fn insert_token(&self, token: StoredToken) -> Result<bool, StoreError> {
+        self.read(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO api_tokens (id, name, secret_hash, admin, read_only, created_at, revoked_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    token.id,
+                    token.name,
+                    token.secret_hash,
+                    token.admin,
+                    token.read_only,
+                    token.created_at,
+                    token.revoked_at
+                ])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            Ok(rows(
+                conn,
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+                [id],
+                token_from_row,
+            )?
+            .into_iter()
+            .next())
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.read(move |conn| {
+            rows(
+                conn,
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, name"),
+                [],
+                token_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let revoked = conn
+                .prepare_cached("UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")?
+                .execute(params![at, name])?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn has_tokens(&self) -> Result<bool, StoreError> {
+        self.read(|conn| Ok(conn.prepare_cached("SELECT 1 FROM api_tokens LIMIT 1")?.exists([])?))
+            .await
     }
 
     async fn release_runs(&self, owner: &OwnerId) -> Result<u64, StoreError> {
