@@ -105,10 +105,12 @@ pub fn runs_now(queued: u64, running: usize) {
 /// multiply the series) and status: axum's middleware, as its metrics example does it.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    // `/runs/{run_id}` is labelled `/runs/:run_id`: braces inside label values trip up
+    // some exposition parsers.
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |path| path.as_str().replace('{', ":").replace('}', ""),
+    );
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();

@@ -86,6 +86,17 @@ async fn two_principals_see_only_their_own_and_an_admin_sees_both() {
     let (status, body) = root.get(&format!("/runs/{alices_run}")).await;
     assert_eq!((status, body["run"]["state"]["count"].as_i64()), (200, Some(2)));
 
+    // Metrics name every graph: admins only.
+    let (status, body) = alice.get("/metrics").await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("admin_only")));
+    let response = root
+        .client
+        .get(format!("{}/metrics", root.address))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+
     // Presets are everyone's.
     let (status, presets) = bob.get("/presets").await;
     assert_eq!(status, 200);

@@ -348,3 +348,80 @@ async fn streams_and_waiting_runs_held_open_are_capped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn starting_runs_faster_than_the_rate_limit_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.rate_limit = 3;
+    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+    let root = app.as_principal(&app.create_token("root", true, false).await);
+    let alice = app.as_principal(&app.create_token("alice", false, false).await);
+    let graph = alice.create_graph(weft_tests::counter_chain(1)).await;
+    let start = |client: &TestApp| {
+        let request = client
+            .client
+            .post(format!("{}/graph/run", client.address))
+            .json(&json!({"graph_id": graph, "initial_state": {}}));
+        async move {
+            let response = request.send().await.expect("an answer");
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|value| value.to_str().unwrap().to_owned());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("JSON");
+            (status, retry_after, body)
+        }
+    };
+    // A burst as large as the rate passes; the next is refused, and says when to retry.
+    for _ in 0..3 {
+        assert_eq!(start(&alice).await.0, 200);
+    }
+    let (status, retry_after, body) = start(&alice).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // Another principal has its own allowance (the admin may not see alice's graph, but
+    // is not refused for her rate).
+    let (status, _, body) = start(&root).await;
+    assert_eq!(status, 200, "{body}");
+    // After the wait it says, alice may start again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(start(&alice).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_server_listens_beyond_loopback_once_a_token_exists() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let printed = weft_server::cli::run(
+        weft_server::cli::Command::Create {
+            name: "root".into(),
+            admin: true,
+            read_only: false,
+        },
+        &database.to_string_lossy(),
+    )
+    .await
+    .unwrap();
+    let token = printed.lines().next().unwrap().to_owned();
+    let mut server = server_command(dir.path(), "0.0.0.0:0", &[]).spawn().unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            assert!(!line.contains("WEFT_AUTH=off"), "{line}");
+            if let Some(at) = line.find("listening on http://0.0.0.0:") {
+                let digits: String = line[at + 28..].chars().take_while(char::is_ascii_digit).collect();
+                return digits.parse::<u16>().unwrap();
+            }
+        }
+        panic!("the server exited: it should start when tokens protect it");
+    })
+    .await
+    .unwrap();
+    let app = TestApp::connect(port);
+    assert_eq!(app.get("/runs").await.0, 401);
+    assert_eq!(app.as_principal(&token).get("/runs").await.0, 200);
+    server.kill().await.unwrap();
+}
