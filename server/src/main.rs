@@ -28,6 +28,6 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", cli::run(command, &settings.database).await?);
         return Ok(());
     }
-    telemetry::init();
+    let _telemetry = telemetry::init();
     startup::serve_until_signal(settings).await.context("running Weft")
 }

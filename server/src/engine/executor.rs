@@ -12,6 +12,7 @@
 use std::{collections::HashMap, future::Future, sync::Arc, task::Poll, time::Duration, time::Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use weft_app::wire::{RunStatus, State};
 
@@ -334,11 +335,19 @@ pub async fn execute<S: StepSink>(
         trail.push(id);
 
         let started = Instant::now();
-        let Some((result, attempts)) = attempt(node, &state, steps, sink).await? else {
+        // Logs (and exported traces) from the node, its tool and its retries carry its
+        // name; the run's span around this one carries the run's id.
+        let span = tracing::info_span!("node", node = %node.name, tool = %node.tool_name, step = steps);
+        let attempted = attempt(node, &state, steps, sink).instrument(span.clone()).await?;
+        let Some((result, attempts)) = attempted else {
             // Cancelled mid-node: the node's step never happened.
             return Ok(ended(RunStatus::Cancelled, state, steps - 1, None));
         };
         let duration = started.elapsed();
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(duration_us = duration.as_micros() as u64, "node finished"),
+            Err(err) => tracing::info!(attempts, error = %err, "node failed"),
+        });
 
         let Decided {
             notes,

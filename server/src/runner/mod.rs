@@ -44,6 +44,7 @@ use tokio::sync::{broadcast::error::RecvError, Notify, OwnedSemaphorePermit, Sem
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
+use tracing::Instrument;
 use weft_app::wire::{EventKind, PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State};
 
 use self::hub::Hub;
@@ -770,6 +771,8 @@ impl Runner {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
+        // Everything the run logs, and every node span, carries its id.
+        let span = tracing::info_span!("run", run_id = %sink.run_id, graph_id = %graph_id);
         let run = async move {
             let run_id = sink.run_id.clone();
             let permit = match slot {
@@ -825,7 +828,7 @@ impl Runner {
             sink.finish(end).await
         };
         self.tasks.spawn(async move {
-            let finished = run.await;
+            let finished = run.instrument(span).await;
             if finished.status.is_terminal() {
                 crate::meters::run_ended(&graph_id, finished.status);
             }
