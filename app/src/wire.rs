@@ -65,6 +65,7 @@ impl RunStatus {
 /// `200` answer of `GET /auth/session`: whom this browser is signed in as.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"required": true, "name": "alice", "admin": false, "read_only": false})))]
 pub struct Session {
     /// Whether this server needs a token (one exists); `false`: it runs open.
     pub required: bool,

@@ -8,6 +8,8 @@
 //! 2. the time from `POST /graph/run` (`wait: false`) to the last event on
 //!    `WS /ws/{run_id}`, over 200 runs.
 //!
+//! With `WEFT_BENCH_TOKEN` set, every request and stream sends it as a bearer token.
+//!
 //! Every loop is bounded in time and in count.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -83,7 +85,16 @@ async fn main() {
         .collect();
     let base = bases[0].clone();
     let seconds: u64 = args.next().map_or(5, |s| s.parse().unwrap());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    let token = std::env::var("WEFT_BENCH_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &token {
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let graph = post(
         &client,
         &format!("{base}/graph/create"),
@@ -143,9 +154,14 @@ async fn main() {
         let sent = Instant::now();
         let started = post(&client, &run_url, &start_body).await;
         let run_id = started["run_id"].as_str().unwrap();
-        let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_base}/ws/{run_id}"))
-            .await
-            .unwrap();
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{ws_base}/ws/{run_id}").into_client_request().unwrap();
+        if let Some(token) = &token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let mut steps = 0;
         while let Some(Ok(message)) = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await

@@ -725,7 +725,7 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
                     .sum()
             })
             .unwrap_or_default();
-        assert_eq!(operations, 14);
+        assert_eq!(operations, 16);
         // Swagger UI draws one block per operation once it has read the document.
         wait_until("every operation is listed", || async {
             client
@@ -736,6 +736,21 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
         })
         .await?;
         assert!(text_of(client, ".info .title").await.starts_with("Weft"));
+        // A person can paste a token: the bearer scheme's "Authorize" button.
+        client
+            .find(Locator::Css(".auth-wrapper .authorize"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the authorize dialog offers the bearer scheme", || async {
+            text_of(client, ".auth-container").await.contains("bearer")
+        })
+        .await?;
+        client
+            .find(Locator::Css(".modal-ux .close-modal"))
+            .await?
+            .click()
+            .await?;
 
         // Opening an operation shows its documented examples.
         client
@@ -779,4 +794,80 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
     let foreign: Vec<&String> = requested.iter().filter(|url| !url.starts_with(origin)).collect();
     assert!(foreign.is_empty(), "requests that left Weft: {foreign:?}");
     Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_person_signs_in_runs_signs_out_and_is_asked_to_sign_in_again() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let token = ui.app.create_token("alice", false, false).await;
+        // The server trusts its last look at the tokens for a second.
+        tokio::time::sleep(weft_server::auth::TOKEN_CACHE_TTL + Duration::from_millis(100)).await;
+        let client = &ui.client;
+        let path_is = |expected: String| async move {
+            client
+                .current_url()
+                .await
+                .map(|url| {
+                    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+                    format!("{}{query}", url.path()) == expected
+                })
+                .unwrap_or(false)
+        };
+        // Without a session, a page sends the person to sign in, and back after.
+        tokio::time::timeout(STEP, client.goto(&ui.url("/history"))).await??;
+        wait_until("the sign-in page opens", || path_is("/signin?next=/history".into())).await?;
+        wait_for_text(client, "[data-testid=hydration]", "interactive").await?;
+        screenshot(client, "signin.png").await?;
+        client
+            .find(Locator::Css("[data-testid=token]"))
+            .await?
+            .send_keys(&token)
+            .await?;
+        client
+            .find(Locator::Css("[data-testid=signin-submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the history page opens", || path_is("/history".into())).await?;
+        wait_for_text(client, "[data-testid=session] .who", "alice").await?;
+
+        // A run started from the form is alice's.
+        open(client, &ui.url("/")).await?;
+        client
+            .find(Locator::Css("[data-preset=code_review] button"))
+            .await?
+            .click()
+            .await?;
+        client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
+        wait_until("the run page opens", || async {
+            !text_of(client, "[data-testid=status]").await.is_empty()
+        })
+        .await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        let run_id = attr_of(client, "[data-testid=run]", "data-run-id")
+            .await
+            .context("no run id")?;
+        let (status, detail) = ui.app.as_principal(&token).get(&format!("/runs/{run_id}")).await;
+        assert_eq!((status, detail["run"]["status"].as_str()), (200, Some("completed")));
+        let bob = ui.app.as_principal(&ui.app.create_token("bob", false, false).await);
+        assert_eq!(bob.get(&format!("/runs/{run_id}")).await.0, 404);
+
+        // Signed out, the run page asks for sign-in again.
+        client
+            .find(Locator::Css("[data-testid=signout]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the sign-in page opens", || path_is("/signin".into())).await?;
+        tokio::time::timeout(STEP, client.goto(&ui.url(&format!("/run/{run_id}")))).await??;
+        wait_until("the run page sends to sign-in", || {
+            path_is(format!("/signin?next=/run/{run_id}"))
+        })
+        .await?;
+        wait_for_text(client, "[data-testid=signin] h1", "Sign in").await?;
+        assert!(text_of(client, "[data-testid=session]").await.is_empty());
+        anyhow::Ok(())
+    })
+    .await
 }

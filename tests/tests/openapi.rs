@@ -87,11 +87,23 @@ async fn every_route_is_documented_with_examples() {
         "get /graphs/{graph_id}",
         "delete /graphs/{graph_id}",
         "get /health",
+        "get /metrics",
+        "get /auth/session",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     assert_eq!(operations, expected);
+
+    // Tokens: a bearer scheme, needed once any token exists (hence the empty alternative).
+    let bearer = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (bearer["type"].as_str(), bearer["scheme"].as_str()),
+        (Some("http"), Some("bearer"))
+    );
+    assert_eq!(document["security"], serde_json::json!([{"bearer": []}, {}]));
+    let run = &document["paths"]["/graph/run"]["post"]["responses"];
+    assert_eq!(run["429"]["$ref"], "#/components/responses/TooManyRequests");
 
     // Every parameter, error answer and wire type carries an example.
     for (path, item) in document["paths"].as_object().unwrap() {

@@ -271,6 +271,13 @@ pub async fn sign_out(jar: CookieJar) -> (CookieJar, Redirect) {
 }
 
 /// `GET /auth/session`: whom this browser is signed in as, and whether it needs to be.
+#[utoipa::path(
+    get,
+    path = "/auth/session",
+    summary = "Who is signed in",
+    tag = "service",
+    responses((status = 200, description = "Whether this server needs a token, and whom the request's token speaks for.", body = Session))
+)]
 pub async fn session(
     Extension(tokens): Extension<Arc<Tokens>>,
     Extension(principal): Extension<Principal>,

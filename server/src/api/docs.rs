@@ -11,7 +11,7 @@ use weft_app::wire::{
     ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, GraphCreated, GraphDetail, GraphPage, GraphSummary,
     GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, RunDetail,
     RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus,
-    RunSummary, StoreHealth, ToolInfo,
+    RunSummary, Session, StoreHealth, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -47,6 +47,8 @@ pub const DOCS_PATH: &str = "/docs";
         graphs::graph_detail,
         graphs::delete_graph,
         health,
+        super::metrics,
+        super::auth::session,
     ),
     components(
         schemas(
@@ -54,7 +56,7 @@ pub const DOCS_PATH: &str = "/docs";
             ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, RunStatus, RunEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
-            Problem, Health, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
+            Problem, Health, Session, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Invalid,

@@ -65,6 +65,20 @@ async fn method_not_allowed() -> error::ApiError {
 
 /// The `/metrics` scrape: Prometheus's text format (see [`crate::meters`]). Admins only
 /// once tokens exist (it names every graph), unless `WEFT_PUBLIC_METRICS=on`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Scrape the metrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "Runs started and ended, node durations, queue depth, running runs, WebSocket \
+                                      clients, store commits and HTTP requests, in Prometheus's text format.",
+         content_type = "text/plain", body = String,
+         example = "# TYPE weft_runs_started_total counter\nweft_runs_started_total{graph=\"01a20f5e-dfcc-76b1-a3c1-c36456f65bb5\"} 3\n"),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+    )
+)]
 pub async fn metrics(
     State(runner): State<Runner>,
     Extension(principal): Extension<Principal>,
