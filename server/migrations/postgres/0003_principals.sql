@@ -2,8 +2,9 @@
 -- while Weft ran open (no tokens), visible to admins only once tokens exist.
 ALTER TABLE graphs ADD COLUMN created_by TEXT;
 ALTER TABLE runs ADD COLUMN created_by TEXT;
--- A principal's history page: its runs, newest first.
-CREATE INDEX runs_by_creator ON runs (created_by, id);
+-- A principal's history page: its runs, newest first. Partial: a Weft running open
+-- (no creators) pays nothing for it on each new run.
+CREATE INDEX runs_by_creator ON runs (created_by, id) WHERE created_by IS NOT NULL;
 
 -- API tokens. A token reads `weft_<id>_<secret>`: the id finds the row, and only the
 -- SHA-256 of the secret is kept, compared in constant time. A name is a principal: a

@@ -44,7 +44,6 @@ use tokio::sync::{broadcast::error::RecvError, Notify, OwnedSemaphorePermit, Sem
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use futures::FutureExt;
-use tracing::Instrument;
 use weft_app::wire::{EventKind, PresetInfo, RunEvent, RunQueuedEvent, RunStartedEvent, RunStatus, State};
 
 use self::hub::Hub;
@@ -749,6 +748,7 @@ impl Runner {
             shutdown: self.shutdown.clone(),
             snapshot_bytes: stored_state_bytes,
             unsnapshotted: 0,
+            span: tracing::Span::none(),
             log: Some(Vec::new()),
             log_bytes: 0,
         }
@@ -771,8 +771,8 @@ impl Runner {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
-        // Everything the run logs, and every node span, carries its id.
-        let span = tracing::info_span!("run", run_id = %sink.run_id, graph_id = %graph_id);
+        // Every node's span is a child of the run's, which carries its id.
+        sink.span = tracing::info_span!("run", run_id = %sink.run_id, graph_id = %graph_id);
         let run = async move {
             let run_id = sink.run_id.clone();
             let permit = match slot {
@@ -828,7 +828,7 @@ impl Runner {
             sink.finish(end).await
         };
         self.tasks.spawn(async move {
-            let finished = run.instrument(span).await;
+            let finished = run.await;
             if finished.status.is_terminal() {
                 crate::meters::run_ended(&graph_id, finished.status);
             }

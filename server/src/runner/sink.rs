@@ -77,6 +77,8 @@ pub(super) struct RunSink {
     pub(super) snapshot_bytes: usize,
     /// The bytes of updates stored since then.
     pub(super) unsnapshotted: usize,
+    /// The run's span (`run_id`, `graph_id`), parent of its nodes' spans.
+    pub(super) span: tracing::Span,
     /// The run's log as written so far, while it stays under [`LOG_IN_MEMORY`]: what
     /// `wait: true` answers with, without reading it back. `None` past that size (or after
     /// a restart), and then the log is read from the store.
@@ -458,6 +460,10 @@ impl StepSink for RunSink {
 
     fn cancel_token(&self) -> Option<CancellationToken> {
         Some(self.publisher.cancel_token())
+    }
+
+    fn span(&self) -> tracing::Span {
+        self.span.clone()
     }
 
     async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
