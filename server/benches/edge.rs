@@ -1,12 +1,18 @@
 //! What authentication and metrics cost per request (`cargo bench -p weft-server --bench
 //! edge`): the whole router (edge checks, authentication, metrics, the handler) answering
-//! `GET /tools` in process, with no socket:
+//! `POST /tools` (a 405, the cheapest answer that passes every layer) in process, with no
+//! socket:
 //!
-//! - `open`: no token exists (the local default);
+//! - `bare`: the API's routes alone, without the edge checks, authentication, metrics or
+//!   the trace layer: the baseline;
+//! - `open`: everything, with no token existing (the local default);
 //! - `bearer`: a token exists and the request sends it (verified from the cache);
 //! - `token_row_read`: reading a token's row from SQLite, which `bearer` pays once a
 //!   second per token (when its cache entry expires);
 //! - `metrics_record`: what the HTTP metrics middleware records per request, alone.
+//!
+//! `open − bare` is the edge's whole cost per request (host check, authentication,
+//! metrics, tracing); `bearer − open`, checking a token.
 //!
 //! Results are recorded in `docs/benchmarks.md`.
 
@@ -27,7 +33,8 @@ use weft_server::{
 };
 
 fn request(token: Option<&str>) -> Request<Body> {
-    let mut request = Request::get("/tools").header("host", "127.0.0.1:3000");
+    // A method the route does not take: the cheapest answer (405) that passes every layer.
+    let mut request = Request::post("/tools").header("host", "127.0.0.1:3000");
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -39,19 +46,26 @@ fn edge(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("bench.db").to_string_lossy().into_owned();
     let settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 3000)), database.clone());
-    let (open, store) = runtime.block_on(async {
+    let (bare, open, store) = runtime.block_on(async {
         let store = open_store(&database).await.unwrap();
         let pool = CpuPool::for_this_machine();
         let runner = Runner::new(Arc::clone(&store), default_registry(&pool), pool, RunLimits::default());
         weft_server::meters::handle();
         let tokens = Arc::new(Tokens::new(Arc::clone(&store)));
-        (router(runner, &settings, tokens), store)
+        let bare = weft_server::api::router(runner.clone(), &settings, Arc::clone(&tokens));
+        (bare, router(runner, &settings, tokens), store)
     });
     let mut group = c.benchmark_group("edge");
+    group.bench_function("bare", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = bare.clone().oneshot(request(None)).await.unwrap();
+            assert_eq!(response.status(), 405);
+        });
+    });
     group.bench_function("open", |b| {
         b.to_async(&runtime).iter(|| async {
             let response = open.clone().oneshot(request(None)).await.unwrap();
-            assert_eq!(response.status(), 200);
+            assert_eq!(response.status(), 405);
         });
     });
 
@@ -66,7 +80,7 @@ fn edge(c: &mut Criterion) {
     group.bench_function("bearer", |b| {
         b.to_async(&runtime).iter(|| async {
             let response = protected.clone().oneshot(request(Some(&token.text))).await.unwrap();
-            assert_eq!(response.status(), 200);
+            assert_eq!(response.status(), 405);
         });
     });
     group.bench_function("token_row_read", |b| {
@@ -77,9 +91,9 @@ fn edge(c: &mut Criterion) {
     group.bench_function("metrics_record", |b| {
         b.iter(|| {
             let labels = [
-                ("method", "GET".to_owned()),
+                ("method", "POST".to_owned()),
                 ("route", "/tools".to_owned()),
-                ("status", "200".to_owned()),
+                ("status", "405".to_owned()),
             ];
             metrics::counter!("weft_http_requests_total", &labels).increment(1);
             metrics::histogram!("weft_http_request_duration_seconds", &labels).record(0.000_1);
