@@ -79,7 +79,7 @@ pub struct RunModel {
 impl RunModel {
     /// The model of a run as read from `GET /runs/{id}`, over the graph's `nodes`.
     pub fn new(detail: RunDetail, nodes: &[String]) -> Self {
-        let RunDetail { run, events } = detail;
+        let RunDetail { run, events, .. } = detail;
         let initial_state = events
             .iter()
             .find_map(|event| match event {
@@ -265,8 +265,10 @@ mod tests {
                 graph_name: None,
                 created_at: 0,
                 finished_at: None,
+                forked_from: None,
             },
             events,
+            forks: Vec::new(),
         }
     }
 

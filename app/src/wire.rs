@@ -155,6 +155,37 @@ pub struct RunStarted {
     pub run_id: String,
 }
 
+/// Body of `POST /runs/{run_id}/fork`: a new run from the state after a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"from_step": 3, "state_patch": {"threshold": 60}})))]
+pub struct ForkRequest {
+    /// The step whose state to start from (0: the run's initial state).
+    pub from_step: u64,
+    /// A JSON Merge Patch (RFC 7396) applied to that state: keys set, `null` removes.
+    #[serde(default = "empty_object")]
+    pub state_patch: Value,
+    /// The graph to run, when not the parent's: it must have the node step `from_step`
+    /// ran (a fixed graph taking over a failed run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_id: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Where a forked run came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "step": 3})))]
+pub struct ForkOrigin {
+    /// The parent run.
+    pub run_id: String,
+    /// The parent's step it started from (0: the parent's initial state).
+    pub step: u64,
+}
+
 /// `202` answer of `POST /runs/{run_id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -213,6 +244,9 @@ pub struct RunSnapshot<S = Value> {
     /// When it ended, in milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
+    /// The run and step it was forked from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkOrigin>,
 }
 
 /// One run in a listing.
@@ -263,6 +297,9 @@ pub struct RunDetail<S = Value, E = RunEvent> {
     pub run: RunSnapshot<S>,
     /// Its events in order, ending with `end` once the run has ended.
     pub events: Vec<E>,
+    /// The runs forked from it, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forks: Vec<String>,
 }
 
 /// The type of a [`RunEvent`], as its JSON `type` says it.

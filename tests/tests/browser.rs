@@ -725,7 +725,7 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
                     .sum()
             })
             .unwrap_or_default();
-        assert_eq!(operations, 16);
+        assert_eq!(operations, 17);
         // Swagger UI draws one block per operation once it has read the document.
         wait_until("every operation is listed", || async {
             client
@@ -867,6 +867,76 @@ async fn a_person_signs_in_runs_signs_out_and_is_asked_to_sign_in_again() -> any
         .await?;
         wait_for_text(client, "[data-testid=signin] h1", "Sign in").await?;
         assert!(text_of(client, "[data-testid=session]").await.is_empty());
+        anyhow::Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_fork_from_a_timeline_step_lands_on_the_new_run_which_links_back() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let graph = ui
+            .app
+            .create_graph(serde_json::json!({
+                "start": "count",
+                "max_steps": 50,
+                "nodes": [{"id": "count", "tool": "increment"}],
+                "edges": [{"from": "count", "branches": [{"when": "state.count < state.limit", "to": "count"}], "default": null}]
+            }))
+            .await;
+        let parent = ui
+            .app
+            .run_and_wait(&graph, serde_json::json!({"count": 0, "limit": 4}))
+            .await;
+        let parent_id = parent["run_id"].as_str().context("run_id")?.to_owned();
+        let client = &ui.client;
+        open(client, &ui.url(&format!("/run/{parent_id}"))).await?;
+        // The second pass of the loop: count 2.
+        let steps = client.find_all(Locator::Css("[data-testid=timeline-step] button")).await?;
+        steps[1].click().await?;
+        wait_until("the step's detail shows step 2", || async {
+            text_of(client, "[data-testid=step-detail] h2").await.starts_with("After step #2")
+        })
+        .await?;
+        client
+            .find(Locator::Css("[data-testid=fork] summary"))
+            .await?
+            .click()
+            .await?;
+        let editor = client.find(Locator::Css("[data-testid=fork-state]")).await?;
+        let shown: serde_json::Value = serde_json::from_str(&editor.prop("value").await?.unwrap_or_default())?;
+        assert_eq!(shown, serde_json::json!({"count": 2, "limit": 4}));
+        editor.clear().await?;
+        editor.send_keys(r#"{"count": 2, "limit": 7}"#).await?;
+        screenshot(client, "fork.png").await?;
+        client
+            .find(Locator::Css("[data-testid=fork-submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the new run's page opens", || async {
+            client
+                .current_url()
+                .await
+                .map(|url| url.path().starts_with("/run/") && !url.path().ends_with(&parent_id))
+                .unwrap_or(false)
+        })
+        .await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        let child_id = attr_of(client, "[data-testid=run]", "data-run-id")
+            .await
+            .context("no run id")?;
+        assert!(text_of(client, "[data-testid=forked-from]").await.contains(&parent_id));
+        assert_eq!(
+            attr_of(client, "[data-testid=forked-from] a", "href").await.as_deref(),
+            Some(format!("/run/{parent_id}").as_str())
+        );
+        let (_, child) = ui.app.get(&format!("/graph/state/{child_id}")).await;
+        assert_eq!(child["state"], serde_json::json!({"count": 7, "limit": 7}));
+        // The parent lists it.
+        open(client, &ui.url(&format!("/run/{parent_id}"))).await?;
+        assert!(text_of(client, "[data-testid=forks]").await.contains(&child_id));
         anyhow::Ok(())
     })
     .await

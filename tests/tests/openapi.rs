@@ -80,6 +80,7 @@ async fn every_route_is_documented_with_examples() {
         "get /runs/{run_id}",
         "delete /runs/{run_id}",
         "post /runs/{run_id}/cancel",
+        "post /runs/{run_id}/fork",
         "get /ws/{run_id}",
         "get /tools",
         "get /presets",

@@ -1,12 +1,14 @@
 //! The run page: the graph lighting up node by node, the timeline, the state after any
-//! step with what changed, the log, Cancel, and the Code Review report.
+//! step with what changed (and "Fork from here", with that state in an editor), the run's
+//! lineage, the log, Cancel, and the Code Review report.
 //!
 //! The server renders the run as stored (complete, readable without JavaScript); once
 //! hydrated, the page follows the run over `WS /ws/{id}?since=<last event>`, and
 //! reconnects with the same `since` if the socket drops, so no event is lost or doubled.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_navigate, use_params_map};
+use serde_json::{Map, Value};
 
 use crate::{
     api::{self, RunPageData},
@@ -16,7 +18,7 @@ use crate::{
     },
     format::{diff, micros, millis, preview, utc},
     live::{Entry, RunModel},
-    wire::{RunStatus, StepEvent},
+    wire::{ForkRequest, RunStarted, RunStatus, StepEvent},
 };
 
 /// The WebSocket's condition, as the page shows it.
@@ -71,6 +73,8 @@ fn RunView(data: RunPageData) -> impl IntoView {
     let finished_at = RwSignal::new(detail.run.finished_at);
     let created_at = detail.run.created_at;
     let run_id = detail.run.run_id.clone();
+    let forked_from = detail.run.forked_from.clone();
+    let forks = detail.forks.clone();
     let title = detail
         .run
         .graph_name
@@ -115,6 +119,7 @@ fn RunView(data: RunPageData) -> impl IntoView {
                 <div>
                     <h1>{title}</h1>
                     <p class="muted"><code>{run_id.clone()}</code> " · started " {utc(created_at)} " UTC"</p>
+                    <Lineage forked_from forks/>
                 </div>
                 <div class="run-stats">
                     <span class=move || format!("status-badge {}", status().as_str()) data-testid="status">
@@ -149,7 +154,7 @@ fn RunView(data: RunPageData) -> impl IntoView {
             </div>
             <div class="run-body">
                 <Timeline model selected/>
-                <StepDetail model selected/>
+                <StepDetail model selected run_id=run_id.clone()/>
             </div>
             <details class="log" open>
                 <summary>"Log"</summary>
@@ -238,9 +243,101 @@ fn Timeline(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>) -> imp
     }
 }
 
+/// Where this run came from, and the runs forked from it.
 #[component]
-fn StepDetail(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>) -> impl IntoView {
+fn Lineage(forked_from: Option<crate::wire::ForkOrigin>, forks: Vec<String>) -> impl IntoView {
+    let parent = forked_from.map(|origin| {
+        view! {
+            <p class="lineage" data-testid="forked-from">
+                "Forked from " <a href=format!("/run/{}", origin.run_id)><code>{origin.run_id.clone()}</code></a>
+                {format!(" at step {}", origin.step)}
+            </p>
+        }
+    });
+    let children = (!forks.is_empty()).then(|| {
+        view! {
+            <p class="lineage" data-testid="forks">
+                "Forks: "
+                {forks
+                    .into_iter()
+                    .map(|fork| view! { <a href=format!("/run/{fork}")><code>{fork.clone()}</code></a> " " })
+                    .collect_view()}
+            </p>
+        }
+    });
+    view! { {parent} {children} }
+}
+
+/// The merge patch (RFC 7396) that turns `before` into `after`, key by key at the top:
+/// changed and new keys set, removed ones `null`.
+fn merge_patch(before: &Value, after: &Map<String, Value>) -> Value {
+    let mut patch = Map::new();
+    if let Value::Object(before) = before {
+        for key in before.keys().filter(|key| !after.contains_key(*key)) {
+            patch.insert(key.clone(), Value::Null);
+        }
+        for (key, value) in after {
+            if before.get(key) != Some(value) {
+                patch.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(patch)
+}
+
+/// "Fork from here": the state after step `step`, in an editor; submitting starts a run
+/// from it (with the edits as a merge patch) and opens that run.
+#[component]
+fn ForkFromHere(run_id: String, step: u64, state: Value) -> impl IntoView {
+    let text = RwSignal::new(serde_json::to_string_pretty(&state).unwrap_or_default());
+    let problem = RwSignal::new(None::<String>);
+    let navigate = use_navigate();
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let edited = match serde_json::from_str::<Value>(&text.get_untracked()) {
+            Ok(Value::Object(edited)) => edited,
+            Ok(_) => {
+                problem.set(Some("the state must be a JSON object".into()));
+                return;
+            }
+            Err(err) => {
+                problem.set(Some(format!("not JSON: {err}")));
+                return;
+            }
+        };
+        let request = ForkRequest {
+            from_step: step,
+            state_patch: merge_patch(&state, &edited),
+            graph_id: None,
+        };
+        let (run_id, navigate) = (run_id.clone(), navigate.clone());
+        leptos::task::spawn_local(async move {
+            let answer: Result<RunStarted, _> = api::post(&format!("/runs/{run_id}/fork"), &request).await;
+            match answer {
+                Ok(started) => navigate(&format!("/run/{}", started.run_id), Default::default()),
+                Err(err) => problem.set(Some(err.detail)),
+            }
+        });
+    };
+    view! {
+        <details class="fork" data-testid="fork">
+            <summary>"Fork from here"</summary>
+            <form on:submit=submit>
+                <p class="muted">"A new run from this state, going on from this node's edges. Edit the state first if you like."</p>
+                <textarea class="state-editor" rows="10" data-testid="fork-state"
+                    prop:value=move || text.get()
+                    on:input=move |event| text.set(event_target_value(&event))></textarea>
+                {move || problem.get().map(|p| view! { <p class="error-banner" data-testid="fork-error">{p}</p> })}
+                <button type="submit" data-testid="fork-submit">"Start the fork"</button>
+            </form>
+        </details>
+    }
+}
+
+#[component]
+fn StepDetail(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>, run_id: String) -> impl IntoView {
     move || {
+        let run_id = run_id.clone();
         model.with(|m| {
             let index = selected.get().or(m.steps.len().checked_sub(1))?;
             let step = m.steps.get(index)?;
@@ -268,6 +365,7 @@ fn StepDetail(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>) -> i
                         <summary>"State after this step"</summary>
                         <pre class="state">{state}</pre>
                     </details>
+                    <ForkFromHere run_id step=step.step state=step.state.clone()/>
                 </div>
             })
         })

@@ -8,10 +8,10 @@ use serde_json::Value;
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 use weft_app::wire::{
-    ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, GraphCreated, GraphDetail, GraphPage, GraphSummary,
-    GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, RunDetail,
-    RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus,
-    RunSummary, Session, StoreHealth, ToolInfo,
+    ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, ForkOrigin, ForkRequest, GraphCreated, GraphDetail,
+    GraphPage, GraphSummary, GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo,
+    Problem, RunDetail, RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted,
+    RunStartedEvent, RunStatus, RunSummary, Session, StoreHealth, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -39,6 +39,7 @@ pub const DOCS_PATH: &str = "/docs";
         runs::list_runs,
         runs::run_detail,
         runs::cancel_run,
+        runs::fork_run,
         runs::delete_run,
         ws::stream,
         graphs::list_tools,
@@ -54,7 +55,7 @@ pub const DOCS_PATH: &str = "/docs";
         schemas(
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
             ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
-            RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, RunStatus, RunEvent,
+            RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
             Problem, Health, Session, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),

@@ -155,6 +155,7 @@ impl From<RunnerError> for ApiError {
                 detail: err.to_string(),
                 retry_after: 1,
             },
+            RunnerError::InvalidFork(ref why) => Self::invalid("invalid_fork", "", why.clone()),
             RunnerError::InvalidMaxSteps => Self::invalid("invalid_request", "/max_steps", err.to_string()),
             RunnerError::Store(store) => {
                 tracing::error!(error = %store, "store error");

@@ -9,7 +9,9 @@ use axum::{
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
-use weft_app::wire::{CancelAccepted, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus};
+use weft_app::wire::{
+    CancelAccepted, ForkRequest, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus,
+};
 
 use super::{
     auth::{RequestTimeout, StartLimiter},
@@ -24,7 +26,7 @@ use super::{
 use crate::{
     auth::Principal,
     ids::{GraphId, RunId},
-    runner::{Runner, RunnerError, StartRun},
+    runner::{Fork, Runner, RunnerError, StartRun},
     store::RunFilter,
 };
 
@@ -63,6 +65,8 @@ pub async fn run_graph(
         initial_state: request.initial_state,
         max_steps: request.max_steps,
         by: principal,
+        start_at: None,
+        forked_from: None,
     });
     // Waiting is capped by `WEFT_MAX_OPEN`; answering at once, by the request timeout.
     let started = if request.wait {
@@ -248,6 +252,48 @@ pub async fn cancel_run(
         cancel_requested: true,
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /runs/{run_id}/fork`: a new run from the state after one of this run's steps.
+#[utoipa::path(
+    post,
+    path = "/runs/{run_id}/fork",
+    summary = "Fork a run from a step",
+    tag = "runs",
+    description = "Starts a new run from the state after step `from_step` of this run (0: its initial state), with \
+                   `state_patch` applied as a JSON Merge Patch (RFC 7396), going on along the graph's edges from \
+                   the node that step ran. Any step works, a pass inside a loop included. With `graph_id`, the \
+                   fork runs that graph instead (it must have the node): a fixed graph can take over a failed run. \
+                   The new run's `forked_from` names its parent, and the parent's `forks` list it.",
+    params(("run_id" = String, Path, description = "The parent run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
+    request_body = ForkRequest,
+    responses(
+        (status = 200, description = "The fork started; follow it like any run.", body = RunStarted),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 422, response = Invalid),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn fork_run(
+    State(runner): State<Runner>,
+    Extension(limiter): Extension<StartLimiter>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+    ApiJson(request): ApiJson<ForkRequest>,
+) -> Result<Json<RunStarted>, ApiError> {
+    limiter.check(&principal)?;
+    let fork = Fork {
+        from_step: request.from_step,
+        state_patch: request.state_patch,
+        graph_id: request.graph_id.map(GraphId::from),
+        by: principal,
+    };
+    let started = runner.fork(&RunId::from(run_id), fork).await?;
+    Ok(Json(RunStarted {
+        run_id: started.run_id.to_string(),
+    }))
 }
 
 /// `DELETE /runs/{run_id}`: deletes an ended run with its events.

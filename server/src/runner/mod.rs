@@ -17,6 +17,7 @@
 //! never waits on a busy instance while another is idle.
 
 mod catalog;
+mod fork;
 pub mod hub;
 mod replay;
 mod sink;
@@ -27,6 +28,7 @@ pub mod watch;
 
 use self::sink::{fail_durably, RunSink};
 pub use self::{
+    fork::Fork,
     replay::{EventPages, Replay},
     views::{current_state, end_event, Snapshot},
     watch::{RunWatch, Wake},
@@ -52,10 +54,10 @@ use crate::{
     engine::{
         execute,
         graph::{parse_max_steps, MAX_STEPS_CEILING},
-        Bounds, Checkpoint, CpuPool, Graph, GraphError, NodeStart, Registry, RunEnd,
+        Bounds, Checkpoint, CpuPool, Graph, GraphError, NodeId, NodeStart, Registry, RunEnd,
     },
     ids::{GraphId, OwnerId, RunId},
-    store::{now_millis, Deleted, Millis, NewRun, Notice, RunEffect, Store, StoreError, StoredRun},
+    store::{now_millis, Deleted, ForkedFrom, Millis, NewRun, Notice, RunEffect, Store, StoreError, StoredRun},
 };
 
 /// Why the runner refused a request.
@@ -93,6 +95,9 @@ pub enum RunnerError {
     /// A run of the graph has not ended: the graph cannot be deleted yet.
     #[error("graph `{0}` has runs that have not ended; cancel them first")]
     GraphHasLiveRuns(GraphId),
+    /// A fork cannot start as asked (422).
+    #[error("{0}")]
+    InvalidFork(String),
     /// The server is shutting down and takes no new runs.
     #[error("the server is shutting down; try again in a moment")]
     ShuttingDown,
@@ -176,6 +181,10 @@ pub struct StartRun {
     pub max_steps: Option<u32>,
     /// Who starts it: the graph must be theirs to see, and the run is theirs.
     pub by: Principal,
+    /// The node to start at (a fork's next node); `None`: the graph's start.
+    pub start_at: Option<NodeId>,
+    /// The run and step it is forked from, if it is.
+    pub forked_from: Option<ForkedFrom>,
 }
 
 /// A started run.
@@ -550,7 +559,8 @@ impl Runner {
             return self.enqueue(request, &graph, max_steps).await;
         };
         let run_id = RunId::generate();
-        let start = graph.node(graph.start()).name.clone();
+        let first = request.start_at.unwrap_or(graph.start());
+        let start = graph.node(first).name.clone();
         let initial_state = state_text(&request.initial_state);
         let mut sink = self.sink(run_id.clone(), RunStatus::Queued, 1, None, initial_state.len());
         // Stored with its start and its first node's, in one commit with the run.
@@ -575,6 +585,7 @@ impl Runner {
             max_steps,
             created_at: now_millis(),
             created_by: request.by.created_by(),
+            forked_from: request.forked_from.clone(),
         };
         // All or nothing: storing the run and starting its task happen in a task of their
         // own, which finishes even if the request that asked for them is dropped midway,
@@ -584,7 +595,10 @@ impl Runner {
         let spawned_graph = graph_id.clone();
         let finished = tokio::spawn(async move {
             runner.store.insert_run(new_run).await?;
-            let checkpoint = Checkpoint::start(&graph, request.initial_state);
+            let checkpoint = Checkpoint {
+                next: Some(first),
+                ..Checkpoint::start(&graph, request.initial_state)
+            };
             Ok::<_, StoreError>(runner.spawn(sink, (spawned_graph, graph), checkpoint, max_steps, Some(slot)))
         })
         .await
@@ -624,10 +638,11 @@ impl Runner {
                 graph_id: request.graph_id,
                 status: RunStatus::Queued,
                 initial_state: state_text(&request.initial_state),
-                next_node: graph.node(graph.start()).name.clone(),
+                next_node: graph.node(request.start_at.unwrap_or(graph.start())).name.clone(),
                 max_steps,
                 created_at: now_millis(),
                 created_by: request.by.created_by(),
+                forked_from: request.forked_from,
             })
             .await;
         if let Err(err) = inserted {

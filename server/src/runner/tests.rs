@@ -165,6 +165,9 @@ impl Store for FaultyStore {
     async fn has_tokens(&self) -> Result<bool, StoreError> {
         self.inner.has_tokens().await
     }
+    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
+        self.inner.forks_of(id).await
+    }
 }
 
 /// A runner over a faulty store that fails `failures` writes from event `fail_from` on,
@@ -201,6 +204,8 @@ async fn run(runner: &Runner, spec: Value) -> (RunId, super::Finished) {
             initial_state: serde_json::Map::new(),
             max_steps: None,
             by: Principal::open(),
+            start_at: None,
+            forked_from: None,
         })
         .await
         .unwrap();

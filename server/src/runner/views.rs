@@ -3,8 +3,8 @@
 
 use serde_json::value::RawValue;
 use weft_app::wire::{
-    EndEvent, EventKind, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage, RunSnapshot,
-    RunSummary,
+    EndEvent, EventKind, ForkOrigin, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage,
+    RunSnapshot, RunSummary,
 };
 
 use super::{Replay, Runner, RunnerError};
@@ -29,6 +29,10 @@ impl Snapshot {
             graph_name: self.run.graph_name,
             created_at: self.run.created_at,
             finished_at: self.run.finished_at,
+            forked_from: self.run.forked_from.map(|fork| ForkOrigin {
+                run_id: fork.run.to_string(),
+                step: fork.step,
+            }),
         }
     }
 }
@@ -114,9 +118,17 @@ impl Runner {
     ) -> Result<RunDetail<Box<RawValue>, Box<RawValue>>, RunnerError> {
         let snapshot = self.snapshot(id, access).await?;
         let events = self.events(&snapshot.run).await?;
+        // Only the forks `access` sees are listed.
+        let mut forks = Vec::new();
+        for fork in self.forks_of(id).await? {
+            if self.visible_run(&fork, access).await.is_ok() {
+                forks.push(fork.to_string());
+            }
+        }
         Ok(RunDetail {
             run: snapshot.into_wire(),
             events,
+            forks,
         })
     }
 

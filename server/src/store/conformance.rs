@@ -213,6 +213,7 @@ async fn insert_run_of(
             max_steps: 100,
             created_at: 1,
             created_by: None,
+            forked_from: None,
         })
         .await
         .unwrap();
@@ -761,7 +762,7 @@ pub(super) async fn tokens_are_kept_hashed_revoked_by_name_and_names_reused_afte
 
 pub(super) async fn runs_are_listed_by_who_started_them(store: &dyn Store) {
     let graph = a_graph(store).await;
-    let mut by = Vec::new();
+    let mut by: Vec<RunId> = Vec::new();
     for creator in [Some("alice"), Some("bob"), None, Some("alice")] {
         let run = RunId::generate();
         store
@@ -778,6 +779,10 @@ pub(super) async fn runs_are_listed_by_who_started_them(store: &dyn Store) {
                 max_steps: 10,
                 created_at: 1,
                 created_by: creator.map(str::to_owned),
+                forked_from: (creator == Some("bob")).then(|| super::ForkedFrom {
+                    run: by[0].clone(),
+                    step: 3,
+                }),
             })
             .await
             .unwrap();
@@ -807,4 +812,9 @@ pub(super) async fn runs_are_listed_by_who_started_them(store: &dyn Store) {
         Some("bob")
     );
     assert_eq!(store.run(&by[2]).await.unwrap().unwrap().created_by, None);
+    // Bob's run is a fork of alice's first, from its step 3.
+    let fork = store.run(&by[1]).await.unwrap().unwrap().forked_from.unwrap();
+    assert_eq!((fork.run, fork.step), (by[0].clone(), 3));
+    assert_eq!(store.forks_of(&by[0]).await.unwrap(), [by[1].clone()]);
+    assert!(store.forks_of(&by[1]).await.unwrap().is_empty());
 }

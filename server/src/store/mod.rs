@@ -109,6 +109,17 @@ pub struct NewRun {
     pub created_at: Millis,
     /// The principal that started it; `None` while Weft ran open.
     pub created_by: Option<String>,
+    /// The run and step it was forked from, if it was.
+    pub forked_from: Option<ForkedFrom>,
+}
+
+/// Where a forked run started: its parent run, and the step whose state it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkedFrom {
+    /// The parent run.
+    pub run: RunId,
+    /// The parent's step (0: its initial state).
+    pub step: u64,
 }
 
 /// What an event does to its run's record, in the same transaction as the event.
@@ -198,6 +209,8 @@ pub struct StoredRun {
     pub cancel_requested: bool,
     /// The principal that started it; `None` while Weft ran open.
     pub created_by: Option<String>,
+    /// The run and step it was forked from, if it was.
+    pub forked_from: Option<ForkedFrom>,
 }
 
 /// Which runs to list: newest first, `limit` at most, older than `before` when given.
@@ -321,6 +334,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError>;
     /// Whether any token was ever created: from then on every request needs one.
     async fn has_tokens(&self) -> Result<bool, StoreError>;
+    /// The runs forked from `id`, oldest first.
+    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError>;
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.
@@ -416,6 +431,14 @@ impl EventRecord {
             expected,
         }
     }
+}
+
+/// A run's parent, from its `forked_from` and `forked_at_step` columns.
+pub(crate) fn fork_from_row(run: Option<String>, step: Option<i64>) -> Option<ForkedFrom> {
+    Some(ForkedFrom {
+        run: RunId::from(run?),
+        step: count(step.unwrap_or(0)),
+    })
 }
 
 /// A count as the databases store it.

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, Notice,
-    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
+    as_i64, count, final_state_of, fork_from_row, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun,
+    Notice, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -316,7 +316,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
         Write::Run(run) => {
             sqlx::query(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, created_at, updated_at, \
-                 owner, lease_until, created_by) VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8, $9)",
+                 owner, lease_until, created_by, forked_from, forked_at_step) \
+                 VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8, $9, $10, $11)",
             )
             .bind(run.id.as_str())
             .bind(run.graph_id.as_str())
@@ -327,6 +328,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
             .bind(run.owner.as_ref().map(OwnerId::as_str))
             .bind(run.lease_until)
             .bind(&run.created_by)
+            .bind(run.forked_from.as_ref().map(|fork| fork.run.as_str()))
+            .bind(run.forked_from.as_ref().map(|fork| as_i64(fork.step)))
             .execute(&mut **tx)
             .await?;
             sqlx::query("INSERT INTO run_inputs (run_id, initial_state) VALUES ($1, $2)")
@@ -499,7 +502,7 @@ async fn delete_runs(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Resu
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
     (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
-    max_steps, error, created_at, finished_at, cancel_requested, created_by, \
+    max_steps, error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
     (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
     (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
     (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -525,6 +528,7 @@ fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
         finished_at: row.try_get("finished_at")?,
         cancel_requested: row.try_get("cancel_requested")?,
         created_by: row.try_get("created_by")?,
+        forked_from: fork_from_row(row.try_get("forked_from")?, row.try_get("forked_at_step")?),
     })
 }
 
@@ -723,6 +727,16 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM runs WHERE forked_from = $1 ORDER BY id")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(RunId::from(row.try_get::<String, _>("id")?)))
+            .collect()
     }
 
     async fn has_tokens(&self) -> Result<bool, StoreError> {

@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
-    as_i64, count, final_state_of, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun, RunEffect,
-    RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
+    as_i64, count, final_state_of, fork_from_row, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun,
+    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -63,6 +63,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_fewer_indexes.sql")),
     (9, include_str!("../../migrations/sqlite/0009_cancel_requests.sql")),
     (10, include_str!("../../migrations/sqlite/0010_principals.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_forks.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -412,8 +413,8 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
         Write::Run(run) => {
             conn.prepare_cached(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, \
-                 created_at, updated_at, owner, lease_until, created_by) \
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8, ?9)",
+                 created_at, updated_at, owner, lease_until, created_by, forked_from, forked_at_step) \
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 run.id.as_str(),
@@ -424,7 +425,9 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.created_at,
                 run.owner.as_ref().map(OwnerId::as_str),
                 run.lease_until,
-                run.created_by
+                run.created_by,
+                run.forked_from.as_ref().map(|fork| fork.run.as_str()),
+                run.forked_from.as_ref().map(|fork| as_i64(fork.step))
             ])?;
             conn.prepare_cached("INSERT INTO run_inputs (run_id, initial_state) VALUES (?1, ?2)")?
                 .execute(params![run.id.as_str(), run.initial_state])?;
@@ -583,6 +586,7 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
         finished_at: row.get("finished_at")?,
         cancel_requested: row.get("cancel_requested")?,
         created_by: row.get("created_by")?,
+        forked_from: fork_from_row(row.get("forked_from")?, row.get("forked_at_step")?),
     })
 }
 
@@ -597,7 +601,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
                            (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
-                           error, created_at, finished_at, cancel_requested, created_by, \
+                           error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
                            (SELECT event FROM run_events e WHERE e.run_id = runs.id AND runs.finished_at IS NOT NULL \
@@ -1036,6 +1040,19 @@ impl Store for SqliteStore {
                 .prepare_cached("UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")?
                 .execute(params![at, name])?;
             Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            rows(
+                conn,
+                "SELECT id FROM runs WHERE forked_from = ?1 ORDER BY id",
+                [id],
+                |row| Ok(RunId::from(row.get::<_, String>("id")?)),
+            )
         })
         .await
     }
