@@ -6,7 +6,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `weft_runs_started_total` | counter | `graph` |
+//! | `weft_runs_started_total` | counter | `graph` (its name, or `unnamed`) |
 //! | `weft_runs_ended_total` | counter | `graph`, `status` |
 //! | `weft_node_duration_seconds` | histogram | `tool` |
 //! | `weft_runs_queued` | gauge (read at each scrape) | |
@@ -26,8 +26,6 @@ use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::R
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use weft_app::wire::RunStatus;
-
-use crate::ids::GraphId;
 
 /// Seconds: from half a millisecond to a minute.
 const SECONDS: &[f64] = &[
@@ -69,14 +67,14 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 const BATCH_SIZE: &str = "weft_store_commit_batch_size";
 
-/// A run was accepted.
-pub fn run_started(graph: &GraphId) {
-    counter!("weft_runs_started_total", "graph" => graph.to_string()).increment(1);
+/// A run of the graph named `graph` was accepted.
+pub fn run_started(graph: &str) {
+    counter!("weft_runs_started_total", "graph" => graph.to_owned()).increment(1);
 }
 
-/// A run ended, with `status`.
-pub fn run_ended(graph: &GraphId, status: RunStatus) {
-    counter!("weft_runs_ended_total", "graph" => graph.to_string(), "status" => status.as_str()).increment(1);
+/// A run of the graph named `graph` ended, with `status`.
+pub fn run_ended(graph: &str, status: RunStatus) {
+    counter!("weft_runs_ended_total", "graph" => graph.to_owned(), "status" => status.as_str()).increment(1);
 }
 
 /// A node of `tool` took `duration`.

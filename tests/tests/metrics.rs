@@ -47,10 +47,26 @@ async fn metrics_count_exactly_the_runs_nodes_and_requests_made() {
     )
     .await;
     let app = TestApp::connect(server.port);
-    let counting = app.create_graph(counter_chain(2)).await;
-    let failing = app
-        .create_graph(json!({"nodes": {"boom": {"tool": "fail"}}, "edges": {"boom": null}}))
+    // Runs are counted by their graph's name: not by id, or clients that create a graph
+    // per run would grow the series without end.
+    let counting = app
+        .create_graph(json!({
+            "name": "counting",
+            "start": "n0",
+            "nodes": [{"id": "n0", "tool": "increment"}, {"id": "n1", "tool": "increment"}],
+            "edges": [{"from": "n0", "to": "n1"}, {"from": "n1", "to": null}]
+        }))
         .await;
+    let failing = app
+        .create_graph(
+            json!({"name": "failing", "start": "boom", "nodes": [{"id": "boom", "tool": "fail"}], "edges": []}),
+        )
+        .await;
+    let unnamed = app.create_graph(counter_chain(1)).await;
+    let also_unnamed = app.create_graph(counter_chain(1)).await;
+    for graph in [&unnamed, &also_unnamed] {
+        assert_eq!(app.run_and_wait(graph, json!({})).await["status"], "completed");
+    }
     for n in 0..3 {
         assert_eq!(
             app.run_and_wait(&counting, json!({"count": n})).await["status"],
@@ -81,8 +97,10 @@ async fn metrics_count_exactly_the_runs_nodes_and_requests_made() {
     };
 
     let started = |graph: &str| value(&scrape, "weft_runs_started_total", &[("graph", graph)]);
-    assert_eq!(started(&counting), Some(4.0));
-    assert_eq!(started(&failing), Some(2.0));
+    assert_eq!(started("counting"), Some(4.0));
+    assert_eq!(started("failing"), Some(2.0));
+    assert_eq!(started("unnamed"), Some(2.0));
+    assert_eq!(started(&counting), None);
     let ended = |graph: &str, status: &str| {
         value(
             &scrape,
@@ -90,13 +108,15 @@ async fn metrics_count_exactly_the_runs_nodes_and_requests_made() {
             &[("graph", graph), ("status", status)],
         )
     };
-    assert_eq!(ended(&counting, "completed"), Some(4.0));
-    assert_eq!(ended(&failing, "failed"), Some(2.0));
-    assert_eq!(ended(&counting, "failed"), None);
+    assert_eq!(ended("counting", "completed"), Some(4.0));
+    assert_eq!(ended("failing", "failed"), Some(2.0));
+    assert_eq!(ended("unnamed", "completed"), Some(2.0));
+    assert_eq!(ended("counting", "failed"), None);
 
-    // Two `increment` nodes in each of four runs; one `fail` node in each of two.
+    // Two `increment` nodes in each of four runs, one in each of two; one `fail` node in
+    // each of two.
     let nodes = |tool: &str| value(&scrape, "weft_node_duration_seconds", &[("tool", tool)]);
-    assert_eq!(nodes("increment"), Some(8.0));
+    assert_eq!(nodes("increment"), Some(10.0));
     assert_eq!(nodes("fail"), Some(2.0));
 
     assert_eq!(value(&scrape, "weft_runs_running", &[]), Some(0.0));
@@ -109,8 +129,8 @@ async fn metrics_count_exactly_the_runs_nodes_and_requests_made() {
             &[("method", method), ("route", route), ("status", status)],
         )
     };
-    assert_eq!(requests("POST", "/graph/create", "200"), Some(2.0));
-    assert_eq!(requests("POST", "/graph/run", "200"), Some(6.0));
+    assert_eq!(requests("POST", "/graph/create", "200"), Some(4.0));
+    assert_eq!(requests("POST", "/graph/run", "200"), Some(8.0));
     assert_eq!(requests("GET", "/graphs/:graph_id", "404"), Some(1.0));
     assert_eq!(
         value(
@@ -118,7 +138,7 @@ async fn metrics_count_exactly_the_runs_nodes_and_requests_made() {
             "weft_http_request_duration_seconds",
             &[("method", "POST"), ("route", "/graph/run"), ("status", "200")]
         ),
-        Some(6.0)
+        Some(8.0)
     );
 
     // Every write was committed in some batch: graphs, runs and their events.

@@ -74,7 +74,7 @@ async fn method_not_allowed() -> error::ApiError {
         (status = 200, description = "Runs started and ended, node durations, queue depth, running runs, WebSocket \
                                       clients, store commits and HTTP requests, in Prometheus's text format.",
          content_type = "text/plain", body = String,
-         example = "# TYPE weft_runs_started_total counter\nweft_runs_started_total{graph=\"01a20f5e-dfcc-76b1-a3c1-c36456f65bb5\"} 3\n"),
+         example = "# TYPE weft_runs_started_total counter\nweft_runs_started_total{graph=\"code_review\"} 3\n"),
         (status = 401, response = docs::Unauthorized),
         (status = 403, response = docs::Forbidden),
     )

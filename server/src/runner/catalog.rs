@@ -23,6 +23,8 @@ const GRAPH_CACHE_SIZE: usize = 1_024;
 pub(super) struct Cataloged {
     graph: Arc<Graph>,
     created_by: Option<String>,
+    /// Its name (a preset's, or the spec's), which labels its runs' metrics.
+    name: Option<Arc<str>>,
 }
 
 impl Runner {
@@ -72,7 +74,15 @@ impl Runner {
             })
             .await?;
         let warnings = graph.warnings().to_vec();
-        self.cache(&id, Cataloged { graph, created_by });
+        let name = name.or(graph.name()).map(Arc::from);
+        self.cache(
+            &id,
+            Cataloged {
+                graph,
+                created_by,
+                name,
+            },
+        );
         Ok((id, warnings))
     }
 
@@ -116,6 +126,7 @@ impl Runner {
             Cataloged {
                 graph: Arc::clone(&graph),
                 created_by: stored.created_by.clone(),
+                name: stored.name.as_deref().map(Arc::from),
             },
         );
         Ok(graph)
@@ -129,6 +140,7 @@ impl Runner {
         let graph = self.parse_and_cache(&stored, &spec)?;
         Ok(Cataloged {
             graph,
+            name: stored.name.as_deref().map(Arc::from),
             created_by: stored.created_by,
         })
     }
@@ -145,6 +157,14 @@ impl Runner {
             return Err(RunnerError::GraphNotFound(id.clone()));
         }
         Ok(entry.graph)
+    }
+
+    /// What labels the metrics of runs of graph `id`: its name, or `unnamed`. Not its
+    /// id: clients that create a graph per run would grow the metrics without end.
+    pub(super) fn metric_label(&self, id: &GraphId) -> Arc<str> {
+        self.cached(id)
+            .and_then(|entry| entry.name)
+            .unwrap_or_else(|| Arc::from("unnamed"))
     }
 
     /// A stored graph as stored, its spec, and its parsed form: one read, one parse.

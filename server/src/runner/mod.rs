@@ -607,7 +607,7 @@ impl Runner {
             Ok(finished) => finished,
             Err(err) => return Err(self.insert_failed(&graph_id, err).await),
         };
-        crate::meters::run_started(&graph_id);
+        crate::meters::run_started(&self.metric_label(&graph_id));
         Ok(Started {
             run_id,
             finished: Some(finished),
@@ -648,7 +648,7 @@ impl Runner {
         if let Err(err) = inserted {
             return Err(self.insert_failed(&graph_id, err).await);
         }
-        crate::meters::run_started(&graph_id);
+        crate::meters::run_started(&self.metric_label(&graph_id));
         // A slot may have freed up meanwhile.
         self.claims.queued();
         Ok(Started { run_id, finished: None })
@@ -786,6 +786,7 @@ impl Runner {
             max_steps,
             max_state_bytes: self.limits.max_state_bytes,
         };
+        let label = self.metric_label(&graph_id);
         // Every node's span is a child of the run's, which carries its id.
         sink.span = tracing::info_span!("run", run_id = %sink.run_id, graph_id = %graph_id);
         let run = async move {
@@ -845,7 +846,7 @@ impl Runner {
         self.tasks.spawn(async move {
             let finished = run.await;
             if finished.status.is_terminal() {
-                crate::meters::run_ended(&graph_id, finished.status);
+                crate::meters::run_ended(&label, finished.status);
             }
             finished
         })
