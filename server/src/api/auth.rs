@@ -22,7 +22,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
-    http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, Request, Response},
     response::{IntoResponse, Redirect},
     Extension, Form, Json,
 };
@@ -331,9 +331,6 @@ impl StartLimiter {
 /// `wait: true` runs have their own caps).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestTimeout(pub Duration);
-
-/// The status of a refused sign-in, for tests.
-pub const SIGN_IN_REDIRECT: StatusCode = StatusCode::SEE_OTHER;
 
 #[cfg(test)]
 mod tests {
