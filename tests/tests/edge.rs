@@ -425,3 +425,35 @@ async fn the_server_listens_beyond_loopback_once_a_token_exists() {
     assert_eq!(app.as_principal(&token).get("/runs").await.0, 200);
     server.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_past_the_timeout_gets_408_but_a_run_waited_on_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
+    settings.request_timeout = Duration::from_secs(1);
+    let app = spawn_app_on(dir.path().join("weft.db"), settings).await;
+    // A run waited on may take longer than the request timeout: it has its own cap.
+    let graph = app.create_graph(pauses(1, 1_500)).await;
+    let started = std::time::Instant::now();
+    let ended = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(ended["status"], "completed");
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+
+    // Another process holds the database's write lock: storing a graph waits for it, and
+    // the request is answered 408 at the timeout instead of hanging.
+    let database = app.database.clone();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(database).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(Duration::from_millis(2_500));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = app.post("/graph/create", &weft_tests::counter_chain(1)).await;
+    assert_eq!((status, body["code"].as_str()), (408, Some("timeout")), "{body}");
+    assert_eq!(body["detail"], "the request took longer than this server allows");
+    holder.join().unwrap();
+    // Once the lock is let go, requests go through again.
+    let (status, _) = app.post("/graph/create", &weft_tests::counter_chain(1)).await;
+    assert_eq!(status, 200);
+}
