@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use weft_app::wire::EventKind;
 
-use super::{Replay, Runner, RunnerError, StartRun, Started};
+use super::{EventPages, Replay, Runner, RunnerError, StartRun, Started};
 use crate::{
     auth::Principal,
     ids::{GraphId, RunId},
@@ -103,11 +103,8 @@ impl Runner {
                 run.id, run.step_count
             )));
         }
-        let mut after = 0;
-        loop {
-            let page = self.store.events_after(&run.id, after, 256).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
+        let mut pages = EventPages::after(self.store.as_ref(), &run.id, 0);
+        while let Some(page) = pages.next().await? {
             for event in page.iter().filter(|event| event.kind == EventKind::Step) {
                 #[derive(serde::Deserialize)]
                 struct Step {
