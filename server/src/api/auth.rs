@@ -148,9 +148,15 @@ fn unauthorized(code: &'static str) -> Response<Body> {
     .into_response()
 }
 
-fn store_failed(err: crate::store::StoreError) -> Response<Body> {
+/// The tokens could not be read: logged, and a 500 for the client.
+fn tokens_unreadable(err: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %err, "could not read API tokens");
-    ApiError::Internal.into_response()
+    ApiError::Internal
+}
+
+/// [`tokens_unreadable`], as the layer's refusal.
+fn store_failed(err: crate::store::StoreError) -> Response<Body> {
+    tokens_unreadable(err).into_response()
 }
 
 impl AsyncAuthorizeRequest<Body> for Authenticate {
@@ -252,16 +258,12 @@ pub async fn sign_in(
 ) -> Result<(CookieJar, Redirect), ApiError> {
     let next = safe_next(form.next.as_deref());
     let token = form.token.trim().to_owned();
-    match tokens.verify(&token).await {
-        Ok(Some(_)) => Ok((jar.add(session_cookie(token)), Redirect::to(next))),
-        Ok(None) => Ok((
+    match tokens.verify(&token).await.map_err(tokens_unreadable)? {
+        Some(_) => Ok((jar.add(session_cookie(token)), Redirect::to(next))),
+        None => Ok((
             jar,
             Redirect::to(&format!("/signin?error=invalid&next={}", urlencode(next))),
         )),
-        Err(err) => {
-            tracing::error!(error = %err, "could not read API tokens");
-            Err(ApiError::Internal)
-        }
     }
 }
 
@@ -287,10 +289,7 @@ pub async fn session(
 
 /// The [`Session`] of `principal`.
 pub async fn session_of(tokens: &Tokens, principal: &Principal) -> Result<Session, ApiError> {
-    let required = tokens.required().await.map_err(|err| {
-        tracing::error!(error = %err, "could not read API tokens");
-        ApiError::Internal
-    })?;
+    let required = tokens.required().await.map_err(tokens_unreadable)?;
     Ok(Session {
         required,
         name: principal.name.as_deref().map(str::to_owned),
