@@ -13,7 +13,7 @@ use weft_app::wire::EventKind;
 
 use super::{EventPages, Replay, Runner, RunnerError, StartRun, Started};
 use crate::{
-    auth::Principal,
+    auth::{Access, Principal},
     ids::{GraphId, RunId},
     store::{ForkedFrom, StoreError, StoredRun},
 };
@@ -127,9 +127,10 @@ impl Runner {
         )))
     }
 
-    /// The runs forked from `id`, oldest first.
-    pub async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, RunnerError> {
-        Ok(self.store.forks_of(id).await?)
+    /// The runs forked from `id` that `access` sees, oldest first.
+    pub async fn forks_of(&self, id: &RunId, access: &Access) -> Result<Vec<RunId>, RunnerError> {
+        let creator = access.creator_filter();
+        Ok(self.store.forks_of(id, creator.as_deref()).await?)
     }
 }
 

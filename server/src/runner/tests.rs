@@ -165,8 +165,8 @@ impl Store for FaultyStore {
     async fn has_tokens(&self) -> Result<bool, StoreError> {
         self.inner.has_tokens().await
     }
-    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
-        self.inner.forks_of(id).await
+    async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError> {
+        self.inner.forks_of(id, created_by).await
     }
 }
 

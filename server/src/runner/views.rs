@@ -118,17 +118,12 @@ impl Runner {
     ) -> Result<RunDetail<Box<RawValue>, Box<RawValue>>, RunnerError> {
         let snapshot = self.snapshot(id, access).await?;
         let events = self.events(&snapshot.run).await?;
-        // Only the forks `access` sees are listed.
-        let mut forks = Vec::new();
-        for fork in self.forks_of(id).await? {
-            if self.visible_run(&fork, access).await.is_ok() {
-                forks.push(fork.to_string());
-            }
-        }
+        // Only the forks `access` sees are listed, filtered by the store in one query.
+        let forks = self.forks_of(id, access).await?;
         Ok(RunDetail {
             run: snapshot.into_wire(),
             events,
-            forks,
+            forks: forks.iter().map(RunId::to_string).collect(),
         })
     }
 

@@ -815,6 +815,8 @@ pub(super) async fn runs_are_listed_by_who_started_them(store: &dyn Store) {
     // Bob's run is a fork of alice's first, from its step 3.
     let fork = store.run(&by[1]).await.unwrap().unwrap().forked_from.unwrap();
     assert_eq!((fork.run, fork.step), (by[0].clone(), 3));
-    assert_eq!(store.forks_of(&by[0]).await.unwrap(), [by[1].clone()]);
-    assert!(store.forks_of(&by[1]).await.unwrap().is_empty());
+    assert_eq!(store.forks_of(&by[0], None).await.unwrap(), [by[1].clone()]);
+    assert_eq!(store.forks_of(&by[0], Some("bob")).await.unwrap(), [by[1].clone()]);
+    assert!(store.forks_of(&by[0], Some("alice")).await.unwrap().is_empty());
+    assert!(store.forks_of(&by[1], None).await.unwrap().is_empty());
 }

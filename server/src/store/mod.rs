@@ -334,8 +334,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, name: &str, at: Millis) -> Result<bool, StoreError>;
     /// Whether any token was ever created: from then on every request needs one.
     async fn has_tokens(&self) -> Result<bool, StoreError>;
-    /// The runs forked from `id`, oldest first.
-    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError>;
+    /// The runs forked from `id`, oldest first, only those `created_by` started when given.
+    async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError>;
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.

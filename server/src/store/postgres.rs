@@ -729,11 +729,14 @@ impl Store for PgStore {
         Ok(revoked.rows_affected() > 0)
     }
 
-    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM runs WHERE forked_from = $1 ORDER BY id")
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE forked_from = $1 AND ($2::text IS NULL OR created_by = $2) ORDER BY id",
+        )
+        .bind(id.as_str())
+        .bind(created_by)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| Ok(RunId::from(row.try_get::<String, _>("id")?)))
             .collect()

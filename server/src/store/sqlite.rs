@@ -1044,13 +1044,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn forks_of(&self, id: &RunId) -> Result<Vec<RunId>, StoreError> {
+    async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError> {
         let id = id.as_str().to_owned();
+        let created_by = created_by.map(str::to_owned);
         self.read(move |conn| {
             rows(
                 conn,
-                "SELECT id FROM runs WHERE forked_from = ?1 ORDER BY id",
-                [id],
+                "SELECT id FROM runs WHERE forked_from = ?1 AND (?2 IS NULL OR created_by = ?2) ORDER BY id",
+                params![id, created_by],
                 |row| Ok(RunId::from(row.get::<_, String>("id")?)),
             )
         })
