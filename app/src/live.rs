@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::wire::{NodeFailedEvent, RunDetail, RunEvent, RunStatus, StepEvent};
+use crate::wire::{Interrupt, NodeFailedEvent, RunDetail, RunEvent, RunStatus, StepEvent};
 
 /// Where a node of the graph stands in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub enum NodeState {
     Failed,
     /// The run ended without reaching it.
     Skipped,
+    /// It asked a question, and the run waits for the answer.
+    Waiting,
 }
 
 impl NodeState {
@@ -34,6 +36,7 @@ impl NodeState {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -45,6 +48,8 @@ pub enum Entry {
     Step(usize),
     /// An attempt failed.
     Failure(NodeFailedEvent),
+    /// A node asked a question.
+    Question(Box<Interrupt>),
 }
 
 /// The run page's model of one run.
@@ -74,6 +79,8 @@ pub struct RunModel {
     announced: Option<u64>,
     /// Why the run failed.
     pub error: Option<String>,
+    /// The questions the run waits on.
+    pub pending: Vec<Interrupt>,
 }
 
 impl RunModel {
@@ -100,6 +107,7 @@ impl RunModel {
             log: Vec::new(),
             announced: None,
             error: run.error,
+            pending: Vec::new(),
         };
         // Each event moves into the model: a step's state is not copied.
         for event in events {
@@ -126,6 +134,7 @@ impl RunModel {
             RunEvent::Step(e) => e.seq,
             RunEvent::NodeFailed(e) => e.seq,
             RunEvent::End(e) => e.seq,
+            RunEvent::Interrupted(e) => e.seq,
             RunEvent::Error(_) => return false,
         };
         if seq <= self.last_seq {
@@ -143,6 +152,8 @@ impl RunModel {
                     self.log.push(format!("[RUNNING] {}", e.node));
                 }
                 self.announced = Some(e.step);
+                // Answered: the node goes on.
+                self.pending.retain(|asked| asked.node != e.node);
                 self.nodes.insert(e.node, NodeState::Running);
             }
             RunEvent::Step(step) => {
@@ -184,15 +195,25 @@ impl RunModel {
                 self.status = end.status;
                 self.state = end.state;
                 self.error = end.error;
+                self.pending.clear();
                 for state in self.nodes.values_mut() {
                     match *state {
-                        NodeState::Pending => *state = NodeState::Skipped,
+                        NodeState::Pending | NodeState::Waiting => *state = NodeState::Skipped,
                         // Cancelled mid-node: the node's work was not kept.
                         NodeState::Running if end.status != RunStatus::Failed => *state = NodeState::Skipped,
                         NodeState::Running => *state = NodeState::Failed,
                         _ => {}
                     }
                 }
+            }
+            RunEvent::Interrupted(e) => {
+                self.status = RunStatus::Waiting;
+                let question = e.interrupt;
+                self.log
+                    .push(format!("[WAITING] {}: {}", question.node, question.prompt));
+                self.nodes.insert(question.node.clone(), NodeState::Waiting);
+                self.timeline.push(Entry::Question(Box::new(question.clone())));
+                self.pending.push(question);
             }
             RunEvent::Error(_) => {}
         }
@@ -266,6 +287,7 @@ mod tests {
                 created_at: 0,
                 finished_at: None,
                 forked_from: None,
+                interrupts: Vec::new(),
             },
             events,
             forks: Vec::new(),
@@ -321,6 +343,44 @@ mod tests {
         assert!(model.ended());
         assert_eq!(model.node_state("c"), NodeState::Skipped);
         assert_eq!(model.timeline.len(), 2);
+    }
+
+    #[test]
+    fn a_question_makes_the_run_wait_until_its_node_starts_again() {
+        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
+        let question = crate::wire::Interrupt {
+            interrupt_id: "q".into(),
+            node: "b".into(),
+            step: 2,
+            prompt: "ok?".into(),
+            input_schema: json!({}),
+            context: serde_json::Map::new(),
+            deadline: None,
+        };
+        assert!(model.apply(RunEvent::Interrupted(crate::wire::InterruptedEvent {
+            run_id: "r".into(),
+            seq: 4,
+            interrupt: question.clone(),
+        })));
+        assert_eq!(model.status, RunStatus::Waiting);
+        assert!(!model.ended());
+        assert_eq!(model.node_state("b"), NodeState::Waiting);
+        assert_eq!(model.pending, std::slice::from_ref(&question));
+        assert_eq!(model.timeline, [Entry::Question(Box::new(question))]);
+        assert_eq!(model.log, ["[WAITING] b: ok?"]);
+        // Answered: the node starts again, and nothing is pending.
+        model.apply(RunEvent::NodeStarted(NodeStartedEvent {
+            run_id: "r".into(),
+            seq: 6,
+            step: 2,
+            node: "b".into(),
+            attempt: 1,
+        }));
+        assert_eq!(
+            (model.status, model.node_state("b")),
+            (RunStatus::Running, NodeState::Running)
+        );
+        assert!(model.pending.is_empty());
     }
 
     #[test]

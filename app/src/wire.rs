@@ -30,6 +30,9 @@ pub enum RunStatus {
     Failed,
     /// Stopped on request at a safe point.
     Cancelled,
+    /// Paused at an `interrupt` node for a person's answer (`POST /runs/{run_id}/resume`):
+    /// it holds no worker and no lease meanwhile.
+    Waiting,
 }
 
 impl RunStatus {
@@ -41,6 +44,7 @@ impl RunStatus {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -52,6 +56,7 @@ impl RunStatus {
             "completed" => Self::Completed,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
+            "waiting" => Self::Waiting,
             _ => return None,
         })
     }
@@ -247,6 +252,63 @@ pub struct RunSnapshot<S = Value> {
     /// The run and step it was forked from, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkOrigin>,
+    /// The questions the run waits on, while it is `waiting`: answer each with
+    /// `POST /runs/{run_id}/resume`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupts: Vec<Interrupt>,
+}
+
+/// A question a run asks at an `interrupt` node, waiting for the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "node": "approve", "step": 9, "prompt": "Approve the revised code?", "input_schema": {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}, "comment": {"type": "string"}}}, "context": {"revised_code": "def f(x):\n    return x\n"}})))]
+pub struct Interrupt {
+    /// Its id: what `POST /runs/{run_id}/resume` answers.
+    pub interrupt_id: String,
+    /// The `interrupt` node asking.
+    pub node: String,
+    /// The step the node is.
+    pub step: u64,
+    /// The question, for a person.
+    pub prompt: String,
+    /// The JSON Schema the answer must match.
+    pub input_schema: Value,
+    /// The state keys the node shows with its question (its config's `show`), as they
+    /// stood when it asked.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub context: State,
+    /// Until when it waits, in milliseconds since the Unix epoch; then the node's
+    /// `on_timeout` is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+}
+
+/// Body of `POST /runs/{run_id}/resume`: the answer to a waiting run's question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "input": {"approved": true, "comment": "ship it"}})))]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// The question answered (see the run's `interrupts`).
+    pub interrupt_id: String,
+    /// The answer: it must match the question's `input_schema`, and is written to the
+    /// state at the node's `key`.
+    pub input: Value,
+}
+
+/// `202` answer of `POST /runs/{run_id}/resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "status": "queued"})))]
+pub struct Resumed {
+    /// The run.
+    pub run_id: String,
+    /// The question answered.
+    pub interrupt_id: String,
+    /// `queued` when it was the last question the run waited on (it goes on from the
+    /// node's edges), else `waiting`.
+    pub status: RunStatus,
 }
 
 /// One run in a listing.
@@ -319,10 +381,12 @@ pub enum EventKind {
     End,
     /// `error`
     Error,
+    /// `interrupted`
+    Interrupted,
 }
 
 impl EventKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::NodeStarted,
@@ -330,6 +394,7 @@ impl EventKind {
         Self::NodeFailed,
         Self::End,
         Self::Error,
+        Self::Interrupted,
     ];
 
     /// The name used on the wire and in storage.
@@ -342,6 +407,7 @@ impl EventKind {
             Self::NodeFailed => "node_failed",
             Self::End => "end",
             Self::Error => "error",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -372,6 +438,9 @@ pub enum RunEvent<S = Value> {
     NodeFailed(NodeFailedEvent),
     /// The run has ended: always the last event.
     End(EndEvent<S>),
+    /// The run paused at an `interrupt` node and is `waiting` for the answer to its
+    /// question.
+    Interrupted(InterruptedEvent),
     /// The stream cannot be served (for example, the run does not exist); the socket closes.
     Error(ErrorEvent),
 }
@@ -387,6 +456,7 @@ impl<S> RunEvent<S> {
             Self::NodeFailed(_) => EventKind::NodeFailed,
             Self::End(_) => EventKind::End,
             Self::Error(_) => EventKind::Error,
+            Self::Interrupted(_) => EventKind::Interrupted,
         }
     }
 
@@ -396,6 +466,7 @@ impl<S> RunEvent<S> {
             Self::NodeStarted(event) => Some(&event.node),
             Self::Step(event) => Some(&event.node),
             Self::NodeFailed(event) => Some(&event.node),
+            Self::Interrupted(event) => Some(&event.interrupt.node),
             Self::RunQueued(_) | Self::RunStarted(_) | Self::End(_) | Self::Error(_) => None,
         }
     }
@@ -533,6 +604,20 @@ pub struct EndEvent<S = Value> {
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The run paused at an `interrupt` node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "interrupted", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 30, "interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "node": "approve", "step": 9, "prompt": "Approve the revised code?", "input_schema": {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}}})))]
+pub struct InterruptedEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The event's number in the run.
+    pub seq: u64,
+    /// The question it waits on.
+    #[serde(flatten)]
+    pub interrupt: Interrupt,
 }
 
 /// The stream cannot be served.

@@ -3,9 +3,12 @@
 //! ```text
 //!   queued ──► running ──► completed | failed | cancelled
 //!     │  ▲        │
-//!     │  └────────┘  handed back: released at shutdown, or claimed from an owner
-//!     │              whose lease ran out
-//!     └──► cancelled | failed   (cancelled while waiting, or it could not resume)
+//!     │  ├────────┘  handed back: released at shutdown, or claimed from an owner
+//!     │  │           whose lease ran out
+//!     │  │        ▼
+//!     │  └─── waiting  at an `interrupt` node, with no owner and no lease, until its
+//!     │                question is answered (or times out), or it is claimed to cancel
+//!     └──► cancelled | failed   (cancelled while queued, or it could not resume)
 //! ```
 //!
 //! The store applies every move as one conditional statement: the status it expects and
@@ -36,10 +39,12 @@ pub struct IllegalTransition {
 impl Transition {
     /// The move from `from` to `to`, if the lifecycle allows it.
     pub fn new(from: RunStatus, to: RunStatus) -> Result<Self, IllegalTransition> {
-        use RunStatus::{Cancelled, Completed, Failed, Queued, Running};
+        use RunStatus::{Cancelled, Completed, Failed, Queued, Running, Waiting};
         let legal = matches!(
             (from, to),
-            (Queued, Running | Cancelled | Failed) | (Running, Queued | Completed | Failed | Cancelled)
+            (Queued, Running | Cancelled | Failed)
+                | (Running, Queued | Completed | Failed | Cancelled | Waiting)
+                | (Waiting, Queued)
         );
         if legal {
             Ok(Self { from, to })
@@ -53,12 +58,13 @@ impl Transition {
 mod tests {
     use super::*;
 
-    const ALL: [RunStatus; 5] = [
+    const ALL: [RunStatus; 6] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Completed,
         RunStatus::Failed,
         RunStatus::Cancelled,
+        RunStatus::Waiting,
     ];
 
     #[test]
@@ -79,6 +85,8 @@ mod tests {
                 ("running", "completed"),
                 ("running", "failed"),
                 ("running", "cancelled"),
+                ("running", "waiting"),
+                ("waiting", "queued"),
             ]
         );
     }

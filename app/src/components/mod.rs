@@ -1,4 +1,5 @@
 //! Pieces the pages share.
 
 pub mod graph;
+pub mod question;
 pub mod report;

@@ -12,7 +12,7 @@ use crate::{
     wire::RunSummary,
 };
 
-const STATUSES: [&str; 5] = ["queued", "running", "completed", "failed", "cancelled"];
+const STATUSES: [&str; 6] = ["queued", "running", "waiting", "completed", "failed", "cancelled"];
 
 /// `/history`.
 #[component]

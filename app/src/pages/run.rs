@@ -14,6 +14,7 @@ use crate::{
     api::{self, RunPageData},
     components::{
         graph::GraphDiagram,
+        question::QuestionForm,
         report::{is_code_review, CodeReviewReport},
     },
     format::{diff, micros, millis, preview, utc},
@@ -141,6 +142,17 @@ fn RunView(data: RunPageData) -> impl IntoView {
             {move || model.with(|m| m.error.clone()).map(|err| view! {
                 <p class="error-banner" data-testid="run-error">{err}</p>
             })}
+            {
+                let run_id = run_id.clone();
+                move || {
+                    let run_id = run_id.clone();
+                    model
+                        .with(|m| m.pending.clone())
+                        .into_iter()
+                        .map(move |question| view! { <QuestionForm run_id=run_id.clone() question/> })
+                        .collect_view()
+                }
+            }
             <div class="graph-panel">
                 {graph.description.clone().map(|text| view! { <p class="muted graph-description">{text}</p> })}
                 <GraphDiagram view=graph.view.clone() state=nodes_state/>
@@ -218,6 +230,15 @@ fn Timeline(model: RwSignal<RunModel>, selected: RwSignal<Option<usize>>) -> imp
                         }
                         .into_any()
                     }
+                    Entry::Question(question) => view! {
+                        <li class="entry question" data-testid="timeline-question">
+                            <span class="n">{format!("#{}", question.step)}</span>
+                            <span class="node">{question.node.clone()}</span>
+                            <span class="attempt">"asked"</span>
+                            <p class="why">{question.prompt.clone()}</p>
+                        </li>
+                    }
+                    .into_any(),
                     Entry::Failure(failure) => view! {
                         <li class="entry failure" data-testid="timeline-failure">
                             <span class="n">{format!("#{}", failure.step)}</span>

@@ -9,9 +9,10 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 use weft_app::wire::{
     ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, ForkOrigin, ForkRequest, GraphCreated, GraphDetail,
-    GraphPage, GraphSummary, GraphView, Health, NodeFailedEvent, NodeStartedEvent, NodeView, PoolHealth, PresetInfo,
-    Problem, RunDetail, RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted,
-    RunStartedEvent, RunStatus, RunSummary, Session, StoreHealth, ToolInfo,
+    GraphPage, GraphSummary, GraphView, Health, Interrupt, InterruptedEvent, NodeFailedEvent, NodeStartedEvent,
+    NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed, RunDetail, RunEvent, RunFinished, RunPage,
+    RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary, Session, StoreHealth,
+    ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -40,6 +41,7 @@ pub const DOCS_PATH: &str = "/docs";
         runs::run_detail,
         runs::cancel_run,
         runs::fork_run,
+        runs::resume_run,
         runs::delete_run,
         ws::stream,
         graphs::list_tools,
@@ -56,6 +58,7 @@ pub const DOCS_PATH: &str = "/docs";
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
             ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
+            Interrupt, InterruptedEvent, ResumeRequest, Resumed,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
             Problem, Health, Session, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),
@@ -67,7 +70,7 @@ pub const DOCS_PATH: &str = "/docs";
     modifiers(&AnyValue, &BearerTokens),
     tags(
         (name = "graphs", description = "Define graphs and discover tools, presets and stored graphs."),
-        (name = "runs", description = "Start runs, follow them, list them and cancel them."),
+        (name = "runs", description = "Start runs, follow them, answer their questions, fork them, list them and cancel them."),
         (name = "service", description = "The server itself."),
     )
 )]

@@ -156,6 +156,26 @@ impl From<RunnerError> for ApiError {
                 retry_after: 1,
             },
             RunnerError::InvalidFork(ref why) => Self::invalid("invalid_fork", "", why.clone()),
+            RunnerError::InterruptNotFound { .. } => Self::NotFound {
+                code: "interrupt_not_found",
+                detail: err.to_string(),
+            },
+            RunnerError::InterruptResolved(_) => Self::Conflict {
+                code: "interrupt_resolved",
+                detail: err.to_string(),
+            },
+            RunnerError::InvalidAnswer(problems) => Self::Invalid {
+                code: "invalid_input",
+                detail: format!(
+                    "the input does not match the question's schema: {}",
+                    problems
+                        .iter()
+                        .map(|p| format!("{}: {}", if p.path.is_empty() { "/" } else { &p.path }, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                errors: problems,
+            },
             RunnerError::InvalidMaxSteps => Self::invalid("invalid_request", "/max_steps", err.to_string()),
             RunnerError::Store(store) => {
                 tracing::error!(error = %store, "store error");

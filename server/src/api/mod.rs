@@ -113,6 +113,7 @@ pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Route
         .route("/runs/{run_id}", get(runs::run_detail).delete(runs::delete_run))
         .route("/runs/{run_id}/cancel", post(runs::cancel_run))
         .route("/runs/{run_id}/fork", post(runs::fork_run))
+        .route("/runs/{run_id}/resume", post(runs::resume_run))
         .route("/tools", get(graphs::list_tools))
         .route("/presets", get(graphs::list_presets))
         .route("/graphs", get(graphs::list_graphs))

@@ -1,5 +1,6 @@
 //! Runs: `POST /graph/run`, `GET /graph/state/{run_id}`, the run history
-//! (`GET /runs`, `GET /runs/{run_id}`) and `POST /runs/{run_id}/cancel`.
+//! (`GET /runs`, `GET /runs/{run_id}`), `POST /runs/{run_id}/cancel`, `/fork` and
+//! `/resume`.
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
@@ -10,7 +11,8 @@ use axum::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 use weft_app::wire::{
-    CancelAccepted, ForkRequest, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot, RunStarted, RunStatus,
+    CancelAccepted, ForkRequest, ResumeRequest, Resumed, RunDetail, RunFinished, RunPage, RunRequest, RunSnapshot,
+    RunStarted, RunStatus,
 };
 
 use super::{
@@ -82,7 +84,8 @@ pub async fn run_graph(
         return Ok(Json(RunStarted { run_id }).into_response());
     }
     let finished = runner.finished(started).await?;
-    if !finished.status.is_terminal() {
+    // A run that waits for an answer is answered as it stands: `waiting`.
+    if !finished.status.is_terminal() && finished.status != RunStatus::Waiting {
         // The server began shutting down mid-run: the run is checkpointed and goes on at
         // the next start; its id says where to find it.
         return Err(ApiError::Unavailable {
@@ -294,6 +297,38 @@ pub async fn fork_run(
     Ok(Json(RunStarted {
         run_id: started.run_id.to_string(),
     }))
+}
+
+/// `POST /runs/{run_id}/resume`: answers a waiting run's question.
+#[utoipa::path(
+    post,
+    path = "/runs/{run_id}/resume",
+    summary = "Answer a waiting run",
+    tag = "runs",
+    description = "Answers the question a run asked at an `interrupt` node (see the run's `interrupts`, and its \
+                   `interrupted` events). The `input` must match the question's `input_schema`: otherwise 422, \
+                   with the JSON pointer of each problem in `errors`. The answer is written to the state at the \
+                   node's `key`, and once no question of the run is pending it goes on from that node's edges \
+                   (`status: queued`), on whichever instance has a free slot. A question answers once: a second \
+                   answer, or one after it timed out, gets 409.",
+    params(("run_id" = String, Path, description = "The waiting run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")),
+    request_body = ResumeRequest,
+    responses(
+        (status = 202, description = "Answered; the run goes on (`queued`), or waits on its other questions (`waiting`).", body = Resumed),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Invalid),
+    )
+)]
+pub async fn resume_run(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(run_id): Path<String>,
+    ApiJson(request): ApiJson<ResumeRequest>,
+) -> Result<Response, ApiError> {
+    let resumed = runner.answer(&RunId::from(run_id), request, &principal).await?;
+    Ok((StatusCode::ACCEPTED, Json(resumed)).into_response())
 }
 
 /// `DELETE /runs/{run_id}`: deletes an ended run with its events.

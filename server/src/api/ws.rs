@@ -87,6 +87,7 @@ pub struct StreamQuery {
              ("node_started" = (value = json!({"type": "node_started", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 3, "step": 1, "node": "extract", "attempt": 1}))),
              ("step" = (value = json!({"type": "step", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 4, "step": 1, "node": "extract", "state": {"code": "def f(): pass", "functions": ["f"]}, "update": {"functions": ["f"]}, "attempt": 1, "log": "[RUNNING] extract", "changed": ["functions"], "status": "running", "duration_us": 812}))),
              ("node_failed" = (value = json!({"type": "node_failed", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 5, "step": 2, "node": "fetch", "attempt": 1, "error": "timed out after 500 ms", "retry_in_ms": 100}))),
+             ("interrupted" = (value = json!({"type": "interrupted", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 30, "interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "node": "approve", "step": 9, "prompt": "Approve the revised code?", "input_schema": {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}}}))),
              ("end" = (value = json!({"type": "end", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 17, "steps": 5, "status": "completed", "state": {"quality_score": 98}}))),
              ("error" = (value = json!({"type": "error", "detail": "no run with id `nope`"}))),
          )),
@@ -276,8 +277,20 @@ async fn send_events(
     // watch says it moved on, read what it committed, until it is in flight here (claimed
     // by this instance) or has ended.
     loop {
-        if let Some(live) = live {
-            return follow(runner, &run, live, last, sender).await;
+        if let Some(channel) = live.take() {
+            match follow(runner, &run, channel, last, sender).await? {
+                // Ended: every event was sent.
+                None => return Ok(()),
+                // It stopped executing here without ending (it waits for an answer): watch
+                // the store again.
+                Some(seen) => last = seen,
+            }
+            run = runner
+                .store()
+                .run(run_id)
+                .await?
+                .ok_or(StoreError::Corrupt("run vanished".into()))?;
+            continue;
         }
         if run.status.is_terminal() {
             if replay(runner, &run, last, sender).await?.1 {
@@ -300,14 +313,16 @@ async fn send_events(
     }
 }
 
-/// Sends a run in flight here, live from its channel, after event `last`.
+/// Sends a run in flight here, live from its channel, after event `last`. Answers `None`
+/// once its end is sent, or the last event sent when it stopped executing here without
+/// ending (it waits for an answer).
 async fn follow(
     runner: &Runner,
     run: &StoredRun,
     mut live: Receiver<Arc<LiveEvent>>,
     mut last: u64,
     sender: &Sender,
-) -> Result<(), StreamError> {
+) -> Result<Option<u64>, StreamError> {
     loop {
         match live.recv().await {
             Ok(event) if event.seq <= last => {}
@@ -316,28 +331,33 @@ async fn follow(
                 last = event.seq;
                 send(sender, event.text.clone()).await?;
                 if event.end {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             // A gap (we fell behind, or the channel dropped what we had not read): the store has it all.
             Ok(_) | Err(RecvError::Lagged(_)) => {
                 let (seen, ended) = replay(runner, run, last, sender).await?;
                 if ended {
-                    return Ok(());
+                    return Ok(None);
                 }
                 last = seen;
             }
             Err(RecvError::Closed) => {
                 // The run's task is gone; the store has the rest, including how it ended.
-                if replay(runner, run, last, sender).await?.1 {
-                    return Ok(());
+                let (seen, ended) = replay(runner, run, last, sender).await?;
+                if ended {
+                    return Ok(None);
                 }
                 let run = runner
                     .store()
                     .run(&run.id)
                     .await?
                     .ok_or(StoreError::Corrupt("run vanished".into()))?;
-                return send_end(runner, &run, sender).await;
+                if !run.status.is_terminal() {
+                    return Ok(Some(seen));
+                }
+                send_end(runner, &run, sender).await?;
+                return Ok(None);
             }
         }
     }

@@ -18,7 +18,7 @@ use weft_app::wire::{RunStatus, State};
 
 use super::{
     graph::{Graph, Node, NodeId},
-    tool::{Next, Outcome, ToolError, ToolInput},
+    tool::{Answer, Next, Outcome, Pause, ToolError, ToolInput},
 };
 
 /// One executed node, as the sink sees it. Everything is borrowed: a sink that needs
@@ -47,6 +47,17 @@ pub struct StepView<'a> {
     pub duration: Duration,
     /// Why the node failed, when it did.
     pub error: Option<&'a str>,
+}
+
+/// A node asking a person a question: the run waits for the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruption<'a> {
+    /// The step the node is: it is executed (and counted) once answered.
+    pub step: u64,
+    /// The node's name.
+    pub node: &'a str,
+    /// The question.
+    pub pause: &'a Pause,
 }
 
 /// What the sink tells the loop after a step.
@@ -106,6 +117,16 @@ pub trait StepSink: Send {
     /// so a sink may write the step together with that.
     fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send;
 
+    /// A node asked a question ([`Next::Wait`]): the run stops here and waits for the
+    /// answer, which resumes it at that node. [`Control::Cancel`] ends it `cancelled`
+    /// instead (it was asked to stop). By default the run just stops, `waiting`.
+    fn interrupted(
+        &mut self,
+        _interruption: Interruption<'_>,
+    ) -> impl Future<Output = Result<Control, SinkError>> + Send {
+        std::future::ready(Ok(Control::Continue))
+    }
+
     /// The run's stop signal, if it can be cancelled: once raised, a node in progress is
     /// dropped at once (its tool stops: an async tool with its future, a pooled job at its
     /// next check), so is a retry backoff, and the run ends `cancelled` at its last step.
@@ -147,6 +168,8 @@ pub struct Checkpoint {
     pub next: Option<NodeId>,
     /// Steps already executed.
     pub steps: u64,
+    /// The answer to the question `next` asked, when the run waited on it.
+    pub answer: Option<Answer>,
 }
 
 impl Checkpoint {
@@ -156,6 +179,7 @@ impl Checkpoint {
             state,
             next: Some(graph.start()),
             steps: 0,
+            answer: None,
         }
     }
 }
@@ -295,7 +319,8 @@ fn attempts_said(attempts: u32) -> String {
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunEnd {
-    /// `Completed`, `Failed` or `Cancelled`.
+    /// `Completed`, `Failed` or `Cancelled`; or `Waiting`, stopped at a node's question
+    /// (see [`StepSink::interrupted`]).
     pub status: RunStatus,
     /// The final state.
     pub state: State,
@@ -322,7 +347,10 @@ pub async fn execute<S: StepSink>(
         state,
         mut next,
         mut steps,
+        answer,
     } = checkpoint;
+    // For the checkpoint's node only: the first one run.
+    let mut answer = answer.map(Arc::new);
     let mut size = StateSize::of(&state);
     let mut state = Arc::new(state);
     // The nodes executed by this process, to name the loop if the limit is hit.
@@ -347,11 +375,32 @@ pub async fn execute<S: StepSink>(
         // server's throughput.
         let span =
             tracing::info_span!(parent: &sink.span(), "node", node = %node.name, tool = %node.tool_name, step = steps);
-        let attempted = attempt(node, &state, steps, sink).instrument(span.clone()).await?;
+        let attempted = attempt(node, &state, (steps, answer.take()), sink)
+            .instrument(span.clone())
+            .await?;
         let Some((result, attempts)) = attempted else {
             // Cancelled mid-node: the node's step never happened.
             return Ok(ended(RunStatus::Cancelled, state, steps - 1, None));
         };
+        if let Ok(Outcome {
+            next: Next::Wait(pause),
+            ..
+        }) = &result
+        {
+            // The node asked: its step happens once it is answered.
+            let control = sink
+                .interrupted(Interruption {
+                    step: steps,
+                    node: &node.name,
+                    pause,
+                })
+                .await?;
+            let status = match control {
+                Control::Continue => RunStatus::Waiting,
+                Control::Cancel => RunStatus::Cancelled,
+            };
+            return Ok(ended(status, state, steps - 1, None));
+        }
         let duration = started.elapsed();
         span.in_scope(|| match &result {
             Ok(_) => tracing::debug!(duration_us = duration.as_micros() as u64, "node finished"),
@@ -451,7 +500,8 @@ fn decide(
         };
     }
     let chosen = match next {
-        Next::Edge => None,
+        // Handled before: a question is no step.
+        Next::Edge | Next::Wait(_) => None,
         Next::End => Some(None),
         Next::Node(target) => match graph.find(&target) {
             Some(target) => Some(Some(target)),
@@ -490,7 +540,7 @@ fn decide(
 async fn attempt<S: StepSink>(
     node: &Node,
     state: &Arc<State>,
-    step: u64,
+    (step, answer): (u64, Option<Arc<Answer>>),
     sink: &mut S,
 ) -> Result<Option<(Result<Outcome, ToolError>, u32)>, SinkError> {
     let stop = sink.cancel_token();
@@ -507,6 +557,7 @@ async fn attempt<S: StepSink>(
             config: Arc::clone(&node.config),
             timeout: node.policy.timeout,
             missing: node.missing,
+            answer: answer.clone(),
         });
         // A tool that finishes without waiting (most do) needs no timer: arm one only
         // for a call that is still pending after its first poll.
@@ -822,6 +873,7 @@ mod tests {
             state,
             next: graph.find("inc"),
             steps: 4,
+            answer: None,
         };
         let mut sink = Recorder::default();
         let end = execute(&graph, checkpoint, 100, &mut sink).await.unwrap();

@@ -17,7 +17,8 @@ pub mod script;
 pub mod tool;
 
 pub use executor::{
-    execute, Bounds, Checkpoint, Control, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink, StepView,
+    execute, Bounds, Checkpoint, Control, Interruption, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink,
+    StepView,
 };
 pub use graph::{Graph, GraphError, NodeId};
 pub use tool::{CpuPool, Registry};

@@ -627,6 +627,7 @@ mod tests {
             config: Arc::new(Value::Null),
             timeout,
             missing: crate::engine::tool::MissingInput::Fail,
+            answer: None,
         })
         .await
     }

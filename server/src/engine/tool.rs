@@ -36,6 +36,37 @@ pub struct ToolInput {
     pub timeout: std::time::Duration,
     /// What to do with an input the state lacks (see [`MissingInput`]).
     pub missing: MissingInput,
+    /// The answer to the question this node asked ([`Next::Wait`]), when the run goes on
+    /// after it; `None` on a first call.
+    pub answer: Option<Arc<Answer>>,
+}
+
+/// How a question a node asked was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A person answered (with input matching the question's schema).
+    Given {
+        /// The answer.
+        input: Value,
+        /// Who answered, when known.
+        by: Option<String>,
+    },
+    /// Nobody answered before its deadline.
+    TimedOut,
+}
+
+/// A question for a person, which a node asks by answering [`Next::Wait`]: the run waits
+/// (holding nothing) until it is answered, then calls the node again with the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// The question.
+    pub prompt: String,
+    /// The JSON Schema the answer must match.
+    pub input_schema: Value,
+    /// State values shown with the question.
+    pub context: State,
+    /// How long to wait for an answer; `None`: until one comes.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a tool does with an input key the state lacks.
@@ -59,6 +90,8 @@ pub enum Next {
     Node(String),
     /// End the run here.
     End,
+    /// Wait for a person's answer, then call the node again with it (see [`Pause`]).
+    Wait(Box<Pause>),
 }
 
 /// What a tool answers.
@@ -137,6 +170,12 @@ pub trait Tool: Send + Sync + 'static {
     /// edge ([`Next::Node`]); drawn as jump edges where the graph has such a node.
     fn jumps(&self) -> &[String] {
         &[]
+    }
+    /// The nodes a node's config names as places to go, each with the JSON pointer of
+    /// where in the config: unlike a preset tool's [`Tool::jumps`], the graph must have
+    /// them, and parsing says so when it does not.
+    fn named_targets(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -541,6 +580,7 @@ mod tests {
             config: Arc::new(Value::Null),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: MissingInput::Fail,
+            answer: None,
         }
     }
 
@@ -641,6 +681,7 @@ mod tests {
 
         let lenient = ToolInput {
             missing: MissingInput::ReadAsEmpty,
+            answer: None,
             ..input(State::new())
         };
         let outcome = tool.call(lenient).await.unwrap();
@@ -660,6 +701,7 @@ mod tests {
         state.insert("code".into(), "x".into());
         let present = ToolInput {
             missing: MissingInput::ReadAsEmpty,
+            answer: None,
             ..input(state)
         };
         let outcome = tool.call(present).await.unwrap();

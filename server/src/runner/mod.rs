@@ -3,6 +3,7 @@
 //! - here: admission and the lifecycle: starting runs (or refusing them: a full queue,
 //!   a shutdown), their tasks, leases, claiming and resuming, cancel and shutdown;
 //! - `catalog`: storing graphs, and the parsed graphs kept in memory;
+//! - `interrupts`: runs that wait for a person's answer;
 //! - `sink`: recording a run, each event committed before it is published, and
 //!   ending it, durably, however it ends;
 //! - `views` and [`replay`](Replay): the read models, runs and their
@@ -19,6 +20,7 @@
 mod catalog;
 mod fork;
 pub mod hub;
+mod interrupts;
 mod replay;
 mod sink;
 #[cfg(test)]
@@ -98,6 +100,20 @@ pub enum RunnerError {
     /// A fork cannot start as asked (422).
     #[error("{0}")]
     InvalidFork(String),
+    /// The run asked no question with this id.
+    #[error("run `{run}` has no question `{interrupt}`")]
+    InterruptNotFound {
+        /// The run.
+        run: RunId,
+        /// The question's id.
+        interrupt: String,
+    },
+    /// The question was answered already, or timed out, or the run stopped waiting.
+    #[error("question `{0}` is not pending: it was answered, timed out, or its run stopped waiting")]
+    InterruptResolved(String),
+    /// The answer does not match the question's schema (422, with each problem).
+    #[error("the input does not match the question's schema")]
+    InvalidAnswer(Vec<weft_app::wire::Problem>),
     /// The server is shutting down and takes no new runs.
     #[error("the server is shutting down; try again in a moment")]
     ShuttingDown,
@@ -428,8 +444,8 @@ impl Runner {
         }
     }
 
-    /// Waits for a run to end, on whichever instance executes it, and answers how it
-    /// ended (its log is left in the store). At shutdown, answers at once with its status
+    /// Waits for a run to end (or to wait for an answer), on whichever instance executes
+    /// it, and answers how it stands (its log is left in the store). At shutdown, answers at once with its status
     /// then, not ended.
     pub async fn wait_for_end(&self, run_id: &RunId) -> Result<Finished, RunnerError> {
         let mut watch = self.watch(run_id, Wake::OnEnd);
@@ -439,10 +455,13 @@ impl Runner {
                 .run(run_id)
                 .await?
                 .ok_or_else(|| RunnerError::RunNotFound(run_id.clone()))?;
-            if run.status.is_terminal() || self.shutdown.is_cancelled() {
-                let state =
-                    serde_json::value::RawValue::from_string(run.final_state.unwrap_or_else(|| "{}".to_owned()))
-                        .map_err(|err| StoreError::Corrupt(format!("run {run_id} final state: {err}")))?;
+            // A run waiting for an answer stands still until someone gives it.
+            if run.status.is_terminal() || run.status == RunStatus::Waiting || self.shutdown.is_cancelled() {
+                let state = match run.status {
+                    RunStatus::Waiting => current_state(self.store.as_ref(), &run).await?,
+                    _ => serde_json::value::RawValue::from_string(run.final_state.unwrap_or_else(|| "{}".to_owned()))
+                        .map_err(|err| StoreError::Corrupt(format!("run {run_id} final state: {err}")))?,
+                };
                 return Ok(Finished {
                     status: run.status,
                     state,
@@ -507,6 +526,11 @@ impl Runner {
                     }
                 }
                 Err(err) => tracing::warn!(error = %err, "could not read cancel requests; trying again"),
+            }
+            match self.expire_questions().await {
+                Ok(0) => {}
+                Ok(queued) => tracing::info!(queued, "questions timed out; their runs go on"),
+                Err(err) => tracing::warn!(error = %err, "could not time out questions; trying again"),
             }
             match self.resume_unfinished().await {
                 Ok(0) => {}
@@ -723,6 +747,7 @@ impl Runner {
             state,
             next,
             steps: run.step_count,
+            answer: self.answer_for(&run).await?,
         };
         // A claimed run was handed back to `queued`; its first step is a snapshot, and its
         // earlier log lines are in the store only.

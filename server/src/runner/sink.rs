@@ -9,7 +9,10 @@ use std::sync::Arc;
 use serde::{ser::SerializeMap, Serialize};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
-use weft_app::wire::{EndEvent, EventKind, NodeFailedEvent, NodeStartedEvent, RunEvent, RunStatus, State, StepEvent};
+use weft_app::wire::{
+    EndEvent, EventKind, Interrupt, InterruptedEvent, NodeFailedEvent, NodeStartedEvent, RunEvent, RunStatus, State,
+    StepEvent,
+};
 
 use super::views::current_state;
 use super::{
@@ -17,10 +20,10 @@ use super::{
     Finished,
 };
 use crate::{
-    engine::{Control, NodeFailure, NodeStart, RunEnd, SinkError, StepSink, StepView},
+    engine::{Control, Interruption, NodeFailure, NodeStart, RunEnd, SinkError, StepSink, StepView},
     ids::{OwnerId, RunId},
     lifecycle::Transition,
-    store::{EventRecord, RunEffect, Store, StoreError},
+    store::{now_millis, EventRecord, NewInterrupt, RunEffect, Store, StoreError},
 };
 
 /// Serializes the state keys a node wrote, from the state after it, without copying them.
@@ -306,6 +309,15 @@ impl RunSink {
             steps,
             error,
         } = end;
+        if status == RunStatus::Waiting {
+            // Stored with its question (see `interrupted`): the run is no instance's now.
+            return Finished {
+                status,
+                state: raw(&state).unwrap_or_else(|_| empty_state()),
+                error: None,
+                log: self.log,
+            };
+        }
         // No cancel is accepted past this point, and every one accepted before it (its
         // request answered 202) ends the run `cancelled`, whatever its last step did.
         if self.publisher.close() {
@@ -456,6 +468,59 @@ impl StepSink for RunSink {
             .into_iter()
             .collect();
         self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
+    }
+
+    async fn interrupted(&mut self, interruption: Interruption<'_>) -> Result<Control, SinkError> {
+        // From here no cancel is taken through this instance: one taken before ends the
+        // run `cancelled` instead of waiting, and one asked later finds it waiting in the
+        // store, and claims it to end it.
+        if self.publisher.close() {
+            return Ok(Control::Cancel);
+        }
+        let Interruption { step, node, pause } = interruption;
+        let deadline = pause
+            .timeout
+            .map(|timeout| now_millis().saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)));
+        let question = Interrupt {
+            interrupt_id: RunId::generate().to_string(),
+            node: node.to_owned(),
+            step,
+            prompt: pause.prompt.clone(),
+            input_schema: pause.input_schema.clone(),
+            context: pause.context.clone(),
+            deadline,
+        };
+        let request = serde_json::to_string(&question).map_err(|err| SinkError(err.to_string()))?;
+        let effect = RunEffect::Waiting {
+            step_count: step - 1,
+            next_node: node.to_owned(),
+            interrupt: NewInterrupt {
+                id: question.interrupt_id.clone(),
+                node: node.to_owned(),
+                step,
+                request,
+                deadline,
+            },
+        };
+        let lines = vec![format!("[WAITING] {node}: {}", pause.prompt)];
+        let event: RunEvent = RunEvent::Interrupted(InterruptedEvent {
+            run_id: self.run_id.to_string(),
+            seq: self.seq + 1,
+            interrupt: question,
+        });
+        // Written with the step before it, in one commit, however long the store fails:
+        // a run never waits without its question, nor asks without waiting.
+        self.hold(&event, &lines, effect).map_err(sink_error)?;
+        match self.write_held_until_stored().await {
+            Ending::Written => Ok(Control::Continue),
+            Ending::NotOurs => Err(SinkError("the run is another instance's now".into())),
+            Ending::CancelAsked => {
+                // Asked to stop through another instance: it ends `cancelled` instead.
+                self.held.pop();
+                self.seq -= 1;
+                Ok(Control::Cancel)
+            }
+        }
     }
 
     fn cancel_token(&self) -> Option<CancellationToken> {

@@ -168,6 +168,18 @@ impl Store for FaultyStore {
     async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError> {
         self.inner.forks_of(id, created_by).await
     }
+    async fn interrupts(&self, run_id: &RunId) -> Result<Vec<crate::store::StoredInterrupt>, StoreError> {
+        self.inner.interrupts(run_id).await
+    }
+    async fn resolve_interrupt(
+        &self,
+        resolution: crate::store::Resolution,
+    ) -> Result<crate::store::Resolved, StoreError> {
+        self.inner.resolve_interrupt(resolution).await
+    }
+    async fn expire_interrupts(&self, now: crate::store::Millis, limit: u32) -> Result<u64, StoreError> {
+        self.inner.expire_interrupts(now, limit).await
+    }
 }
 
 /// A runner over a faulty store that fails `failures` writes from event `fail_from` on,

@@ -3,8 +3,8 @@
 
 use serde_json::value::RawValue;
 use weft_app::wire::{
-    EndEvent, EventKind, ForkOrigin, GraphDetail, GraphPage, GraphSummary, PresetInfo, RunDetail, RunEvent, RunPage,
-    RunSnapshot, RunSummary,
+    EndEvent, EventKind, ForkOrigin, GraphDetail, GraphPage, GraphSummary, Interrupt, PresetInfo, RunDetail, RunEvent,
+    RunPage, RunSnapshot, RunSummary,
 };
 
 use super::{Replay, Runner, RunnerError};
@@ -33,6 +33,7 @@ impl Snapshot {
                 run_id: fork.run.to_string(),
                 step: fork.step,
             }),
+            interrupts: self.interrupts,
         }
     }
 }
@@ -150,6 +151,8 @@ pub struct Snapshot {
     pub state: Box<RawValue>,
     /// Every log line so far.
     pub log: Vec<String>,
+    /// The questions it waits on, while `waiting`.
+    pub interrupts: Vec<Interrupt>,
 }
 
 impl Runner {
@@ -158,7 +161,13 @@ impl Runner {
         let run = self.visible_run(id, access).await?;
         let state = current_state(self.store.as_ref(), &run).await?;
         let log = self.store.run_log(id).await?;
-        Ok(Snapshot { run, state, log })
+        let interrupts = self.pending_questions(&run).await?;
+        Ok(Snapshot {
+            run,
+            state,
+            log,
+            interrupts,
+        })
     }
 }
 

@@ -145,6 +145,8 @@ on_every_store!(
     ended_runs_are_purged_oldest_first_and_live_ones_never,
     tokens_are_kept_hashed_revoked_by_name_and_names_reused_after,
     runs_are_listed_by_who_started_them,
+    a_waiting_run_holds_nothing_and_each_question_resolves_once,
+    questions_past_their_deadline_time_out_and_a_cancel_reaches_a_waiting_run,
 );
 
 /// The instance the tests write as.
@@ -625,6 +627,164 @@ pub(super) async fn a_queued_run_waits_for_the_first_claim_and_one_run_is_claime
     let rest = store.claim_expired(&me(), now, now + 30_000, 10).await.unwrap();
     assert_eq!(rest.iter().map(|run| &run.id).collect::<Vec<_>>(), [&first]);
     assert_eq!(store.waiting_runs().await.unwrap(), 0);
+}
+
+/// The event that makes a run wait at node `a`, step `step`, for question `id`.
+fn waits(run: &RunId, seq: u64, step: u64, id: &str, deadline: Option<i64>) -> EventRecord {
+    EventRecord {
+        run_id: run.clone(),
+        owner: me(),
+        seq,
+        kind: EventKind::Interrupted,
+        node: Some("a".into()),
+        log: r#"["[WAITING] a: ok?"]"#.into(),
+        event: format!(r#"{{"type":"interrupted","seq":{seq}}}"#),
+        snapshot: false,
+        effect: RunEffect::Waiting {
+            step_count: step - 1,
+            next_node: "a".into(),
+            interrupt: super::NewInterrupt {
+                id: id.into(),
+                node: "a".into(),
+                step,
+                request: format!(r#"{{"interrupt_id":"{id}"}}"#),
+                deadline,
+            },
+        },
+    }
+}
+
+fn answer(run: &RunId, id: &str, answer: Option<&str>) -> super::Resolution {
+    super::Resolution {
+        run_id: run.clone(),
+        interrupt_id: id.into(),
+        answer: answer.map(str::to_owned),
+        by: Some("alice".into()),
+        at: now_millis(),
+    }
+}
+
+pub(super) async fn a_waiting_run_holds_nothing_and_each_question_resolves_once(store: &dyn Store) {
+    use super::Resolved;
+    let run = with_run(store).await;
+    store.append_event(step(&run, 2, 1, Some("a"))).await.unwrap();
+    store.append_event(waits(&run, 3, 2, "q1", None)).await.unwrap();
+    let waiting = store.run(&run).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            waiting.status,
+            waiting.step_count,
+            waiting.next_node.as_deref(),
+            waiting.last_seq
+        ),
+        (RunStatus::Waiting, 1, Some("a"), 3)
+    );
+    // No owner, no lease: nobody claims it while it waits, nor renews it, nor counts it
+    // as queued; and it is not ended, so it cannot be deleted.
+    assert!(store
+        .claim_expired(&other(), i64::MAX, i64::MAX, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.renew_leases(&me(), now_millis() + 60_000).await.unwrap(), 0);
+    assert_eq!(store.waiting_runs().await.unwrap(), 0);
+    assert_eq!(store.delete_run(&run).await.unwrap(), super::Deleted::Live);
+    // Its former owner writes nothing more to it.
+    let late = store.append_event(step(&run, 4, 2, None)).await;
+    assert!(matches!(late, Err(StoreError::NotOwned { .. })), "{late:?}");
+    let asked = store.interrupts(&run).await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        (
+            asked[0].id.as_str(),
+            asked[0].node.as_str(),
+            asked[0].step,
+            asked[0].resolved_at
+        ),
+        ("q1", "a", 2, None)
+    );
+
+    // An unknown question resolves nothing; the question resolves once.
+    assert_eq!(
+        store.resolve_interrupt(answer(&run, "q9", Some("1"))).await.unwrap(),
+        Resolved::NotPending
+    );
+    let (one, two) = tokio::join!(
+        store.resolve_interrupt(answer(&run, "q1", Some(r#"{"approved":true}"#))),
+        store.resolve_interrupt(answer(&run, "q1", Some(r#"{"approved":false}"#)))
+    );
+    let mut outcomes = [one.unwrap(), two.unwrap()];
+    outcomes.sort_by_key(|resolved| *resolved == Resolved::NotPending);
+    assert_eq!(outcomes, [Resolved::Queued, Resolved::NotPending]);
+    let answered = &store.interrupts(&run).await.unwrap()[0];
+    assert!(answered.resolved_at.is_some() && !answered.timed_out);
+    assert_eq!(answered.resolved_by.as_deref(), Some("alice"));
+    assert!(
+        [Some(r#"{"approved":true}"#), Some(r#"{"approved":false}"#)].contains(&answered.answer.as_deref()),
+        "{answered:?}"
+    );
+    // Queued with no owner: the first instance with room claims it, at its checkpoint.
+    let queued = store.run(&run).await.unwrap().unwrap();
+    assert_eq!((queued.status, queued.step_count), (RunStatus::Queued, 1));
+    assert_eq!(store.waiting_runs().await.unwrap(), 1);
+    let claimed = store
+        .claim_expired(&other(), now_millis(), now_millis() + 30_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|run| &run.id).collect::<Vec<_>>(), [&run]);
+    assert_eq!(
+        store.resolve_interrupt(answer(&run, "q1", Some("1"))).await.unwrap(),
+        Resolved::NotPending
+    );
+}
+
+pub(super) async fn questions_past_their_deadline_time_out_and_a_cancel_reaches_a_waiting_run(store: &dyn Store) {
+    let graph = a_graph(store).await;
+    let (late, later, asked_to_stop) = (
+        with_run_of(store, &graph).await,
+        with_run_of(store, &graph).await,
+        with_run_of(store, &graph).await,
+    );
+    let now = now_millis();
+    store
+        .append_event(waits(&late, 2, 1, "late", Some(now - 1)))
+        .await
+        .unwrap();
+    store
+        .append_event(waits(&later, 2, 1, "later", Some(now + 60_000)))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_interrupts(now, 10).await.unwrap(), 1);
+    let timed_out = &store.interrupts(&late).await.unwrap()[0];
+    assert!(timed_out.timed_out && timed_out.answer.is_none() && timed_out.resolved_by.is_none());
+    assert_eq!(store.run(&late).await.unwrap().unwrap().status, RunStatus::Queued);
+    assert_eq!(store.run(&later).await.unwrap().unwrap().status, RunStatus::Waiting);
+    assert_eq!(store.expire_interrupts(now, 10).await.unwrap(), 0, "once");
+
+    // A run asked to stop does not start to wait: it may only end cancelled.
+    assert!(store.request_cancel(&asked_to_stop).await.unwrap());
+    let refused = store.append_event(waits(&asked_to_stop, 2, 1, "never", None)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::CancelRequested(id)) if *id == asked_to_stop),
+        "{refused:?}"
+    );
+    assert!(store.interrupts(&asked_to_stop).await.unwrap().is_empty());
+    // A waiting run asked to stop is claimed by id, to be ended.
+    assert!(store.request_cancel(&later).await.unwrap());
+    let claimed = store
+        .claim_run(&later, &other(), now, now + 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.status, claimed.cancel_requested), (RunStatus::Queued, true));
+    // Its question is no longer answerable.
+    assert_eq!(
+        store
+            .resolve_interrupt(answer(&later, "later", Some("1")))
+            .await
+            .unwrap(),
+        super::Resolved::NotPending
+    );
 }
 
 /// Postgres tells every instance what the others commit, after they commit it.

@@ -141,6 +141,16 @@ pub enum RunEffect {
         /// The node to run next (`None`: the run ends).
         next_node: Option<String>,
     },
+    /// The run waits, at `next_node`, for the answer to `interrupt`: from `running` to
+    /// `waiting`, with no owner and no lease, and the question stored with it.
+    Waiting {
+        /// Steps executed so far (the interrupt node's is not among them yet).
+        step_count: u64,
+        /// The interrupt node, where the run goes on once answered.
+        next_node: String,
+        /// The question.
+        interrupt: NewInterrupt,
+    },
     /// The run ended. Its final state is the one its `end` event holds: it is stored once.
     Ended {
         /// From `running` (or `queued`) to `completed`, `failed` or `cancelled`.
@@ -150,6 +160,75 @@ pub enum RunEffect {
         /// Why it failed.
         error: Option<String>,
     },
+}
+
+/// A question a run asks at an `interrupt` node, stored as the run starts to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInterrupt {
+    /// Its id.
+    pub id: String,
+    /// The node asking.
+    pub node: String,
+    /// The step the node is.
+    pub step: u64,
+    /// The question as the API shows it, JSON text.
+    pub request: String,
+    /// When it times out, if it does.
+    pub deadline: Option<Millis>,
+}
+
+/// A question a run asked, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInterrupt {
+    /// Its id.
+    pub id: String,
+    /// The run asking.
+    pub run_id: RunId,
+    /// The node asking.
+    pub node: String,
+    /// The step the node is.
+    pub step: u64,
+    /// The question as the API shows it, JSON text.
+    pub request: String,
+    /// When it times out, if it does.
+    pub deadline: Option<Millis>,
+    /// When it was asked.
+    pub created_at: Millis,
+    /// When it was answered or timed out; `None` while pending.
+    pub resolved_at: Option<Millis>,
+    /// The answer, JSON text; `None` while pending, or when it timed out.
+    pub answer: Option<String>,
+    /// Whether it timed out unanswered.
+    pub timed_out: bool,
+    /// The principal that answered it, when one did.
+    pub resolved_by: Option<String>,
+}
+
+/// The answer to a pending question (or its timing out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The run.
+    pub run_id: RunId,
+    /// The question.
+    pub interrupt_id: String,
+    /// The answer, JSON text; `None`: it timed out.
+    pub answer: Option<String>,
+    /// The principal answering.
+    pub by: Option<String>,
+    /// When.
+    pub at: Millis,
+}
+
+/// What [`Store::resolve_interrupt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Answered; it was the run's last pending question, so the run is `queued` again.
+    Queued,
+    /// Answered; the run waits on other questions still.
+    StillWaiting,
+    /// Nothing: the question is not pending (answered already, timed out, or the run
+    /// is not waiting any more).
+    NotPending,
 }
 
 /// One event of a run, to append.
@@ -336,6 +415,15 @@ pub trait Store: Send + Sync + 'static {
     async fn has_tokens(&self) -> Result<bool, StoreError>;
     /// The runs forked from `id`, oldest first, only those `created_by` started when given.
     async fn forks_of(&self, id: &RunId, created_by: Option<&str>) -> Result<Vec<RunId>, StoreError>;
+    /// Every question the run asked, in step order.
+    async fn interrupts(&self, run_id: &RunId) -> Result<Vec<StoredInterrupt>, StoreError>;
+    /// Resolves a pending question of a `waiting` run, and hands the run back (`queued`,
+    /// no owner) when it was the last one pending: one transaction, conditional on the
+    /// question being pending, so two answers never both land.
+    async fn resolve_interrupt(&self, resolution: Resolution) -> Result<Resolved, StoreError>;
+    /// Resolves as timed out up to `limit` pending questions whose deadline is before
+    /// `now`, each as [`Store::resolve_interrupt`] would. Answers how many runs it queued.
+    async fn expire_interrupts(&self, now: Millis, limit: u32) -> Result<u64, StoreError>;
     /// Which store this is: `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Whether the database answers.
@@ -412,7 +500,20 @@ impl RunEffect {
     pub(crate) fn status_after(&self) -> RunStatus {
         match self {
             RunEffect::Ended { transition, .. } => transition.to,
+            RunEffect::Waiting { .. } => RunStatus::Waiting,
             _ => RunStatus::Running,
+        }
+    }
+}
+
+impl RunEffect {
+    /// The status an effect that a cancel request refuses moves from: a run asked to stop
+    /// may neither end other than `cancelled`, nor start to wait.
+    pub(crate) fn refused_when_cancelled(&self) -> Option<RunStatus> {
+        match self {
+            RunEffect::Ended { transition, .. } if transition.to != RunStatus::Cancelled => Some(transition.from),
+            RunEffect::Waiting { .. } => Some(RunStatus::Running),
+            _ => None,
         }
     }
 }

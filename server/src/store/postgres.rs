@@ -39,7 +39,8 @@ use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
     as_i64, count, final_state_of, fork_from_row, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun,
-    Notice, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
+    Notice, Resolution, Resolved, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredInterrupt,
+    StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -434,6 +435,42 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
             .rows_affected()
                 == 1
         }
+        RunEffect::Waiting {
+            step_count,
+            next_node,
+            interrupt,
+        } => {
+            let waiting = sqlx::query(
+                "UPDATE runs SET status = 'waiting', next_node = $1, step_count = $2, owner = NULL, \
+                 lease_until = NULL, updated_at = $3 WHERE id = $4 AND owner = $5 AND status = 'running' \
+                 AND NOT cancel_requested",
+            )
+            .bind(next_node)
+            .bind(as_i64(*step_count))
+            .bind(now)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if waiting {
+                sqlx::query(
+                    "INSERT INTO run_interrupts (id, run_id, node, step, request, deadline, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&interrupt.id)
+                .bind(run_id)
+                .bind(&interrupt.node)
+                .bind(as_i64(interrupt.step))
+                .bind(&interrupt.request)
+                .bind(interrupt.deadline)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            waiting
+        }
         RunEffect::Ended {
             transition,
             steps,
@@ -459,12 +496,12 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
     };
     if !changed {
         // Ours, in the expected status, but asked to stop: it may only end cancelled.
-        if let RunEffect::Ended { transition, .. } = &event.effect {
+        if let Some(from) = event.effect.refused_when_cancelled() {
             let asked =
                 sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND status = $3 AND cancel_requested")
                     .bind(run_id)
                     .bind(owner)
-                    .bind(transition.from.as_str())
+                    .bind(from.as_str())
                     .fetch_optional(&mut **tx)
                     .await?
                     .is_some();
@@ -492,12 +529,82 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
 async fn delete_runs(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<(), StoreError> {
     for statement in [
         "DELETE FROM run_events WHERE run_id = ANY($1)",
+        "DELETE FROM run_interrupts WHERE run_id = ANY($1)",
         "DELETE FROM run_inputs WHERE run_id = ANY($1)",
         "DELETE FROM runs WHERE id = ANY($1)",
     ] {
         sqlx::query(statement).bind(ids).execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Resolves a pending question, and queues its run (telling every instance, at the
+/// commit) when no other is pending.
+async fn resolve(tx: &mut Transaction<'_, Postgres>, resolution: &Resolution) -> Result<Resolved, StoreError> {
+    let run_id = resolution.run_id.as_str();
+    // The run's row lock first: its status cannot change under the answer.
+    let waiting = sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND status = 'waiting' FOR UPDATE")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    if !waiting {
+        return Ok(Resolved::NotPending);
+    }
+    let answered = sqlx::query(
+        "UPDATE run_interrupts SET resolved_at = $1, answer = $2, timed_out = $3, resolved_by = $4 \
+         WHERE id = $5 AND run_id = $6 AND resolved_at IS NULL",
+    )
+    .bind(resolution.at)
+    .bind(&resolution.answer)
+    .bind(resolution.answer.is_none())
+    .bind(&resolution.by)
+    .bind(&resolution.interrupt_id)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !answered {
+        return Ok(Resolved::NotPending);
+    }
+    let pending = sqlx::query("SELECT 1 FROM run_interrupts WHERE run_id = $1 AND resolved_at IS NULL LIMIT 1")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    if pending {
+        return Ok(Resolved::StillWaiting);
+    }
+    sqlx::query(
+        "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = $1 \
+         WHERE id = $2 AND status = 'waiting'",
+    )
+    .bind(resolution.at)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(QUEUED_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Resolved::Queued)
+}
+
+fn interrupt_from_row(row: &PgRow) -> Result<StoredInterrupt, StoreError> {
+    Ok(StoredInterrupt {
+        id: row.try_get("id")?,
+        run_id: RunId::from(row.try_get::<String, _>("run_id")?),
+        node: row.try_get("node")?,
+        step: count(row.try_get("step")?),
+        request: row.try_get("request")?,
+        deadline: row.try_get("deadline")?,
+        created_at: row.try_get("created_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        answer: row.try_get("answer")?,
+        timed_out: row.try_get("timed_out")?,
+        resolved_by: row.try_get("resolved_by")?,
+    })
 }
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
@@ -798,7 +905,7 @@ impl Store for PgStore {
         // The row lock makes it one claim: a second claimer waits, then finds it owned.
         let claimed = sqlx::query(
             "UPDATE runs SET owner = $1, lease_until = $2, status = 'queued', updated_at = $3 \
-             WHERE id = $4 AND status IN ('queued', 'running') \
+             WHERE id = $4 AND status IN ('queued', 'running', 'waiting') \
              AND (owner IS NULL OR lease_until IS NULL OR lease_until < $3)",
         )
         .bind(owner.as_str())
@@ -836,13 +943,14 @@ impl Store for PgStore {
 
     async fn request_cancel(&self, id: &RunId) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let asked =
-            sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status IN ('queued', 'running')")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        let asked = sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status IN ('queued', 'running', 'waiting')",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if asked {
             // Delivered at the commit, to every instance listening.
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -869,6 +977,49 @@ impl Store for PgStore {
 
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         Some(self.notices.subscribe())
+    }
+
+    async fn interrupts(&self, run_id: &RunId) -> Result<Vec<StoredInterrupt>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM run_interrupts WHERE run_id = $1 ORDER BY step, created_at")
+            .bind(run_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(interrupt_from_row).collect()
+    }
+
+    async fn resolve_interrupt(&self, resolution: Resolution) -> Result<Resolved, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let resolved = resolve(&mut tx, &resolution).await?;
+        tx.commit().await?;
+        Ok(resolved)
+    }
+
+    async fn expire_interrupts(&self, now: Millis, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: instances expiring at once each take other questions.
+        let due = sqlx::query(
+            "SELECT id, run_id FROM run_interrupts WHERE resolved_at IS NULL AND deadline IS NOT NULL \
+             AND deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut queued = 0;
+        for row in due {
+            let resolution = Resolution {
+                run_id: RunId::from(row.try_get::<String, _>("run_id")?),
+                interrupt_id: row.try_get("id")?,
+                answer: None,
+                by: None,
+                at: now,
+            };
+            if resolve(&mut tx, &resolution).await? == Resolved::Queued {
+                queued += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(queued)
     }
 
     fn kind(&self) -> &'static str {
@@ -908,11 +1059,13 @@ impl Store for PgStore {
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
-        let live = sqlx::query("SELECT 1 FROM runs WHERE graph_id = $1 AND status IN ('queued', 'running') LIMIT 1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let live = sqlx::query(
+            "SELECT 1 FROM runs WHERE graph_id = $1 AND status IN ('queued', 'running', 'waiting') LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         let deleted = if !exists {
             Deleted::NotFound
         } else if live {

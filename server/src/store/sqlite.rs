@@ -34,7 +34,8 @@ use weft_app::wire::{EventKind, RunStatus};
 
 use super::{
     as_i64, count, final_state_of, fork_from_row, now_millis, Deleted, EventRecord, GraphListing, Job, Millis, NewRun,
-    RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredRun, StoredToken, Write,
+    Resolution, Resolved, RunEffect, RunFilter, Store, StoreError, StoredEvent, StoredGraph, StoredInterrupt,
+    StoredRun, StoredToken, Write,
 };
 use crate::ids::{GraphId, OwnerId, RunId};
 
@@ -64,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_cancel_requests.sql")),
     (10, include_str!("../../migrations/sqlite/0010_principals.sql")),
     (11, include_str!("../../migrations/sqlite/0011_forks.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_interrupts.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -239,7 +241,18 @@ fn connect(path: &Path) -> Result<rusqlite::Connection, StoreError> {
 /// Brings the schema up to date, one migration per transaction. The version is read
 /// inside each transaction, under the write lock, so two processes opening the same new
 /// file never apply a migration twice.
+///
+/// Foreign keys are off while migrating (SQLite ignores the switch inside a transaction):
+/// a migration that rebuilds a table others refer to drops it first. Each migration checks
+/// every reference before it commits instead.
 fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = migrate_each(conn);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrated
+}
+
+fn migrate_each(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     let newest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -271,6 +284,12 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
         };
         tx.execute_batch(sql)
             .map_err(|err| StoreError::Migration(format!("migration {next}: {err}")))?;
+        let dangling = tx.prepare("PRAGMA foreign_key_check")?.exists([])?;
+        if dangling {
+            return Err(StoreError::Migration(format!(
+                "migration {next} would leave references to missing rows"
+            )));
+        }
         tx.pragma_update(None, "user_version", next)?;
         tx.commit()?;
     }
@@ -511,6 +530,36 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
             .execute(params![next_node, as_i64(*step_count), now, run_id, owner])?
                 == 1
         }
+        RunEffect::Waiting {
+            step_count,
+            next_node,
+            interrupt,
+        } => {
+            let waiting = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = 'waiting', next_node = ?1, step_count = ?2, owner = NULL, \
+                     lease_until = NULL, updated_at = ?3 WHERE id = ?4 AND owner = ?5 AND status = 'running' \
+                     AND cancel_requested = 0",
+                )?
+                .execute(params![next_node, as_i64(*step_count), now, run_id, owner])?
+                == 1;
+            if waiting {
+                conn.prepare_cached(
+                    "INSERT INTO run_interrupts (id, run_id, node, step, request, deadline, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    interrupt.id,
+                    run_id,
+                    interrupt.node,
+                    as_i64(interrupt.step),
+                    interrupt.request,
+                    interrupt.deadline,
+                    now
+                ])?;
+            }
+            waiting
+        }
         RunEffect::Ended {
             transition,
             steps,
@@ -534,12 +583,12 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
     };
     if !changed {
         // Ours, in the expected status, but asked to stop: it may only end cancelled.
-        if let RunEffect::Ended { transition, .. } = &event.effect {
+        if let Some(from) = event.effect.refused_when_cancelled() {
             let asked = conn
                 .prepare_cached(
                     "SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2 AND status = ?3 AND cancel_requested = 1",
                 )?
-                .exists(params![run_id, owner, transition.from.as_str()])?;
+                .exists(params![run_id, owner, from.as_str()])?;
             if asked {
                 return Err(StoreError::CancelRequested(event.run_id.clone()));
             }
@@ -558,6 +607,56 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
         event.snapshot,
     )?;
     Ok(())
+}
+
+/// Resolves a pending question, and queues its run when no other is pending.
+fn resolve(conn: &rusqlite::Connection, resolution: &Resolution) -> Result<Resolved, StoreError> {
+    let run_id = resolution.run_id.as_str();
+    let answered =
+        conn.prepare_cached(
+            "UPDATE run_interrupts SET resolved_at = ?1, answer = ?2, timed_out = ?3, resolved_by = ?4 \
+             WHERE id = ?5 AND run_id = ?6 AND resolved_at IS NULL \
+             AND EXISTS (SELECT 1 FROM runs WHERE id = ?6 AND status = 'waiting')",
+        )?
+        .execute(params![
+            resolution.at,
+            resolution.answer,
+            resolution.answer.is_none(),
+            resolution.by,
+            resolution.interrupt_id,
+            run_id
+        ])? == 1;
+    if !answered {
+        return Ok(Resolved::NotPending);
+    }
+    let pending = conn
+        .prepare_cached("SELECT 1 FROM run_interrupts WHERE run_id = ?1 AND resolved_at IS NULL")?
+        .exists([run_id])?;
+    if pending {
+        return Ok(Resolved::StillWaiting);
+    }
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL, updated_at = ?1 \
+         WHERE id = ?2 AND status = 'waiting'",
+    )?
+    .execute(params![resolution.at, run_id])?;
+    Ok(Resolved::Queued)
+}
+
+fn interrupt_from_row(row: &Row<'_>) -> Result<StoredInterrupt, StoreError> {
+    Ok(StoredInterrupt {
+        id: row.get("id")?,
+        run_id: RunId::from(row.get::<_, String>("run_id")?),
+        node: row.get("node")?,
+        step: count(row.get("step")?),
+        request: row.get("request")?,
+        deadline: row.get("deadline")?,
+        created_at: row.get("created_at")?,
+        resolved_at: row.get("resolved_at")?,
+        answer: row.get("answer")?,
+        timed_out: row.get("timed_out")?,
+        resolved_by: row.get("resolved_by")?,
+    })
 }
 
 fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
@@ -632,6 +731,8 @@ fn delete_runs_where(
 ) -> Result<u64, StoreError> {
     let ids = format!("SELECT id FROM runs WHERE {condition}");
     conn.prepare_cached(&format!("DELETE FROM run_events WHERE run_id IN ({ids})"))?
+        .execute(params)?;
+    conn.prepare_cached(&format!("DELETE FROM run_interrupts WHERE run_id IN ({ids})"))?
         .execute(params)?;
     conn.prepare_cached(&format!("DELETE FROM run_inputs WHERE run_id IN ({ids})"))?
         .execute(params)?;
@@ -852,7 +953,7 @@ impl Store for SqliteStore {
             let claimed = conn
                 .prepare_cached(
                     "UPDATE runs SET owner = ?1, lease_until = ?2, status = 'queued', updated_at = ?3 \
-                     WHERE id = ?4 AND status IN ('queued', 'running') \
+                     WHERE id = ?4 AND status IN ('queued', 'running', 'waiting') \
                      AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)",
                 )?
                 .execute(params![owner, lease_until, now, id])?;
@@ -895,7 +996,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let asked = conn
                 .prepare_cached(
-                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
+                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running', 'waiting')",
                 )?
                 .execute([id])?;
             Ok(asked == 1)
@@ -912,6 +1013,58 @@ impl Store for SqliteStore {
                 [owner],
                 |row| Ok(RunId::from(row.get::<_, String>("id")?)),
             )
+        })
+        .await
+    }
+
+    async fn interrupts(&self, run_id: &RunId) -> Result<Vec<StoredInterrupt>, StoreError> {
+        let run_id = run_id.as_str().to_owned();
+        self.read(move |conn| {
+            rows(
+                conn,
+                "SELECT * FROM run_interrupts WHERE run_id = ?1 ORDER BY step, created_at",
+                [&run_id],
+                interrupt_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn resolve_interrupt(&self, resolution: Resolution) -> Result<Resolved, StoreError> {
+        self.read(move |conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let resolved = resolve(&tx, &resolution)?;
+            tx.commit()?;
+            Ok(resolved)
+        })
+        .await
+    }
+
+    async fn expire_interrupts(&self, now: Millis, limit: u32) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let due = rows(
+                &tx,
+                "SELECT id, run_id FROM run_interrupts WHERE resolved_at IS NULL AND deadline IS NOT NULL \
+                 AND deadline < ?1 ORDER BY deadline LIMIT ?2",
+                params![now, limit],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            )?;
+            let mut queued = 0;
+            for (interrupt_id, run_id) in due {
+                let resolution = Resolution {
+                    run_id: RunId::from(run_id),
+                    interrupt_id,
+                    answer: None,
+                    by: None,
+                    at: now,
+                };
+                if resolve(&tx, &resolution)? == Resolved::Queued {
+                    queued += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(queued)
         })
         .await
     }
@@ -953,7 +1106,9 @@ impl Store for SqliteStore {
             let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
             let exists = tx.prepare_cached("SELECT 1 FROM graphs WHERE id = ?1")?.exists([&id])?;
             let live = tx
-                .prepare_cached("SELECT 1 FROM runs WHERE graph_id = ?1 AND status IN ('queued', 'running')")?
+                .prepare_cached(
+                    "SELECT 1 FROM runs WHERE graph_id = ?1 AND status IN ('queued', 'running', 'waiting')",
+                )?
                 .exists([&id])?;
             let deleted = if !exists {
                 Deleted::NotFound

@@ -169,6 +169,7 @@ mod tests {
             config: Arc::new(config),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: crate::engine::tool::MissingInput::Fail,
+            answer: None,
         };
         registry().get(tool).unwrap().call(input).await
     }

@@ -2,12 +2,14 @@
 //!
 //! - [`builtin`]: small building blocks for custom graphs (`noop`, `increment`, `sleep`,
 //!   `fail`).
+//! - [`interrupt`]: a node that waits for a person's answer.
 //! - [`code_review`], [`summarize`] and [`data_quality`]: the three presets' tools.
 //! - [`presets`]: the ready-made graphs built from them.
 
 pub mod builtin;
 pub mod code_review;
 pub mod data_quality;
+pub mod interrupt;
 pub mod presets;
 pub mod summarize;
 #[cfg(feature = "test-hooks")]
@@ -30,6 +32,7 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     summarize::register(&mut registry, pool);
     data_quality::register(&mut registry, pool);
     registry.register("script", script::ScriptTool::new(pool.clone()));
+    registry.register("interrupt", interrupt::Interrupt::new());
     #[cfg(feature = "test-hooks")]
     test_hooks::register(&mut registry);
     registry

@@ -48,6 +48,14 @@ pub const PRESETS: &[Preset] = &[
         example: code_review::example_input,
     },
     Preset {
+        name: "code_review_approval",
+        description: "The Code Review, then a person's approval: after the refine loop the run waits, showing \
+                  the diff of the revised code, until someone approves or rejects it with a comment \
+                  (`approval`). Input: as Code Review.",
+        spec: code_review::approval_preset_spec,
+        example: code_review::example_input,
+    },
+    Preset {
         name: "summarize",
         description: "Split `text` into chunks, summarize each, merge, and refine until the summary is at most \
                   `max_chars` characters (default 300). Optional `chunk_chars` (default 600).",

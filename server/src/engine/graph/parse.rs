@@ -166,6 +166,12 @@ impl<'a> Parser<'a> {
             let Declared { name, path, spec } = &self.declared[index];
             let (name, path, spec) = (*name, path.clone(), *spec);
             let built = self.build(name, &path, spec, fields);
+            for (at, target) in built.iter().flat_map(|built| built.tool.named_targets()) {
+                if !self.names.contains_key(target.as_str()) {
+                    self.problems
+                        .add(format!("{path}/config{at}"), format!("`{target}` is not a node"));
+                }
+            }
             self.built.push(built);
         }
     }

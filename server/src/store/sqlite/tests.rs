@@ -75,6 +75,70 @@ async fn a_database_migrated_by_sqlx_is_taken_over_where_it_stands() {
 }
 
 #[tokio::test]
+async fn rebuilding_the_runs_table_keeps_every_run_with_its_events_and_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    {
+        // As Weft left it before runs could wait: migrations 1 to 11, one run with events.
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        for (_, sql) in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 11).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(
+            "INSERT INTO graphs (id, spec, created_at) VALUES ('g', '{}', 1);
+             INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, created_at, updated_at, owner, \
+                               lease_until, created_by, forked_from, forked_at_step) \
+             VALUES ('r', 'g', 'running', 'b', 1, 100, 2, 2, 'me', 99, 'alice', 'p', 3);
+             INSERT INTO run_inputs (run_id, initial_state) VALUES ('r', '{\"n\":0}');
+             INSERT INTO run_events (run_id, seq, kind, node, status, log, event, snapshot) \
+             VALUES ('r', 1, 'run_queued', '', 'queued', '[]', '{}', 0), \
+                    ('r', 2, 'step', 'a', 'running', '[\"x\"]', '{}', 1);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let run = store.run(&RunId::from("r".to_owned())).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            run.status,
+            run.step_count,
+            run.last_seq,
+            run.next_node.as_deref(),
+            run.created_by.as_deref()
+        ),
+        (RunStatus::Running, 1, 2, Some("b"), Some("alice"))
+    );
+    assert_eq!(run.initial_state, r#"{"n":0}"#);
+    assert_eq!(
+        run.forked_from.map(|fork| (fork.run.to_string(), fork.step)),
+        Some(("p".into(), 3))
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    // The rebuilt table takes `waiting`, keeps its indexes, and is still referred to.
+    conn.execute("UPDATE runs SET status = 'waiting' WHERE id = 'r'", [])
+        .unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 4);
+    let orphan = conn.execute(
+        "INSERT INTO run_events (run_id, seq, kind, node, status, log, event) VALUES ('ghost', 1, 'x', '', 'x', '[]', '{}')",
+        [],
+    );
+    assert!(orphan.is_err(), "events still refer to runs");
+    let foreign_keys: bool = conn.pragma_query_value(None, "foreign_keys", |row| row.get(0)).unwrap();
+    assert!(foreign_keys);
+}
+
+#[tokio::test]
 async fn two_processes_opening_a_new_file_at_once_migrate_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weft.db");

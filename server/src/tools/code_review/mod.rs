@@ -59,6 +59,64 @@ pub fn preset_spec() -> Value {
     })
 }
 
+/// The Code Review with approval preset: the review, then the diff of what the refine
+/// loop changed, then a person approves or rejects it, with a comment, into `approval`.
+pub fn approval_preset_spec() -> Value {
+    json!({
+        "nodes": {
+            "extract": {},
+            "complexity": {},
+            "detect": {},
+            "suggest": {},
+            "assess_loop": {},
+            "revision_diff": {},
+            "approve": {
+                "tool": "interrupt",
+                "config": {
+                    "prompt": "Approve the revised code?",
+                    "key": "approval",
+                    "input_schema": {
+                        "type": "object",
+                        "required": ["approved"],
+                        "properties": {
+                            "approved": {"type": "boolean", "title": "Approve", "description": "Checked: approve; unchecked: reject."},
+                            "comment": {"type": "string", "title": "Comment"}
+                        },
+                        "additionalProperties": false
+                    },
+                    "show": ["revised_diff", "assessment"]
+                }
+            }
+        },
+        "edges": {
+            "extract": "complexity",
+            "complexity": "detect",
+            "detect": "suggest",
+            "suggest": "assess_loop",
+            "assess_loop": "revision_diff",
+            "revision_diff": "approve",
+            "approve": null
+        }
+    })
+}
+
+/// `revision_diff`: the unified diff from `code` to the latest revision.
+fn revision_diff(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
+    let code = state.get("code").and_then(Value::as_str).unwrap_or_default();
+    let revised = state.get("revised_code").and_then(Value::as_str).unwrap_or(code);
+    let diff = similar::TextDiff::from_lines(code, revised)
+        .unified_diff()
+        .header("code", "revised_code")
+        .to_string();
+    let changed = diff
+        .lines()
+        .filter(|line| line.starts_with(['+', '-']) && !line.starts_with("+++") && !line.starts_with("---"))
+        .count();
+    let mut update = State::new();
+    update.insert("revised_diff".into(), diff.into());
+    Ok(Outcome::update(update).note(format!("{changed} line(s) changed")))
+}
+
 /// An input to try the preset with.
 pub fn example_input() -> Value {
     json!({"code": "def f(x):\n    # TODO: handle None\n    return x * 2\n", "threshold": 80})
@@ -73,9 +131,9 @@ const CODE: Input = ("code", || Value::from(""));
 const ISSUES: Input = ("issues", super::empty_list);
 const SCORE: Input = ("quality_score", || Value::from(0));
 
-/// Registers the preset's five tools.
+/// Registers the preset's five tools, and `revision_diff`.
 pub fn register(registry: &mut Registry, pool: &CpuPool) {
-    let tools: [(&str, &str, Step, &[Input]); 5] = [
+    let tools: [(&str, &str, Step, &[Input]); 6] = [
         (
             "extract",
             "Finds the functions in `state.code` by parsing it (Python, Rust, JavaScript, TypeScript).",
@@ -102,9 +160,16 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
         ),
         (
             "assess_loop",
-            "Ends the review at the threshold, else applies safe fixes and loops back to `complexity`.",
+            "Ends the review (following its edge) at the threshold, else applies safe fixes and loops back to \
+             `complexity`.",
             assess_loop,
             &[CODE, SCORE],
+        ),
+        (
+            "revision_diff",
+            "Writes `revised_diff`: the unified diff from `code` to `revised_code` (empty when nothing was revised).",
+            revision_diff,
+            &[CODE],
         ),
     ];
     // Reviewing a few KiB takes microseconds: less than a hop to a pool thread.
@@ -370,7 +435,8 @@ fn assess_loop(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
             "assessment".into(),
             json!({"verdict": verdict, "quality_score": score, "threshold": threshold, "passes": passes}),
         );
-        Ok(Outcome::update(update).note(why).then(Next::End))
+        // The review is over: the edge says what follows (nothing, in the plain preset).
+        Ok(Outcome::update(update).note(why))
     };
     if f64::from(score) >= threshold {
         return verdict(
@@ -501,6 +567,7 @@ mod tests {
             config: Arc::new(Value::Null),
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: crate::engine::tool::MissingInput::Fail,
+            answer: None,
         };
         let missing = tool.call(input(json!({}))).await.unwrap_err();
         assert_eq!(
