@@ -725,7 +725,7 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
                     .sum()
             })
             .unwrap_or_default();
-        assert_eq!(operations, 17);
+        assert_eq!(operations, 18);
         // Swagger UI draws one block per operation once it has read the document.
         wait_until("every operation is listed", || async {
             client
@@ -937,6 +937,58 @@ async fn a_fork_from_a_timeline_step_lands_on_the_new_run_which_links_back() -> 
         // The parent lists it.
         open(client, &ui.url(&format!("/run/{parent_id}"))).await?;
         assert!(text_of(client, "[data-testid=forks]").await.contains(&child_id));
+        anyhow::Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_code_review_with_approval_is_approved_from_its_form_and_completes() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let graph = ui.app.create_graph(json!({"preset": "code_review_approval"})).await;
+        let code = "def f(x):\n    # TODO: handle None\n    return x * 2    \n";
+        let run_id = ui.app.start_run(&graph, json!({"code": code, "threshold": 100})).await;
+        let client = &ui.client;
+        open(client, &ui.url(&format!("/run/{run_id}"))).await?;
+        wait_for_text(client, "[data-testid=status]", "waiting").await?;
+        wait_for_text(client, "[data-testid=question-prompt]", "Approve the revised code?").await?;
+        // The question shows the revised diff, and the node that asks is lit as waiting.
+        let diff = text_of(client, "[data-testid=question-context][data-key=revised_diff]").await;
+        assert!(diff.contains("--- code") && diff.contains("+++ revised_code"), "{diff}");
+        assert_eq!(
+            attr_of(client, "g.node[data-node=approve]", "data-state")
+                .await
+                .as_deref(),
+            Some("waiting")
+        );
+        client
+            .find(Locator::Css("[data-testid=field-approved]"))
+            .await?
+            .click()
+            .await?;
+        client
+            .find(Locator::Css("[data-testid=field-comment]"))
+            .await?
+            .send_keys("Looks right to me")
+            .await?;
+        screenshot(client, "approval.png").await?;
+        client
+            .find(Locator::Css("[data-testid=question-submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        wait_until("the question is gone", || async {
+            client.find(Locator::Css("[data-testid=question]")).await.is_err()
+        })
+        .await?;
+        let (_, done) = ui.app.get(&format!("/graph/state/{run_id}")).await;
+        assert_eq!(
+            done["state"]["approval"],
+            json!({"approved": true, "comment": "Looks right to me"})
+        );
+        assert!(text_of(client, "[data-testid=log]").await.contains("approve: answered"));
         anyhow::Ok(())
     })
     .await

@@ -81,6 +81,7 @@ async fn every_route_is_documented_with_examples() {
         "delete /runs/{run_id}",
         "post /runs/{run_id}/cancel",
         "post /runs/{run_id}/fork",
+        "post /runs/{run_id}/resume",
         "get /ws/{run_id}",
         "get /tools",
         "get /presets",
@@ -144,7 +145,7 @@ async fn every_route_is_documented_with_examples() {
         "state.score > 40"
     );
 
-    // The WebSocket's seven message types, each with an example of its own type.
+    // The WebSocket's eight message types, each with an example of its own type.
     let stream = &document["paths"]["/ws/{run_id}"]["get"]["responses"]["101"]["content"]["application/json"];
     let messages = stream["examples"].as_object().unwrap();
     let kinds: BTreeSet<&str> = messages.keys().map(String::as_str).collect();
@@ -156,6 +157,7 @@ async fn every_route_is_documented_with_examples() {
             "node_started",
             "step",
             "node_failed",
+            "interrupted",
             "end",
             "error"
         ])
@@ -164,4 +166,24 @@ async fn every_route_is_documented_with_examples() {
         assert_eq!(example["value"]["type"], kind.as_str());
     }
     assert_eq!(stream["schema"]["$ref"], "#/components/schemas/RunEvent");
+
+    // Waiting for a person: the status, the answer's shape and its refusals.
+    let statuses = &document["components"]["schemas"]["RunStatus"]["enum"];
+    assert_eq!(
+        statuses,
+        &serde_json::json!(["queued", "running", "completed", "failed", "cancelled", "waiting"])
+    );
+    let resume = &document["paths"]["/runs/{run_id}/resume"]["post"];
+    let answers: BTreeSet<&str> = resume["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(answers, BTreeSet::from(["202", "400", "404", "409", "422"]));
+    assert_eq!(
+        resume["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ResumeRequest"
+    );
+    assert!(document["components"]["schemas"]["RunSnapshot"]["properties"]["interrupts"].is_object());
 }
