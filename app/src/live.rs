@@ -270,6 +270,7 @@ mod tests {
             duration_us: 5,
             error: None,
             instance: None,
+            branch: None,
         })
     }
 
@@ -315,6 +316,7 @@ mod tests {
             step: 1,
             node: "a".into(),
             attempt: 1,
+            branch: None,
         });
         assert!(model.apply(started.clone()));
         assert_eq!(model.node_state("a"), NodeState::Running);
@@ -375,6 +377,7 @@ mod tests {
             step: 2,
             node: "b".into(),
             attempt: 1,
+            branch: None,
         }));
         assert_eq!(
             (model.status, model.node_state("b")),
@@ -395,6 +398,7 @@ mod tests {
                 attempt: seq as u32,
                 error: "boom".into(),
                 retry_in_ms,
+                branch: None,
             })
         };
         model.apply(failure(1, Some(10)));

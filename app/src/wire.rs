@@ -514,6 +514,9 @@ pub struct NodeStartedEvent {
     pub node: String,
     /// 1 for the first try, then +1 per retry.
     pub attempt: u32,
+    /// The branch it runs in, in a graph whose edges fan out or map (see the step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// An attempt of a node failed.
@@ -536,6 +539,9 @@ pub struct NodeFailedEvent {
     /// When the next attempt starts; absent when this was the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
+    /// The branch it runs in, in a graph whose edges fan out or map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// A node has executed.
@@ -579,6 +585,11 @@ pub struct StepEvent<S = Value> {
     /// database, a run that passed from one to another shows where each step ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The branch the node ran in, in a graph whose edges fan out or map: `0` is the
+    /// run's first, each fan-out target gets a new number, and a map's element `i` runs
+    /// in `<branch>[i]`. Branches run at once; their steps may finish in any order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 fn first_attempt() -> u32 {
@@ -834,6 +845,7 @@ mod tests {
             duration_us: 7,
             error: None,
             instance: None,
+            branch: None,
         });
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "step");

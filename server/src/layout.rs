@@ -39,6 +39,15 @@ impl Graph {
                     .map(|branch| (branch.to, EdgeKind::Branch, Some(branch.when.source().to_owned())))
                     .chain(std::iter::once((*default, EdgeKind::Branch, Some("else".to_owned()))))
                     .collect(),
+                Route::FanOut(to) => to
+                    .iter()
+                    .map(|&to| (Some(to), EdgeKind::Next, Some("parallel".to_owned())))
+                    .collect(),
+                Route::Join(to) => vec![(Some(*to), EdgeKind::Next, Some("join".to_owned()))],
+                Route::Map(map) => vec![
+                    (Some(map.to), EdgeKind::Next, Some(format!("map over {}", map.over))),
+                    (map.then, EdgeKind::Next, Some("then".to_owned())),
+                ],
             };
             for (next, kind, label) in targets {
                 let Some(next) = next else { continue };

@@ -413,6 +413,12 @@ impl ServerProcess {
         Some((status, sent.elapsed()))
     }
 
+    /// Waits for it to exit by itself (a test hook aborting it, say): its exit status, or
+    /// `None` if it did not exit in time.
+    pub async fn exited(mut self) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(TIMEOUT, self.child.wait()).await.ok()?.ok()
+    }
+
     /// Kills it with SIGKILL, as a crash would.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL sent");

@@ -47,6 +47,14 @@ pub struct StepView<'a> {
     pub duration: Duration,
     /// Why the node failed, when it did.
     pub error: Option<&'a str>,
+    /// The branch it ran in, in a parallel graph.
+    pub branch: Option<&'a str>,
+    /// Steps started so far, in all (its own number, in a run of one branch): where
+    /// numbering goes on after a restart.
+    pub started: u64,
+    /// Where every branch stands after it, as JSON, in a parallel graph: what a restart
+    /// goes on from.
+    pub frontier: Option<&'a str>,
 }
 
 /// A node asking a person a question: the run waits for the answer.
@@ -58,6 +66,17 @@ pub struct Interruption<'a> {
     pub node: &'a str,
     /// The question.
     pub pause: &'a Pause,
+}
+
+/// Where a run stops to wait: the questions asked, and what it goes on from.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// The questions, one per waiting branch (one in a run of one branch).
+    pub questions: &'a [Interruption<'a>],
+    /// Steps started so far, in all.
+    pub started: u64,
+    /// Where every branch stands, as JSON, in a parallel graph.
+    pub frontier: Option<&'a str>,
 }
 
 /// What the sink tells the loop after a step.
@@ -83,6 +102,8 @@ pub struct NodeStart<'a> {
     pub node: &'a str,
     /// 1 for the first try.
     pub attempt: u32,
+    /// The branch it runs in, in a parallel graph.
+    pub branch: Option<&'a str>,
 }
 
 /// A failed attempt of a node.
@@ -98,6 +119,8 @@ pub struct NodeFailure<'a> {
     pub error: &'a ToolError,
     /// The wait before the next attempt; `None` when this was the last.
     pub retry_in: Option<Duration>,
+    /// The branch it runs in, in a parallel graph.
+    pub branch: Option<&'a str>,
 }
 
 /// Receives everything a run does, as it happens; the loop waits for each call.
@@ -117,14 +140,19 @@ pub trait StepSink: Send {
     /// so a sink may write the step together with that.
     fn step(&mut self, step: StepView<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send;
 
-    /// A node asked a question ([`Next::Wait`]): the run stops here and waits for the
-    /// answer, which resumes it at that node. [`Control::Cancel`] ends it `cancelled`
-    /// instead (it was asked to stop). By default the run just stops, `waiting`.
-    fn interrupted(
-        &mut self,
-        _interruption: Interruption<'_>,
-    ) -> impl Future<Output = Result<Control, SinkError>> + Send {
+    /// Nodes asked questions ([`Next::Wait`]) and nothing else can run: the run stops here
+    /// and waits for the answers, which resume it at those nodes. [`Control::Cancel`] ends
+    /// it `cancelled` instead (it was asked to stop). By default the run just stops,
+    /// `waiting`.
+    fn interrupted(&mut self, _waiting: Waiting<'_>) -> impl Future<Output = Result<Control, SinkError>> + Send {
         std::future::ready(Ok(Control::Continue))
+    }
+
+    /// Makes everything reported so far durable now, rather than with the next event: a
+    /// parallel run calls it before it waits for its branches, so that each branch's step
+    /// is committed as it finishes.
+    fn commit(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
     }
 
     /// The run's stop signal, if it can be cancelled: once raised, a node in progress is
@@ -142,7 +170,7 @@ pub trait StepSink: Send {
 }
 
 /// Resolves when `token` is raised; never, without one.
-async fn raised(token: &Option<CancellationToken>) {
+pub(super) async fn raised(token: &Option<CancellationToken>) {
     match token {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
@@ -168,8 +196,11 @@ pub struct Checkpoint {
     pub next: Option<NodeId>,
     /// Steps already executed.
     pub steps: u64,
-    /// The answer to the question `next` asked, when the run waited on it.
-    pub answer: Option<Answer>,
+    /// The answers to the questions the run waited on, each with the node that asked and
+    /// the step it asked at.
+    pub answers: Vec<(String, u64, Answer)>,
+    /// Where every branch stands, in a parallel graph (`None`: one branch, at `next`).
+    pub frontier: Option<super::parallel::Frontier>,
 }
 
 impl Checkpoint {
@@ -179,8 +210,15 @@ impl Checkpoint {
             state,
             next: Some(graph.start()),
             steps: 0,
-            answer: None,
+            answers: Vec::new(),
+            frontier: None,
         }
+    }
+
+    /// The answer to the question `node` asked at `step`, if it was answered.
+    pub(super) fn take_answer(answers: &mut Vec<(String, u64, Answer)>, node: &str, step: u64) -> Option<Answer> {
+        let at = answers.iter().position(|(asked, at, _)| asked == node && *at == step)?;
+        Some(answers.swap_remove(at).2)
     }
 }
 
@@ -209,7 +247,7 @@ impl From<u32> for Bounds {
 /// A state's serialized size, kept key by key, so that a step costs only its update to
 /// account for.
 #[derive(Debug, Default)]
-struct StateSize {
+pub(super) struct StateSize {
     per_key: HashMap<String, usize>,
     total: usize,
 }
@@ -229,7 +267,7 @@ impl std::io::Write for Counter {
 }
 
 /// The bytes one `"key":value,` entry of a state takes.
-fn entry_bytes(key: &str, value: &serde_json::Value) -> usize {
+pub(super) fn entry_bytes(key: &str, value: &serde_json::Value) -> usize {
     let mut counter = Counter(0);
     let _ = serde_json::to_writer(&mut counter, key);
     let _ = serde_json::to_writer(&mut counter, value);
@@ -237,7 +275,7 @@ fn entry_bytes(key: &str, value: &serde_json::Value) -> usize {
 }
 
 impl StateSize {
-    fn of(state: &State) -> Self {
+    pub(super) fn of(state: &State) -> Self {
         let per_key: HashMap<String, usize> = state
             .iter()
             .map(|(key, value)| (key.clone(), entry_bytes(key, value)))
@@ -247,13 +285,13 @@ impl StateSize {
     }
 
     /// The size once `update` (with each entry's size) is merged.
-    fn after(&self, update: &[(String, usize)]) -> usize {
+    pub(super) fn after(&self, update: &[(String, usize)]) -> usize {
         update.iter().fold(self.total, |total, (key, bytes)| {
             total - self.per_key.get(key).copied().unwrap_or(0) + bytes
         })
     }
 
-    fn apply(&mut self, update: Vec<(String, usize)>) {
+    pub(super) fn apply(&mut self, update: Vec<(String, usize)>) {
         self.total = self.after(&update);
         self.per_key.extend(update);
     }
@@ -295,6 +333,42 @@ pub enum RunError {
         node: String,
         /// The name it chose.
         target: String,
+    },
+    /// Two parallel branches wrote one key that has no reducer.
+    #[error("nodes `{first}` and `{second}` both wrote `{key}` in parallel branches; give `{key}` a reducer in the graph's `reducers` (append, extend, sum, max, merge or last)")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The node that wrote it first.
+        first: String,
+        /// The node that wrote it second.
+        second: String,
+    },
+    /// A reducer could not merge a write.
+    #[error("node `{node}` wrote `{key}`, which its reducer could not merge: {message}")]
+    Reduce {
+        /// The node.
+        node: String,
+        /// The key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// A map's `over` is not a list.
+    #[error("the map after `{node}` needs a list at `{key}`")]
+    MapOver {
+        /// The node whose edge maps.
+        node: String,
+        /// The key.
+        key: String,
+    },
+    /// The run ended with a join some of whose inputs never ran.
+    #[error("join `{join}` never ran: only {} of its inputs reached it", .arrived.join(", "))]
+    JoinUnmet {
+        /// The join node.
+        join: String,
+        /// The inputs that reached it.
+        arrived: Vec<String>,
     },
     /// A node's update would have taken the state past its size limit; it was not applied.
     #[error("node `{node}` would grow the state to {bytes} bytes, over the limit of {limit}")]
@@ -342,15 +416,21 @@ pub async fn execute<S: StepSink>(
     sink: &mut S,
 ) -> Result<RunEnd, SinkError> {
     let bounds = bounds.into();
+    if graph.is_parallel() {
+        return super::parallel::execute(graph, checkpoint, bounds, sink).await;
+    }
     let max_steps = bounds.max_steps;
     let Checkpoint {
         state,
         mut next,
         mut steps,
-        answer,
+        mut answers,
+        ..
     } = checkpoint;
     // For the checkpoint's node only: the first one run.
-    let mut answer = answer.map(Arc::new);
+    let mut answer = next
+        .and_then(|next| Checkpoint::take_answer(&mut answers, &graph.node(next).name, steps + 1))
+        .map(Arc::new);
     let mut size = StateSize::of(&state);
     let mut state = Arc::new(state);
     // The nodes executed by this process, to name the loop if the limit is hit.
@@ -388,11 +468,16 @@ pub async fn execute<S: StepSink>(
         }) = &result
         {
             // The node asked: its step happens once it is answered.
+            let question = [Interruption {
+                step: steps,
+                node: &node.name,
+                pause,
+            }];
             let control = sink
-                .interrupted(Interruption {
-                    step: steps,
-                    node: &node.name,
-                    pause,
+                .interrupted(Waiting {
+                    questions: &question,
+                    started: steps - 1,
+                    frontier: None,
                 })
                 .await?;
             let status = match control {
@@ -447,6 +532,9 @@ pub async fn execute<S: StepSink>(
                     .map(|id| graph.node(id).name.as_str()),
                 duration,
                 error: message.as_deref(),
+                branch: None,
+                started: steps,
+                frontier: None,
             })
             .await?;
         next = match decided {
@@ -550,6 +638,7 @@ async fn attempt<S: StepSink>(
             step,
             node: &node.name,
             attempt,
+            branch: None,
         })
         .await?;
         let mut call = node.tool.call(ToolInput {
@@ -582,6 +671,7 @@ async fn attempt<S: StepSink>(
             attempt,
             error: &error,
             retry_in,
+            branch: None,
         })
         .await?;
         match retry_in {
@@ -596,7 +686,7 @@ async fn attempt<S: StepSink>(
     }
 }
 
-fn ended(status: RunStatus, state: Arc<State>, steps: u64, error: Option<RunError>) -> RunEnd {
+pub(super) fn ended(status: RunStatus, state: Arc<State>, steps: u64, error: Option<RunError>) -> RunEnd {
     RunEnd {
         status,
         state: Arc::unwrap_or_clone(state),
@@ -873,7 +963,8 @@ mod tests {
             state,
             next: graph.find("inc"),
             steps: 4,
-            answer: None,
+            answers: Vec::new(),
+            frontier: None,
         };
         let mut sink = Recorder::default();
         let end = execute(&graph, checkpoint, 100, &mut sink).await.unwrap();

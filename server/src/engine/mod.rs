@@ -5,6 +5,7 @@
 //!   that keeps CPU-heavy tools off the async runtime.
 //! - [`executor`] is the step loop, with its step limit and the [`StepSink`] through
 //!   which the server persists and streams each step.
+//! - [`parallel`] runs graphs whose edges fan out, join or map: many branches at once.
 //! - [`script`] is the sandboxed Rhai behind conditional edges and the `script` tool.
 //!
 //! The engine knows nothing of HTTP or storage: those live in `api` and `store`. The
@@ -12,13 +13,14 @@
 
 pub mod executor;
 pub mod graph;
+pub mod parallel;
 pub mod policy;
 pub mod script;
 pub mod tool;
 
 pub use executor::{
     execute, Bounds, Checkpoint, Control, Interruption, NodeFailure, NodeStart, RunEnd, RunError, SinkError, StepSink,
-    StepView,
+    StepView, Waiting,
 };
 pub use graph::{Graph, GraphError, NodeId};
 pub use tool::{CpuPool, Registry};

@@ -92,28 +92,26 @@ impl Runner {
             .collect()
     }
 
-    /// The answer a run resumed at its checkpoint goes on with: that of the question its
-    /// next node asked at its next step, once resolved.
-    pub(super) async fn answer_for(&self, run: &StoredRun) -> Result<Option<Answer>, RunnerError> {
-        let Some(next) = run.next_node.as_deref() else {
-            return Ok(None);
-        };
+    /// The answers a run resumed at its checkpoint goes on with: each resolved question,
+    /// with the node that asked and the step it asked at (the engine gives each to the
+    /// node waiting at that step, and ignores the rest).
+    pub(super) async fn answers_for(&self, run: &StoredRun) -> Result<Vec<(String, u64, Answer)>, RunnerError> {
         let asked = self.store.interrupts(&run.id).await?;
-        let resolved = asked
+        asked
             .into_iter()
-            .rev()
-            .find(|asked| asked.step == run.step_count + 1 && asked.node == next && asked.resolved_at.is_some());
-        let Some(resolved) = resolved else {
-            return Ok(None);
-        };
-        Ok(Some(match resolved.answer {
-            Some(text) => Answer::Given {
-                input: serde_json::from_str(&text)
-                    .map_err(|err| StoreError::Corrupt(format!("answer to {}: {err}", resolved.id)))?,
-                by: resolved.resolved_by,
-            },
-            None => Answer::TimedOut,
-        }))
+            .filter(|asked| asked.resolved_at.is_some())
+            .map(|resolved| {
+                let answer = match resolved.answer {
+                    Some(text) => Answer::Given {
+                        input: serde_json::from_str(&text)
+                            .map_err(|err| StoreError::Corrupt(format!("answer to {}: {err}", resolved.id)))?,
+                        by: resolved.resolved_by,
+                    },
+                    None => Answer::TimedOut,
+                };
+                Ok((resolved.node, resolved.step, answer))
+            })
+            .collect()
     }
 }
 

@@ -594,6 +594,7 @@ impl Runner {
                 step: 1,
                 node: &start,
                 attempt: 1,
+                branch: graph.is_parallel().then_some("0"),
             },
         )?;
         let new_run = NewRun {
@@ -743,11 +744,24 @@ impl Runner {
             .first()
             .is_some_and(|event| matches!(event.kind, EventKind::NodeStarted | EventKind::NodeFailed))
             .then_some(run.step_count + 1);
+        let frontier = match (&run.frontier, graph.is_parallel()) {
+            (Some(text), true) => {
+                let frontier: crate::engine::parallel::Frontier = serde_json::from_str(text)
+                    .map_err(|err| StoreError::Corrupt(format!("run {} frontier: {err}", run.id)))?;
+                if let Some(missing) = frontier.nodes().find(|node| graph.find(node).is_none()) {
+                    let why = format!("run {} frontier names missing node `{missing}`", run.id);
+                    return Err(StoreError::Corrupt(why).into());
+                }
+                Some(frontier)
+            }
+            _ => None,
+        };
         let checkpoint = Checkpoint {
             state,
             next,
             steps: run.step_count,
-            answer: self.answer_for(&run).await?,
+            answers: self.answers_for(&run).await?,
+            frontier,
         };
         // A claimed run was handed back to `queued`; its first step is a snapshot, and its
         // earlier log lines are in the store only.

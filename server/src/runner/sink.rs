@@ -20,7 +20,7 @@ use super::{
     Finished,
 };
 use crate::{
-    engine::{Control, Interruption, NodeFailure, NodeStart, RunEnd, SinkError, StepSink, StepView},
+    engine::{Control, Interruption, NodeFailure, NodeStart, RunEnd, SinkError, StepSink, StepView, Waiting},
     ids::{OwnerId, RunId},
     lifecycle::Transition,
     store::{now_millis, EventRecord, NewInterrupt, RunEffect, Store, StoreError},
@@ -292,6 +292,7 @@ impl RunSink {
             step: start.step,
             node: start.node.to_owned(),
             attempt: start.attempt,
+            branch: start.branch.map(str::to_owned),
         });
         // The prototype's one "[RUNNING]" line per executed node: on its first attempt.
         let lines = if start.attempt == 1 && self.announced != Some(start.step) {
@@ -456,6 +457,7 @@ impl StepSink for RunSink {
             attempt: failure.attempt,
             error: failure.error.to_string(),
             retry_in_ms,
+            branch: failure.branch.map(str::to_owned),
         });
         // The last failure is told by the run's end; retried ones get a line of their own.
         let lines: Vec<String> = retry_in_ms
@@ -470,57 +472,75 @@ impl StepSink for RunSink {
         self.emit(&event, &lines, RunEffect::None).await.map_err(sink_error)
     }
 
-    async fn interrupted(&mut self, interruption: Interruption<'_>) -> Result<Control, SinkError> {
+    async fn interrupted(&mut self, waiting: Waiting<'_>) -> Result<Control, SinkError> {
         // From here no cancel is taken through this instance: one taken before ends the
         // run `cancelled` instead of waiting, and one asked later finds it waiting in the
         // store, and claims it to end it.
         if self.publisher.close() {
             return Ok(Control::Cancel);
         }
-        let Interruption { step, node, pause } = interruption;
-        let deadline = pause
-            .timeout
-            .map(|timeout| now_millis().saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)));
-        let question = Interrupt {
-            interrupt_id: RunId::generate().to_string(),
-            node: node.to_owned(),
-            step,
-            prompt: pause.prompt.clone(),
-            input_schema: pause.input_schema.clone(),
-            context: pause.context.clone(),
-            deadline,
-        };
-        let request = serde_json::to_string(&question).map_err(|err| SinkError(err.to_string()))?;
-        let effect = RunEffect::Waiting {
-            step_count: step - 1,
-            next_node: node.to_owned(),
-            interrupt: NewInterrupt {
+        let mut interrupts = Vec::with_capacity(waiting.questions.len());
+        let held_before = self.held.len();
+        for (i, &Interruption { step, node, pause }) in waiting.questions.iter().enumerate() {
+            let deadline = pause
+                .timeout
+                .map(|timeout| now_millis().saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)));
+            let question = Interrupt {
+                interrupt_id: RunId::generate().to_string(),
+                node: node.to_owned(),
+                step,
+                prompt: pause.prompt.clone(),
+                input_schema: pause.input_schema.clone(),
+                context: pause.context.clone(),
+                deadline,
+            };
+            let request = serde_json::to_string(&question).map_err(|err| SinkError(err.to_string()))?;
+            interrupts.push(NewInterrupt {
                 id: question.interrupt_id.clone(),
                 node: node.to_owned(),
                 step,
                 request,
                 deadline,
-            },
-        };
-        let lines = vec![format!("[WAITING] {node}: {}", pause.prompt)];
-        let event: RunEvent = RunEvent::Interrupted(InterruptedEvent {
-            run_id: self.run_id.to_string(),
-            seq: self.seq + 1,
-            interrupt: question,
-        });
-        // Written with the step before it, in one commit, however long the store fails:
-        // a run never waits without its question, nor asks without waiting.
-        self.hold(&event, &lines, effect).map_err(sink_error)?;
+            });
+            // The last question's event moves the run to `waiting`, with every question.
+            let effect = if i + 1 == waiting.questions.len() {
+                RunEffect::Waiting {
+                    step_count: waiting.started,
+                    next_node: node.to_owned(),
+                    frontier: waiting.frontier.map(str::to_owned),
+                    interrupts: std::mem::take(&mut interrupts),
+                }
+            } else {
+                RunEffect::None
+            };
+            let lines = vec![format!("[WAITING] {node}: {}", pause.prompt)];
+            let event: RunEvent = RunEvent::Interrupted(InterruptedEvent {
+                run_id: self.run_id.to_string(),
+                seq: self.seq + 1,
+                interrupt: question,
+            });
+            self.hold(&event, &lines, effect).map_err(sink_error)?;
+        }
+        // Written with the step before them, in one commit, however long the store fails:
+        // a run never waits without its questions, nor asks without waiting.
         match self.write_held_until_stored().await {
             Ending::Written => Ok(Control::Continue),
             Ending::NotOurs => Err(SinkError("the run is another instance's now".into())),
             Ending::CancelAsked => {
                 // Asked to stop through another instance: it ends `cancelled` instead.
-                self.held.pop();
-                self.seq -= 1;
+                let asked = self.held.len() - held_before;
+                self.held.truncate(held_before);
+                self.seq -= asked as u64;
                 Ok(Control::Cancel)
             }
         }
+    }
+
+    async fn commit(&mut self) -> Result<(), SinkError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.flush().await.map_err(sink_error)
     }
 
     fn cancel_token(&self) -> Option<CancellationToken> {
@@ -570,6 +590,7 @@ impl StepSink for RunSink {
             duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
             error: step.error.map(str::to_owned),
             instance: Some(self.owner.to_string()),
+            branch: step.branch.map(str::to_owned),
         });
         let text = |event: &RunEvent<Option<&RawValue>>| {
             serde_json::to_string(event).map_err(|err| SinkError(err.to_string()))
@@ -597,8 +618,9 @@ impl StepSink for RunSink {
             },
         };
         let effect = RunEffect::Checkpoint {
-            step_count: step.step,
+            step_count: step.started,
             next_node: step.next.map(str::to_owned),
+            frontier: step.frontier.map(str::to_owned),
         };
         self.hold_texts((EventKind::Step, Some(step.node)), &lines, effect, texts)
             .map_err(sink_error)?;

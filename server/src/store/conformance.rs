@@ -147,6 +147,7 @@ on_every_store!(
     runs_are_listed_by_who_started_them,
     a_waiting_run_holds_nothing_and_each_question_resolves_once,
     questions_past_their_deadline_time_out_and_a_cancel_reaches_a_waiting_run,
+    a_parallel_runs_branches_are_checkpointed_with_each_step,
 );
 
 /// The instance the tests write as.
@@ -235,6 +236,7 @@ pub(crate) fn step(run: &RunId, seq: u64, step: u64, next: Option<&str>) -> Even
         effect: RunEffect::Checkpoint {
             step_count: step,
             next_node: next.map(str::to_owned),
+            frontier: None,
         },
     }
 }
@@ -629,6 +631,21 @@ pub(super) async fn a_queued_run_waits_for_the_first_claim_and_one_run_is_claime
     assert_eq!(store.waiting_runs().await.unwrap(), 0);
 }
 
+pub(super) async fn a_parallel_runs_branches_are_checkpointed_with_each_step(store: &dyn Store) {
+    let run = with_run(store).await;
+    assert_eq!(store.run(&run).await.unwrap().unwrap().frontier, None);
+    let mut first = step(&run, 2, 3, Some("b"));
+    let RunEffect::Checkpoint { frontier, .. } = &mut first.effect else { unreachable!() };
+    *frontier = Some(r#"{"ready":[{"branch":"1","node":"b"}]}"#.into());
+    store.append_event(first).await.unwrap();
+    let stored = store.run(&run).await.unwrap().unwrap();
+    assert_eq!((stored.step_count, stored.next_node.as_deref()), (3, Some("b")));
+    assert_eq!(stored.frontier.as_deref(), Some(r#"{"ready":[{"branch":"1","node":"b"}]}"#));
+    // A step of a run of one branch clears it.
+    store.append_event(step(&run, 3, 4, Some("a"))).await.unwrap();
+    assert_eq!(store.run(&run).await.unwrap().unwrap().frontier, None);
+}
+
 /// The event that makes a run wait at node `a`, step `step`, for question `id`.
 fn waits(run: &RunId, seq: u64, step: u64, id: &str, deadline: Option<i64>) -> EventRecord {
     EventRecord {
@@ -643,13 +660,14 @@ fn waits(run: &RunId, seq: u64, step: u64, id: &str, deadline: Option<i64>) -> E
         effect: RunEffect::Waiting {
             step_count: step - 1,
             next_node: "a".into(),
-            interrupt: super::NewInterrupt {
+            frontier: None,
+            interrupts: vec![super::NewInterrupt {
                 id: id.into(),
                 node: "a".into(),
                 step,
                 request: format!(r#"{{"interrupt_id":"{id}"}}"#),
                 deadline,
-            },
+            }],
         },
     }
 }

@@ -140,6 +140,8 @@ pub enum RunEffect {
         step_count: u64,
         /// The node to run next (`None`: the run ends).
         next_node: Option<String>,
+        /// Where every branch stands, JSON, in a parallel graph.
+        frontier: Option<String>,
     },
     /// The run waits, at `next_node`, for the answer to `interrupt`: from `running` to
     /// `waiting`, with no owner and no lease, and the question stored with it.
@@ -148,8 +150,10 @@ pub enum RunEffect {
         step_count: u64,
         /// The interrupt node, where the run goes on once answered.
         next_node: String,
-        /// The question.
-        interrupt: NewInterrupt,
+        /// Where every branch stands, JSON, in a parallel graph.
+        frontier: Option<String>,
+        /// The questions, one per waiting branch.
+        interrupts: Vec<NewInterrupt>,
     },
     /// The run ended. Its final state is the one its `end` event holds: it is stored once.
     Ended {
@@ -272,6 +276,8 @@ pub struct StoredRun {
     pub final_state: Option<String>,
     /// The checkpoint's next node.
     pub next_node: Option<String>,
+    /// The checkpoint's branches, JSON, in a parallel graph.
+    pub frontier: Option<String>,
     /// Steps executed so far.
     pub step_count: u64,
     /// Events recorded so far (the number of the last one).

@@ -420,16 +420,21 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
             .rows_affected()
                 == 1
         }
-        RunEffect::Checkpoint { step_count, next_node } => {
+        RunEffect::Checkpoint {
+            step_count,
+            next_node,
+            frontier,
+        } => {
             sqlx::query(
-                "UPDATE runs SET next_node = $1, step_count = $2, updated_at = $3 WHERE id = $4 AND owner = $5 \
-                 AND status = 'running'",
+                "UPDATE runs SET next_node = $1, step_count = $2, updated_at = $3, frontier = $6 WHERE id = $4 \
+                 AND owner = $5 AND status = 'running'",
             )
             .bind(next_node)
             .bind(as_i64(*step_count))
             .bind(now)
             .bind(run_id)
             .bind(owner)
+            .bind(frontier)
             .execute(&mut **tx)
             .await?
             .rows_affected()
@@ -438,23 +443,25 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
         RunEffect::Waiting {
             step_count,
             next_node,
-            interrupt,
+            frontier,
+            interrupts,
         } => {
             let waiting = sqlx::query(
                 "UPDATE runs SET status = 'waiting', next_node = $1, step_count = $2, owner = NULL, \
-                 lease_until = NULL, updated_at = $3 WHERE id = $4 AND owner = $5 AND status = 'running' \
-                 AND NOT cancel_requested",
+                 lease_until = NULL, updated_at = $3, frontier = $6 WHERE id = $4 AND owner = $5 \
+                 AND status = 'running' AND NOT cancel_requested",
             )
             .bind(next_node)
             .bind(as_i64(*step_count))
             .bind(now)
             .bind(run_id)
             .bind(owner)
+            .bind(frontier)
             .execute(&mut **tx)
             .await?
             .rows_affected()
                 == 1;
-            if waiting {
+            for interrupt in interrupts.iter().filter(|_| waiting) {
                 sqlx::query(
                     "INSERT INTO run_interrupts (id, run_id, node, step, request, deadline, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -608,7 +615,7 @@ fn interrupt_from_row(row: &PgRow) -> Result<StoredInterrupt, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
-    (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, step_count, \
+    (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, frontier, step_count, \
     max_steps, error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
     (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
     (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
@@ -627,6 +634,7 @@ fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
         initial_state: row.try_get("initial_state")?,
         final_state: end.as_deref().map(final_state_of).transpose()?,
         next_node: row.try_get("next_node")?,
+        frontier: row.try_get("frontier")?,
         step_count: count(row.try_get("step_count")?),
         last_seq: count(row.try_get("last_seq")?),
         max_steps: u32::try_from(row.try_get::<i64, _>("max_steps")?).unwrap_or(0),

@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/sqlite/0010_principals.sql")),
     (11, include_str!("../../migrations/sqlite/0011_forks.sql")),
     (12, include_str!("../../migrations/sqlite/0012_interrupts.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_frontiers.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -522,28 +523,33 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
             .execute(params![now, run_id, owner])?
                 == 1
         }
-        RunEffect::Checkpoint { step_count, next_node } => {
+        RunEffect::Checkpoint {
+            step_count,
+            next_node,
+            frontier,
+        } => {
             conn.prepare_cached(
-                "UPDATE runs SET next_node = ?1, step_count = ?2, updated_at = ?3 WHERE id = ?4 AND owner = ?5 \
-                 AND status = 'running'",
+                "UPDATE runs SET next_node = ?1, step_count = ?2, updated_at = ?3, frontier = ?6 WHERE id = ?4 \
+                 AND owner = ?5 AND status = 'running'",
             )?
-            .execute(params![next_node, as_i64(*step_count), now, run_id, owner])?
+            .execute(params![next_node, as_i64(*step_count), now, run_id, owner, frontier])?
                 == 1
         }
         RunEffect::Waiting {
             step_count,
             next_node,
-            interrupt,
+            frontier,
+            interrupts,
         } => {
             let waiting = conn
                 .prepare_cached(
                     "UPDATE runs SET status = 'waiting', next_node = ?1, step_count = ?2, owner = NULL, \
-                     lease_until = NULL, updated_at = ?3 WHERE id = ?4 AND owner = ?5 AND status = 'running' \
-                     AND cancel_requested = 0",
+                     lease_until = NULL, updated_at = ?3, frontier = ?6 WHERE id = ?4 AND owner = ?5 \
+                     AND status = 'running' AND cancel_requested = 0",
                 )?
-                .execute(params![next_node, as_i64(*step_count), now, run_id, owner])?
+                .execute(params![next_node, as_i64(*step_count), now, run_id, owner, frontier])?
                 == 1;
-            if waiting {
+            for interrupt in interrupts.iter().filter(|_| waiting) {
                 conn.prepare_cached(
                     "INSERT INTO run_interrupts (id, run_id, node, step, request, deadline, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -677,6 +683,7 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
         initial_state: row.get("initial_state")?,
         final_state,
         next_node: row.get("next_node")?,
+        frontier: row.get("frontier")?,
         step_count: count(row.get("step_count")?),
         last_seq: count(row.get("last_seq")?),
         max_steps: u32::try_from(row.get::<_, i64>("max_steps")?).unwrap_or(0),
@@ -699,7 +706,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
-                           (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, step_count, max_steps, \
+                           (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, frontier, step_count, max_steps, \
                            error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \

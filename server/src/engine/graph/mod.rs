@@ -90,6 +90,108 @@ pub struct Branch {
     pub to: Option<NodeId>,
 }
 
+/// A map edge: the node `to` runs once per element of the list at `over`, each run seeing
+/// the element at `as_key`, at most `max_concurrency` at once; every key the runs write
+/// is then collected, in the list's order, into a list at that key, and the run goes on
+/// at `then`.
+#[derive(Debug)]
+pub struct MapRoute {
+    /// The state key holding the list.
+    pub over: String,
+    /// The key each run sees its element at.
+    pub as_key: String,
+    /// The node run per element.
+    pub to: NodeId,
+    /// Runs at once, at most.
+    pub max_concurrency: usize,
+    /// Where the run goes once every element is done (`None`: it ends).
+    pub then: Option<NodeId>,
+}
+
+/// How concurrent writes to one state key merge, as a graph's `reducers` declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reducer {
+    /// Add the value to the list at the key.
+    Append,
+    /// Add the value's elements (a list) to the list.
+    Extend,
+    /// Add the value (a number) to the number.
+    Sum,
+    /// Keep the greater number.
+    Max,
+    /// Merge the value's keys (an object) into the object.
+    Merge,
+    /// The last write wins.
+    Last,
+}
+
+impl Reducer {
+    /// The reducer of this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "append" => Self::Append,
+            "extend" => Self::Extend,
+            "sum" => Self::Sum,
+            "max" => Self::Max,
+            "merge" => Self::Merge,
+            "last" => Self::Last,
+            _ => return None,
+        })
+    }
+
+    /// `current` (the key's value, if any) with `value` merged in, or why they do not fit.
+    pub fn reduce(self, current: Option<Value>, value: Value) -> Result<Value, String> {
+        let current = current.filter(|current| !current.is_null());
+        match (self, current) {
+            (Self::Last, _) => Ok(value),
+            (Self::Append, None) => Ok(Value::Array(vec![value])),
+            (Self::Append, Some(Value::Array(mut list))) => {
+                list.push(value);
+                Ok(Value::Array(list))
+            }
+            (Self::Extend, current) => {
+                let Value::Array(more) = value else {
+                    return Err("`extend` takes a list".into());
+                };
+                match current {
+                    None => Ok(Value::Array(more)),
+                    Some(Value::Array(mut list)) => {
+                        list.extend(more);
+                        Ok(Value::Array(list))
+                    }
+                    Some(_) => Err("`extend` needs a list to extend".into()),
+                }
+            }
+            (Self::Sum | Self::Max, current) => {
+                let number = |value: &Value| value.as_f64().ok_or_else(|| "takes numbers".to_owned());
+                let Some(current) = current else { return Ok(value) };
+                let (a, b) = (number(&current)?, number(&value)?);
+                let whole = current.is_i64() && value.is_i64();
+                let result = if self == Self::Sum { a + b } else { a.max(b) };
+                Ok(if whole {
+                    Value::from(result as i64)
+                } else {
+                    serde_json::Number::from_f64(result).map_or(Value::Null, Value::Number)
+                })
+            }
+            (Self::Merge, current) => {
+                let Value::Object(more) = value else {
+                    return Err("`merge` takes an object".into());
+                };
+                match current {
+                    None => Ok(Value::Object(more)),
+                    Some(Value::Object(mut object)) => {
+                        object.extend(more);
+                        Ok(Value::Object(object))
+                    }
+                    Some(_) => Err("`merge` needs an object to merge into".into()),
+                }
+            }
+            (Self::Append, Some(_)) => Err("`append` needs a list to append to".into()),
+        }
+    }
+}
+
 /// Where a run goes after a node whose tool left the choice to the graph.
 #[derive(Debug)]
 pub enum Route {
@@ -102,6 +204,12 @@ pub enum Route {
         /// Where to go when no condition holds.
         default: Option<NodeId>,
     },
+    /// To every one of these at once, each a branch of its own.
+    FanOut(Vec<NodeId>),
+    /// This branch ends at a join: the node runs once every one of its inputs has.
+    Join(NodeId),
+    /// To a node per element of a list (see [`MapRoute`]).
+    Map(Box<MapRoute>),
 }
 
 impl Route {
@@ -109,6 +217,9 @@ impl Route {
     pub fn next(&self, state: &Arc<weft_app::wire::State>) -> Result<Option<NodeId>, String> {
         match self {
             Route::To(to) => Ok(*to),
+            Route::FanOut(_) | Route::Join(_) | Route::Map(_) => {
+                Err("a parallel edge runs only in a graph's parallel execution".into())
+            }
             Route::Branches { branches, default } => {
                 for (index, branch) in branches.iter().enumerate() {
                     let holds = branch
@@ -162,6 +273,12 @@ pub struct Graph {
     name: Option<String>,
     description: Option<String>,
     warnings: Vec<Problem>,
+    /// Each join node's inputs: it runs once all of them have.
+    joins: HashMap<NodeId, Vec<NodeId>>,
+    /// How writes to each key merge, by key.
+    reducers: HashMap<String, Reducer>,
+    /// Whether any edge fans out, joins or maps: runs then take the parallel execution.
+    parallel: bool,
     /// The drawing, laid out on first use (see [`Graph::view`]).
     pub(crate) view: OnceLock<GraphView>,
 }
@@ -257,5 +374,21 @@ impl Graph {
     /// The nodes' names, in spec order.
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
         self.nodes.iter().map(|node| node.name.as_str())
+    }
+
+    /// Whether runs of the graph may run branches at once (an edge fans out, joins or
+    /// maps).
+    pub fn is_parallel(&self) -> bool {
+        self.parallel
+    }
+
+    /// The inputs of a join node.
+    pub fn join_inputs(&self, join: NodeId) -> &[NodeId] {
+        self.joins.get(&join).map_or(&[], Vec::as_slice)
+    }
+
+    /// How writes to `key` merge, if the graph says.
+    pub fn reducer(&self, key: &str) -> Option<Reducer> {
+        self.reducers.get(key).copied()
     }
 }

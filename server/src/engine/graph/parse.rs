@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use weft_app::wire::Problem;
 
 use super::{
-    flow, parse_max_steps, Branch, Graph, GraphError, Node, NodeId, Route, DEFAULT_MAX_STEPS, MAX_BRANCHES,
-    MAX_DESCRIPTION_LEN, MAX_GRAPH_NAME_LEN, MAX_NAME_LEN, MAX_NODES,
+    flow, parse_max_steps, Branch, Graph, GraphError, MapRoute, Node, NodeId, Reducer, Route, DEFAULT_MAX_STEPS,
+    MAX_BRANCHES, MAX_DESCRIPTION_LEN, MAX_GRAPH_NAME_LEN, MAX_NAME_LEN, MAX_NODES,
 };
 use crate::engine::{
     pointer,
@@ -54,12 +54,30 @@ struct Built {
 enum Draft {
     To(Option<usize>),
     Branches(Vec<(Condition, Option<usize>)>, Option<usize>),
+    FanOut(Vec<usize>),
+    Join(usize),
+    Map(DraftMap),
 }
+
+/// A map edge whose nodes are indices into the declared nodes.
+struct DraftMap {
+    over: String,
+    as_key: String,
+    to: usize,
+    max_concurrency: usize,
+    then: Option<usize>,
+}
+
+/// The most elements a map runs at once, at most.
+pub const MAX_MAP_CONCURRENCY: u64 = 64;
 
 impl Draft {
     fn targets(&self) -> Vec<Option<usize>> {
         match self {
             Draft::To(to) => vec![*to],
+            Draft::FanOut(to) => to.iter().map(|&to| Some(to)).collect(),
+            Draft::Join(to) => vec![Some(*to)],
+            Draft::Map(map) => vec![Some(map.to), map.then],
             Draft::Branches(branches, default) => branches
                 .iter()
                 .map(|(_, to)| *to)
@@ -80,6 +98,8 @@ struct Parser<'a> {
     built: Vec<Option<Built>>,
     routes: Vec<Option<Draft>>,
     route_paths: Vec<Option<String>>,
+    /// Each join node's inputs, by index.
+    joins: HashMap<usize, Vec<usize>>,
 }
 
 impl<'a> Parser<'a> {
@@ -308,6 +328,138 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A fan-out edge's targets: two or more distinct nodes.
+    fn fan_out(&mut self, path: &str, to: &[Value]) -> Option<Draft> {
+        if to.len() < 2 {
+            self.problems.add(
+                format!("{path}/to"),
+                "a fan-out needs two nodes or more (or give one name)",
+            );
+            return None;
+        }
+        let mut targets = Vec::with_capacity(to.len());
+        for (i, target) in to.iter().enumerate() {
+            let at = format!("{path}/to/{i}");
+            if target.is_null() {
+                self.problems.add(&at, "a branch must go to a node");
+                continue;
+            }
+            let Some(Some(index)) = self.target(target, &at, "fan-out to") else {
+                continue;
+            };
+            if targets.contains(&index) {
+                self.problems
+                    .add(&at, format!("`{}` is in this fan-out twice", self.declared[index].name));
+                continue;
+            }
+            targets.push(index);
+        }
+        (targets.len() == to.len()).then_some(Draft::FanOut(targets))
+    }
+
+    /// A join edge: each node of `from` ends its branch there, and `to` runs once all have.
+    fn join(&mut self, path: &str, from: &[Value], fields: &Map<String, Value>) {
+        self.unknown_fields(fields, path, &["from", "to"]);
+        let to = match fields.get("to") {
+            Some(Value::String(_)) => fields
+                .get("to")
+                .and_then(|to| self.target(to, &format!("{path}/to"), "join to")),
+            _ => {
+                self.problems.add(format!("{path}/to"), "a join goes to one node");
+                None
+            }
+        };
+        if from.len() < 2 {
+            self.problems
+                .add(format!("{path}/from"), "a join needs two nodes or more");
+        }
+        let Some(Some(to)) = to else { return };
+        let mut inputs = Vec::new();
+        for (i, input) in from.iter().enumerate() {
+            let at = format!("{path}/from/{i}");
+            let Some(name) = input.as_str() else {
+                self.problems.add(&at, "must be a node name");
+                continue;
+            };
+            let Some(&index) = self.names.get(name) else {
+                self.problems
+                    .add(&at, format!("join from `{name}`, which is not a node"));
+                continue;
+            };
+            if inputs.contains(&index) {
+                self.problems.add(&at, format!("`{name}` is in this join twice"));
+                continue;
+            }
+            inputs.push(index);
+            self.set_route(name, at.clone(), path, Some(Draft::Join(to)));
+        }
+        if let Some(first) = self.joins.get(&to) {
+            let first: Vec<&str> = first.iter().map(|&i| self.declared[i].name).collect();
+            self.problems.add(
+                path,
+                format!("`{}` already joins {}", self.declared[to].name, first.join(", ")),
+            );
+            return;
+        }
+        self.joins.insert(to, inputs);
+    }
+
+    /// A map edge's `map` and `then`.
+    fn map(&mut self, path: &str, map: &Value, then: Option<&Value>) -> Option<Draft> {
+        let at = format!("{path}/map");
+        let Some(fields) = map.as_object() else {
+            self.problems
+                .add(&at, "must be {\"over\", \"as\", \"to\", \"max_concurrency\"}");
+            return None;
+        };
+        self.unknown_fields(fields, &at, &["over", "as", "to", "max_concurrency"]);
+        let mut key = |field: &str| match fields.get(field) {
+            Some(Value::String(key)) if !key.is_empty() => Some(key.clone()),
+            _ => {
+                self.problems
+                    .add(format!("{at}/{field}"), "must be a state key (a string)");
+                None
+            }
+        };
+        let (over, as_key) = (key("over"), key("as"));
+        let to = match fields.get("to") {
+            Some(to @ Value::String(_)) => self.target(to, &format!("{at}/to"), "map to").flatten(),
+            _ => {
+                self.problems
+                    .add(format!("{at}/to"), "must be the node to run per element");
+                None
+            }
+        };
+        let max_concurrency = match fields.get("max_concurrency") {
+            None => 4,
+            Some(value) => match value.as_u64().filter(|n| (1..=MAX_MAP_CONCURRENCY).contains(n)) {
+                Some(n) => n as usize,
+                None => {
+                    self.problems.add(
+                        format!("{at}/max_concurrency"),
+                        format!("must be a whole number from 1 to {MAX_MAP_CONCURRENCY}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let then = match then {
+            Some(then) => self.target(then, &format!("{path}/then"), "then to")?,
+            None => {
+                self.problems
+                    .add(format!("{path}/then"), "is required (null ends the run)");
+                return None;
+            }
+        };
+        Some(Draft::Map(DraftMap {
+            over: over?,
+            as_key: as_key?,
+            to: to?,
+            max_concurrency,
+            then,
+        }))
+    }
+
     fn set_route(&mut self, from: &str, from_path: String, path: &str, route: Option<Draft>) {
         let Some(&index) = self.names.get(from) else {
             self.problems
@@ -355,10 +507,20 @@ impl<'a> Parser<'a> {
                         );
                         continue;
                     };
+                    if let Some(Value::Array(from)) = fields.get("from") {
+                        self.join(&path, from, fields);
+                        continue;
+                    }
                     let route = if fields.contains_key("branches") {
                         self.unknown_fields(fields, &path, &["from", "branches", "default"]);
                         let branches = fields.get("branches").unwrap_or(&Value::Null);
                         self.conditional(&path, branches, fields.get("default"))
+                    } else if let Some(map) = fields.get("map") {
+                        self.unknown_fields(fields, &path, &["from", "map", "then"]);
+                        self.map(&path, map, fields.get("then"))
+                    } else if let Some(Value::Array(to)) = fields.get("to") {
+                        self.unknown_fields(fields, &path, &["from", "to"]);
+                        self.fan_out(&path, to)
                     } else {
                         self.unknown_fields(fields, &path, &["from", "to"]);
                         match fields.get("to") {
@@ -391,6 +553,31 @@ impl<'a> Parser<'a> {
                 pointer(path, key),
                 format!("unknown field (expected one of {expected})"),
             );
+        }
+    }
+
+    /// A map's node runs alone, once per element: an edge of its own would never be
+    /// taken, so it is refused.
+    fn check_map_nodes(&mut self) {
+        let mapped: Vec<usize> = self
+            .routes
+            .iter()
+            .flatten()
+            .filter_map(|route| match route {
+                Draft::Map(map) => Some(map.to),
+                _ => None,
+            })
+            .collect();
+        for index in mapped {
+            if let Some(path) = self.route_paths[index].clone() {
+                self.problems.add(
+                    path,
+                    format!(
+                        "`{}` is run per element by a map, alone: it cannot have an edge of its own",
+                        self.declared[index].name
+                    ),
+                );
+            }
         }
     }
 
@@ -492,10 +679,21 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
     let v2 = super::is_version_2(spec);
     if v2 {
         for key in spec.keys() {
-            if !["name", "description", "start", "max_steps", "nodes", "edges"].contains(&key.as_str()) {
+            if ![
+                "name",
+                "description",
+                "start",
+                "max_steps",
+                "nodes",
+                "edges",
+                "reducers",
+            ]
+            .contains(&key.as_str())
+            {
                 problems.add(
                     pointer("", key),
-                    "unknown field (expected `name`, `description`, `start`, `max_steps`, `nodes` or `edges`)",
+                    "unknown field (expected `name`, `description`, `start`, `max_steps`, `nodes`, `edges` or \
+                     `reducers`)",
                 );
             }
         }
@@ -508,6 +706,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
             DEFAULT_MAX_STEPS
         }),
     };
+    let reducers = read_reducers(spec.get("reducers"), &mut problems);
     let name = optional_text(spec, "name", MAX_GRAPH_NAME_LEN, &mut problems);
     let description = optional_text(spec, "description", MAX_DESCRIPTION_LEN, &mut problems);
 
@@ -521,6 +720,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         built: Vec::new(),
         routes: Vec::new(),
         route_paths: Vec::new(),
+        joins: HashMap::new(),
     };
     match spec.get("nodes") {
         Some(nodes) => parser.declare_nodes(nodes),
@@ -528,6 +728,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
     }
     parser.build_nodes();
     parser.read_edges(spec.get("edges"));
+    parser.check_map_nodes();
 
     let start = match spec.get("start") {
         Some(Value::String(start)) if v2 => match parser.names.get(start.as_str()) {
@@ -556,8 +757,13 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         names,
         built,
         routes,
+        joins,
         ..
     } = parser;
+    let parallel = routes
+        .iter()
+        .flatten()
+        .any(|route| matches!(route, Draft::FanOut(_) | Draft::Join(_) | Draft::Map(_)));
     if !problems.0.is_empty() {
         return Err(GraphError { problems: problems.0 });
     }
@@ -578,6 +784,15 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
                         .collect(),
                     default: id(default),
                 },
+                Some(Draft::FanOut(to)) => Route::FanOut(to.into_iter().map(|to| NodeId(to as u32)).collect()),
+                Some(Draft::Join(to)) => Route::Join(NodeId(to as u32)),
+                Some(Draft::Map(map)) => Route::Map(Box::new(MapRoute {
+                    over: map.over,
+                    as_key: map.as_key,
+                    to: NodeId(map.to as u32),
+                    max_concurrency: map.max_concurrency,
+                    then: id(map.then),
+                })),
             };
             Some(Node {
                 name: declared.name.to_owned(),
@@ -605,8 +820,37 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         name,
         description,
         warnings: warnings.0,
+        joins: joins
+            .into_iter()
+            .map(|(to, from)| (NodeId(to as u32), from.into_iter().map(|i| NodeId(i as u32)).collect()))
+            .collect(),
+        reducers,
+        parallel,
         view: OnceLock::new(),
     })
+}
+
+/// A graph's `reducers`: state key to reducer name.
+fn read_reducers(reducers: Option<&Value>, problems: &mut Problems) -> HashMap<String, Reducer> {
+    let mut read = HashMap::new();
+    match reducers {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(reducers)) => {
+            for (key, name) in reducers {
+                match name.as_str().and_then(Reducer::parse) {
+                    Some(reducer) => {
+                        read.insert(key.clone(), reducer);
+                    }
+                    None => problems.add(
+                        pointer("/reducers", key),
+                        "must be `append`, `extend`, `sum`, `max`, `merge` or `last`",
+                    ),
+                }
+            }
+        }
+        Some(_) => problems.add("/reducers", "must be an object of state key to reducer"),
+    }
+    read
 }
 
 #[cfg(test)]
@@ -647,7 +891,7 @@ mod tests {
     fn to(graph: &Graph, name: &str) -> Option<NodeId> {
         match graph.node(graph.find(name).unwrap()).route {
             Route::To(to) => to,
-            Route::Branches { .. } => panic!("`{name}` has branches"),
+            _ => panic!("`{name}` has no static edge"),
         }
     }
 

@@ -1,0 +1,3 @@
+-- A run of a graph whose edges fan out, join or map has many branches at once: its
+-- checkpoint is where each stands (JSON), beside `next_node`. NULL for a run of one branch.
+ALTER TABLE runs ADD COLUMN frontier TEXT;
