@@ -993,3 +993,46 @@ async fn a_code_review_with_approval_is_approved_from_its_form_and_completes() -
     })
     .await
 }
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn two_branches_of_a_fan_out_are_lit_at_once() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let graph = ui
+            .app
+            .create_graph(json!({
+                "name": "fan out",
+                "start": "begin",
+                "nodes": [
+                    {"id": "begin", "tool": "noop"},
+                    {"id": "left", "tool": "sleep", "config": {"ms": 4000}},
+                    {"id": "right", "tool": "sleep", "config": {"ms": 4000}},
+                    {"id": "after", "tool": "noop"}
+                ],
+                "edges": [
+                    {"from": "begin", "to": ["left", "right"]},
+                    {"from": ["left", "right"], "to": "after"},
+                    {"from": "after", "to": null}
+                ]
+            }))
+            .await;
+        let run_id = ui.app.start_run(&graph, json!({})).await;
+        let client = &ui.client;
+        open(client, &ui.url(&format!("/run/{run_id}"))).await?;
+        let state_of = |node: &'static str| async move {
+            attr_of(client, &format!("g.node[data-node={node}]"), "data-state").await
+        };
+        wait_until("both branches are lit at once", || async {
+            state_of("left").await.as_deref() == Some("running")
+                && state_of("right").await.as_deref() == Some("running")
+        })
+        .await?;
+        screenshot(client, "parallel.png").await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        for node in ["begin", "left", "right", "after"] {
+            assert_eq!(state_of(node).await.as_deref(), Some("completed"), "{node}");
+        }
+        anyhow::Ok(())
+    })
+    .await
+}

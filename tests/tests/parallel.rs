@@ -182,12 +182,22 @@ fn chunks(n: usize) -> Value {
 #[tokio::test]
 async fn a_map_runs_a_node_per_element_and_collects_the_results_in_order() {
     let app = spawn_app().await;
-    let shout = json!({"id": "shout", "tool": "script", "config": {"script": "#{shout: state.chunk.to_upper()}"}});
-    let graph = app.create_graph(mapping(4, shout.clone())).await;
-    let done = app.run_and_wait(&graph, chunks(10)).await;
+    let shout = json!({"id": "shout", "tool": "script", "config": {"script": "#{shout: state.chunk.to_upper() + state.mark, sees: state.keys().len()}"}});
+    let mut with_mark = mapping(4, shout.clone());
+    with_mark["edges"][0]["map"]["with"] = json!(["mark"]);
+    let graph = app.create_graph(with_mark).await;
+    let mut input = chunks(10);
+    input["mark"] = json!("!");
+    input["unseen"] = json!("not copied to each element");
+    let done = app.run_and_wait(&graph, input).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let expected: Vec<String> = (0..10).map(|i| format!("C{i}")).collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("C{i}!")).collect();
     assert_eq!(done["state"]["shout"], json!(expected));
+    assert_eq!(
+        done["state"]["sees"],
+        json!(vec![2; 10]),
+        "each element sees `chunk` and `mark` only"
+    );
     assert_eq!(done["state"]["count"], 10);
     assert!(
         done["state"].get("chunk").is_none(),
@@ -205,8 +215,11 @@ async fn a_map_runs_a_node_per_element_and_collects_the_results_in_order() {
     // Every element's step counts toward the limit: 12 steps do not fit in 8.
     let mut limited = mapping(4, shout);
     limited["max_steps"] = json!(8);
+    limited["edges"][0]["map"]["with"] = json!(["mark"]);
     let graph = app.create_graph(limited).await;
-    let failed = app.run_and_wait(&graph, chunks(10)).await;
+    let mut input = chunks(10);
+    input["mark"] = json!("");
+    let failed = app.run_and_wait(&graph, input).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(
         failed["error"],

@@ -5,8 +5,8 @@
 //! - A join edge (`{"from": ["a", "b"], "to": "j"}`) ends each input's branch, and runs
 //!   `j` once every input has run.
 //! - A map edge runs its node once per element of a list, at most `max_concurrency` at
-//!   once, each over the state with its element at `as`; once all are done, every key the
-//!   runs wrote is collected, in the list's order, into a list at that key.
+//!   once, each over its element at `as` and the keys named in `with`; once all are done,
+//!   every key the runs wrote is collected, in the list's order, into a list at that key.
 //!
 //! A branch's step merges its update into the shared state as it finishes: a key with a
 //! reducer (the graph's `reducers`) merges by it; a key without one that a second branch
@@ -109,6 +109,9 @@ pub struct MapState {
     pub then: Option<String>,
     /// The key each run sees its element at.
     pub as_key: String,
+    /// The state keys each run sees besides, as they stood when the map began.
+    #[serde(default)]
+    pub with: State,
     /// Runs at once, at most.
     pub max_concurrency: usize,
     /// The elements.
@@ -313,7 +316,7 @@ impl Run<'_> {
             let Some(node) = self.graph.find(&map.node) else {
                 continue;
             };
-            let mut input = State::clone(&self.state);
+            let mut input = map.with.clone();
             input.insert(map.as_key.clone(), map.items[index].clone());
             let label = format!("{}[{index}]", map.branch);
             if let Some(end) = self.count_step(node) {
@@ -652,6 +655,11 @@ impl Run<'_> {
                         node: graph.node(map.to).name.clone(),
                         then: map.then.map(|then| graph.node(then).name.clone()),
                         as_key: map.as_key.clone(),
+                        with: map
+                            .with
+                            .iter()
+                            .filter_map(|key| self.state.get(key).map(|value| (key.clone(), value.clone())))
+                            .collect(),
                         max_concurrency: map.max_concurrency,
                         items,
                         done: BTreeMap::new(),

@@ -635,12 +635,17 @@ pub(super) async fn a_parallel_runs_branches_are_checkpointed_with_each_step(sto
     let run = with_run(store).await;
     assert_eq!(store.run(&run).await.unwrap().unwrap().frontier, None);
     let mut first = step(&run, 2, 3, Some("b"));
-    let RunEffect::Checkpoint { frontier, .. } = &mut first.effect else { unreachable!() };
+    let RunEffect::Checkpoint { frontier, .. } = &mut first.effect else {
+        unreachable!()
+    };
     *frontier = Some(r#"{"ready":[{"branch":"1","node":"b"}]}"#.into());
     store.append_event(first).await.unwrap();
     let stored = store.run(&run).await.unwrap().unwrap();
     assert_eq!((stored.step_count, stored.next_node.as_deref()), (3, Some("b")));
-    assert_eq!(stored.frontier.as_deref(), Some(r#"{"ready":[{"branch":"1","node":"b"}]}"#));
+    assert_eq!(
+        stored.frontier.as_deref(),
+        Some(r#"{"ready":[{"branch":"1","node":"b"}]}"#)
+    );
     // A step of a run of one branch clears it.
     store.append_event(step(&run, 3, 4, Some("a"))).await.unwrap();
     assert_eq!(store.run(&run).await.unwrap().unwrap().frontier, None);

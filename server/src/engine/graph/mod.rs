@@ -91,15 +91,18 @@ pub struct Branch {
 }
 
 /// A map edge: the node `to` runs once per element of the list at `over`, each run seeing
-/// the element at `as_key`, at most `max_concurrency` at once; every key the runs write
-/// is then collected, in the list's order, into a list at that key, and the run goes on
-/// at `then`.
+/// the element at `as_key` and the keys in `with` (only those: a copy of the whole state
+/// per element would cost the list's length times the state), at most `max_concurrency`
+/// at once; every key the runs write is then collected, in the list's order, into a list
+/// at that key, and the run goes on at `then`.
 #[derive(Debug)]
 pub struct MapRoute {
     /// The state key holding the list.
     pub over: String,
     /// The key each run sees its element at.
     pub as_key: String,
+    /// The state keys each run sees besides.
+    pub with: Vec<String>,
     /// The node run per element.
     pub to: NodeId,
     /// Runs at once, at most.

@@ -63,6 +63,7 @@ enum Draft {
 struct DraftMap {
     over: String,
     as_key: String,
+    with: Vec<String>,
     to: usize,
     max_concurrency: usize,
     then: Option<usize>,
@@ -412,7 +413,17 @@ impl<'a> Parser<'a> {
                 .add(&at, "must be {\"over\", \"as\", \"to\", \"max_concurrency\"}");
             return None;
         };
-        self.unknown_fields(fields, &at, &["over", "as", "to", "max_concurrency"]);
+        self.unknown_fields(fields, &at, &["over", "as", "to", "max_concurrency", "with"]);
+        let with = match fields.get("with") {
+            None => Vec::new(),
+            Some(Value::Array(keys)) if keys.iter().all(Value::is_string) => {
+                keys.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            }
+            Some(_) => {
+                self.problems.add(format!("{at}/with"), "must be a list of state keys");
+                Vec::new()
+            }
+        };
         let mut key = |field: &str| match fields.get(field) {
             Some(Value::String(key)) if !key.is_empty() => Some(key.clone()),
             _ => {
@@ -454,6 +465,7 @@ impl<'a> Parser<'a> {
         Some(Draft::Map(DraftMap {
             over: over?,
             as_key: as_key?,
+            with,
             to: to?,
             max_concurrency,
             then,
@@ -789,6 +801,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
                 Some(Draft::Map(map)) => Route::Map(Box::new(MapRoute {
                     over: map.over,
                     as_key: map.as_key,
+                    with: map.with,
                     to: NodeId(map.to as u32),
                     max_concurrency: map.max_concurrency,
                     then: id(map.then),
