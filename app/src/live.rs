@@ -271,6 +271,7 @@ mod tests {
             error: None,
             instance: None,
             branch: None,
+            output: None,
         })
     }
 

@@ -590,6 +590,15 @@ pub struct StepEvent<S = Value> {
     /// in `<branch>[i]`. Branches run at once; their steps may finish in any order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// A map element's own update: kept apart (its `update` is empty) until every element
+    /// is done, when the last one's step writes the collected lists.
+    #[serde(default = "nothing", skip_serializing_if = "Option::is_none")]
+    pub output: Option<S>,
+}
+
+/// No value: the default of a field that may be left out.
+fn nothing<S>() -> Option<S> {
+    None
 }
 
 fn first_attempt() -> u32 {
@@ -846,6 +855,7 @@ mod tests {
             error: None,
             instance: None,
             branch: None,
+            output: None,
         });
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "step");

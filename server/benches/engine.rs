@@ -7,6 +7,9 @@
 //!   done by a `script` node (a compiled Rhai script, run on the CPU pool).
 //! - `code_review`: the whole Code Review preset over generated Python of 1k, 10k and
 //!   100k lines, tools on the CPU pool as in the server.
+//! - `parallel`: the cost per step of a parallel branch (a fan-out to 10 and 100 `noop`
+//!   branches and their join) and of a map element (a map of `noop` over 100 and 1,000
+//!   elements, 16 at once), each step checkpointing where every branch stands.
 //!
 //! Results are recorded in `docs/benchmarks.md`.
 
@@ -151,5 +154,62 @@ fn branching(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, step_overhead, branching, code_review);
+/// `begin` fans out to `width` `noop` branches, which join at `after`.
+fn fan_out(width: usize) -> Value {
+    let branches: Vec<String> = (0..width).map(|i| format!("b{i}")).collect();
+    let mut nodes = vec![
+        json!({"id": "begin", "tool": "noop"}),
+        json!({"id": "after", "tool": "noop"}),
+    ];
+    nodes.extend(branches.iter().map(|id| json!({"id": id, "tool": "noop"})));
+    json!({
+        "start": "begin", "max_steps": 10_000, "nodes": nodes,
+        "edges": [{"from": "begin", "to": branches}, {"from": branches, "to": "after"}, {"from": "after", "to": null}]
+    })
+}
+
+/// `split` maps `noop` over the state's `items`, 16 at once.
+fn map_over() -> Value {
+    json!({
+        "start": "split", "max_steps": 10_000,
+        "nodes": [{"id": "split", "tool": "noop"}, {"id": "each", "tool": "increment", "config": {"key": "seen"}}],
+        "edges": [{"from": "split", "map": {"over": "items", "as": "item", "to": "each", "max_concurrency": 16}, "then": null}]
+    })
+}
+
+fn parallel(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = default_registry(&CpuPool::new(2));
+    let mut group = c.benchmark_group("parallel");
+    for width in [10usize, 100] {
+        let graph = Graph::parse(&fan_out(width), &registry).unwrap();
+        let state = with_payload();
+        group.throughput(Throughput::Elements(width as u64 + 2));
+        group.bench_with_input(BenchmarkId::new("fan_out", width), &graph, |b, graph| {
+            b.to_async(&rt).iter(|| {
+                let checkpoint = Checkpoint::start(graph, state.clone());
+                async move { execute(graph, checkpoint, 10_000, &mut NullSink).await.unwrap() }
+            });
+        });
+    }
+    let graph = Graph::parse(&map_over(), &registry).unwrap();
+    for len in [100usize, 1_000] {
+        let mut state = with_payload();
+        state.insert("items".into(), json!((0..len).collect::<Vec<_>>()));
+        group.throughput(Throughput::Elements(len as u64 + 1));
+        group.bench_with_input(BenchmarkId::new("map", len), &state, |b, state| {
+            b.to_async(&rt).iter(|| {
+                let checkpoint = Checkpoint::start(&graph, state.clone());
+                let graph = &graph;
+                async move { execute(graph, checkpoint, 10_000, &mut NullSink).await.unwrap() }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, step_overhead, branching, code_review, parallel);
 criterion_main!(benches);

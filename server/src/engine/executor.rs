@@ -55,6 +55,9 @@ pub struct StepView<'a> {
     /// Where every branch stands after it, as JSON, in a parallel graph: what a restart
     /// goes on from.
     pub frontier: Option<&'a str>,
+    /// A map element's own update, kept apart from the state until every element is done
+    /// (its step writes no key of the state before then).
+    pub output: Option<&'a State>,
 }
 
 /// A node asking a person a question: the run waits for the answer.
@@ -354,6 +357,14 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// A branch wrote the list a map runs over, while it ran.
+    #[error("node `{node}` wrote `{key}` while a map over it ran")]
+    MapChanged {
+        /// The node.
+        node: String,
+        /// The key.
+        key: String,
+    },
     /// A map's `over` is not a list.
     #[error("the map after `{node}` needs a list at `{key}`")]
     MapOver {
@@ -535,6 +546,7 @@ pub async fn execute<S: StepSink>(
                 branch: None,
                 started: steps,
                 frontier: None,
+                output: None,
             })
             .await?;
         next = match decided {

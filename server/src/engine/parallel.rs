@@ -19,7 +19,7 @@
 //! waits for every parked question at once, and each answer resumes its own branch.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -107,17 +107,73 @@ pub struct MapState {
     pub node: String,
     /// Where the branch goes then (`None`: it ends).
     pub then: Option<String>,
+    /// The key of the list: no branch may write it while the map runs, so a restart
+    /// reads the same list from the state.
+    pub over: String,
     /// The key each run sees its element at.
     pub as_key: String,
-    /// The state keys each run sees besides, as they stood when the map began.
+    /// The state keys each run sees besides, as they stand when it starts.
     #[serde(default)]
-    pub with: State,
+    pub with: Vec<String>,
     /// Runs at once, at most.
     pub max_concurrency: usize,
-    /// The elements.
+    /// How many elements the list has.
+    pub len: usize,
+    /// The step number its elements' steps start from: each of those step events holds
+    /// its element's update (`output`), which a restart reads back.
+    pub first_step: u64,
+    /// The elements done, as ranges of indices `[start, end)`: a few ranges however long
+    /// the list, so the checkpoint each step writes stays small.
+    #[serde(default)]
+    pub done: Vec<[usize; 2]>,
+    /// The elements (the list at `over`).
+    #[serde(skip)]
     pub items: Vec<Value>,
     /// The updates of the elements done, by index.
-    pub done: BTreeMap<usize, State>,
+    #[serde(skip)]
+    pub outputs: BTreeMap<usize, State>,
+    /// The first element not started yet by this process.
+    #[serde(skip)]
+    cursor: usize,
+}
+
+impl MapState {
+    /// Whether element `index` is done.
+    pub fn is_done(&self, index: usize) -> bool {
+        self.done.iter().any(|&[start, end]| (start..end).contains(&index))
+    }
+
+    /// Records element `index` as done, merging ranges that meet.
+    fn mark_done(&mut self, index: usize) {
+        if self.is_done(index) {
+            return;
+        }
+        let at = self.done.partition_point(|&[start, _]| start <= index);
+        self.done.insert(at, [index, index + 1]);
+        let mut merged: Vec<[usize; 2]> = Vec::with_capacity(self.done.len());
+        for range in self.done.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last[1] >= range[0] => last[1] = last[1].max(range[1]),
+                _ => merged.push(range),
+            }
+        }
+        self.done = merged;
+    }
+
+    /// How many elements are done.
+    fn done_count(&self) -> usize {
+        self.done.iter().map(|[start, end]| end - start).sum()
+    }
+
+    /// The index of a branch label `<branch>[i]` of this map's elements.
+    pub fn index_of(&self, label: &str) -> Option<usize> {
+        label
+            .strip_prefix(self.branch.as_str())?
+            .strip_prefix('[')?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
 }
 
 impl Frontier {
@@ -235,6 +291,21 @@ pub(super) async fn execute<S: StepSink>(
             node: parked.node,
         });
     }
+    // A map under way reads its list again (no branch may write it while the map runs).
+    for map in &mut frontier.maps {
+        if map.items.is_empty() {
+            match state.get(&map.over) {
+                Some(Value::Array(items)) if items.len() == map.len => map.items.clone_from(items),
+                _ => {
+                    let error = RunError::MapOver {
+                        node: map.from.clone(),
+                        key: map.over.clone(),
+                    };
+                    return Ok(ended(RunStatus::Failed, Arc::new(state), steps, Some(error)));
+                }
+            }
+        }
+    }
     let mut run = Run {
         graph,
         bounds,
@@ -293,20 +364,21 @@ impl Run<'_> {
                 .await?;
         }
         let mut starts = Vec::new();
-        for map in &self.frontier.maps {
-            let running: BTreeSet<usize> = self
+        for map in &mut self.frontier.maps {
+            let running = self
                 .flights
                 .values()
-                .filter_map(|flight| match flight.work {
-                    Work::Item { map: id, index } if id == map.id => Some(index),
-                    _ => None,
-                })
-                .collect();
-            let free = map.max_concurrency.saturating_sub(running.len());
-            let pending =
-                (0..map.items.len()).filter(|index| !map.done.contains_key(index) && !running.contains(index));
-            for index in pending.take(free) {
-                starts.push((map.id, index));
+                .filter(|flight| matches!(flight.work, Work::Item { map: id, .. } if id == map.id))
+                .count();
+            let mut free = map.max_concurrency.saturating_sub(running);
+            // Elements start in order, once each: everything below the cursor has started.
+            while free > 0 && map.cursor < map.items.len() {
+                let index = map.cursor;
+                map.cursor += 1;
+                if !map.is_done(index) {
+                    starts.push((map.id, index));
+                    free -= 1;
+                }
             }
         }
         for (id, index) in starts {
@@ -316,7 +388,11 @@ impl Run<'_> {
             let Some(node) = self.graph.find(&map.node) else {
                 continue;
             };
-            let mut input = map.with.clone();
+            let mut input: State = map
+                .with
+                .iter()
+                .filter_map(|key| self.state.get(key).map(|value| (key.clone(), value.clone())))
+                .collect();
             input.insert(map.as_key.clone(), map.items[index].clone());
             let label = format!("{}[{index}]", map.branch);
             if let Some(end) = self.count_step(node) {
@@ -460,7 +536,8 @@ impl Run<'_> {
                     source: error,
                     attempts: flight.attempt,
                 };
-                self.record(sink, &flight, Vec::new(), Vec::new(), Some(error)).await
+                self.record(sink, &flight, (Vec::new(), Vec::new(), None), Some(error))
+                    .await
             }
         }
     }
@@ -485,6 +562,7 @@ impl Run<'_> {
         let Outcome { update, next, notes } = outcome;
         let graph = self.graph;
         let node = graph.node(flight.node);
+        let mut output = None;
         let (changed, failure) = match &flight.work {
             Work::Branch(branch) => {
                 if let Next::Wait(pause) = next {
@@ -507,12 +585,17 @@ impl Run<'_> {
                     Err(error) => (Vec::new(), Some(error)),
                 }
             }
-            Work::Item { map, index } => match self.item_done(*map, *index, update, next) {
-                Ok(changed) => (changed, None),
-                Err(error) => (Vec::new(), Some(error)),
-            },
+            Work::Item { map, index } => {
+                // Kept in its own step event: what a restart reads back.
+                output = Some(update.clone());
+                match self.item_done(*map, *index, update, next) {
+                    Ok(changed) => (changed, None),
+                    Err(error) => (Vec::new(), Some(error)),
+                }
+            }
         };
-        self.record(sink, &flight, notes, changed, failure).await
+        self.record(sink, &flight, (notes, changed, output.as_ref()), failure)
+            .await
     }
 
     /// Merges `update` into the shared state as `branch`'s node `node` writes it: through
@@ -522,6 +605,12 @@ impl Run<'_> {
         let name = &self.graph.node(node).name;
         let mut merged = Vec::with_capacity(update.len());
         for (key, value) in update {
+            if self.frontier.maps.iter().any(|map| map.over == key) {
+                return Err(RunError::MapChanged {
+                    node: name.clone(),
+                    key,
+                });
+            }
             let reducer = self.graph.reducer(&key);
             if reducer.is_none() {
                 // Written by another branch since the branches split (and not joined since).
@@ -654,15 +743,16 @@ impl Run<'_> {
                         from: from.name.clone(),
                         node: graph.node(map.to).name.clone(),
                         then: map.then.map(|then| graph.node(then).name.clone()),
+                        over: map.over.clone(),
                         as_key: map.as_key.clone(),
-                        with: map
-                            .with
-                            .iter()
-                            .filter_map(|key| self.state.get(key).map(|value| (key.clone(), value.clone())))
-                            .collect(),
+                        with: map.with.clone(),
                         max_concurrency: map.max_concurrency,
+                        len: items.len(),
+                        first_step: self.steps + 1,
+                        done: Vec::new(),
                         items,
-                        done: BTreeMap::new(),
+                        outputs: BTreeMap::new(),
+                        cursor: 0,
                     });
                 }
             },
@@ -684,15 +774,16 @@ impl Run<'_> {
             });
         }
         let state = &mut self.frontier.maps[at];
-        state.done.insert(index, update);
-        if state.done.len() < state.items.len() {
+        state.outputs.insert(index, update);
+        state.mark_done(index);
+        if state.done_count() < state.len {
             return Ok(Vec::new());
         }
         let done = self.frontier.maps.remove(at);
         // Every key any element wrote, in order of first writing, as a list in the
         // elements' order.
         let mut keys: Vec<&String> = Vec::new();
-        for update in done.done.values() {
+        for update in done.outputs.values() {
             for key in update.keys() {
                 if !keys.contains(&key) {
                     keys.push(key);
@@ -703,7 +794,7 @@ impl Run<'_> {
             .iter()
             .map(|&key| {
                 let values = done
-                    .done
+                    .outputs
                     .values()
                     .map(|update| update.get(key).cloned().unwrap_or(Value::Null))
                     .collect();
@@ -725,17 +816,36 @@ impl Run<'_> {
     /// What the frontier will be once the flights in progress are done: they are ready
     /// again (a restart runs them again), as JSON.
     fn checkpoint(&self) -> String {
-        let mut saved = self.frontier.clone();
+        /// The frontier as [`Frontier`] reads it back, borrowed rather than copied.
+        #[derive(Serialize)]
+        struct Saved<'a> {
+            ready: Vec<&'a At>,
+            parked: &'a [Parked],
+            joins: &'a BTreeMap<String, Vec<String>>,
+            maps: &'a [MapState],
+            writers: &'a BTreeMap<String, Writer>,
+            next_branch: u64,
+        }
         let mut flying: Vec<(&u64, &Flight)> = self.flights.iter().collect();
         flying.sort_by_key(|(id, _)| **id);
-        for (_, flight) in flying {
-            if let Work::Branch(branch) = &flight.work {
-                saved.ready.push_back(At {
+        let again: Vec<At> = flying
+            .into_iter()
+            .filter_map(|(_, flight)| match &flight.work {
+                Work::Branch(branch) => Some(At {
                     branch: branch.clone(),
                     node: self.graph.node(flight.node).name.clone(),
-                });
-            }
-        }
+                }),
+                Work::Item { .. } => None,
+            })
+            .collect();
+        let saved = Saved {
+            ready: self.frontier.ready.iter().chain(&again).collect(),
+            parked: &self.frontier.parked,
+            joins: &self.frontier.joins,
+            maps: &self.frontier.maps,
+            writers: &self.frontier.writers,
+            next_branch: self.frontier.next_branch,
+        };
         serde_json::to_string(&saved).unwrap_or_default()
     }
 
@@ -745,8 +855,7 @@ impl Run<'_> {
         &mut self,
         sink: &mut S,
         flight: &Flight,
-        notes: Vec<String>,
-        changed: Vec<String>,
+        (notes, changed, output): (Vec<String>, Vec<String>, Option<&State>),
         failure: Option<RunError>,
     ) -> Result<Option<RunEnd>, SinkError> {
         let over = self.flights.is_empty()
@@ -801,6 +910,7 @@ impl Run<'_> {
                 branch: Some(&flight.label),
                 started: self.steps,
                 frontier: Some(&frontier),
+                output,
             })
             .await?;
         if let Some(error) = failure {
@@ -854,5 +964,59 @@ impl Run<'_> {
             return Ok(ended(RunStatus::Failed, self.state, self.steps, Some(error)));
         }
         Ok(ended(RunStatus::Completed, self.state, self.steps, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(branch: &str) -> MapState {
+        MapState {
+            id: 1,
+            branch: branch.into(),
+            from: "split".into(),
+            node: "each".into(),
+            then: None,
+            over: "items".into(),
+            as_key: "item".into(),
+            with: Vec::new(),
+            max_concurrency: 4,
+            len: 10,
+            first_step: 2,
+            done: Vec::new(),
+            items: Vec::new(),
+            outputs: BTreeMap::new(),
+            cursor: 0,
+        }
+    }
+
+    #[test]
+    fn done_elements_are_kept_as_a_few_ranges() {
+        let mut map = map("0");
+        for index in [3, 0, 1, 5, 2, 9, 4] {
+            map.mark_done(index);
+        }
+        assert_eq!(map.done, [[0, 6], [9, 10]]);
+        assert_eq!(map.done_count(), 7);
+        assert!(map.is_done(5) && !map.is_done(6) && map.is_done(9));
+        map.mark_done(5);
+        assert_eq!(map.done_count(), 7, "once each");
+        // Serialized, the checkpoint holds the ranges, not the elements.
+        map.items = vec![Value::from(1); 10];
+        let text = serde_json::to_string(&map).unwrap();
+        assert!(
+            text.contains(r#""done":[[0,6],[9,10]]"#) && !text.contains("items\":["),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_elements_index_is_read_from_its_branch_label() {
+        let map = map("2");
+        assert_eq!(map.index_of("2[7]"), Some(7));
+        assert_eq!(map.index_of("12[7]"), None);
+        assert_eq!(map.index_of("2"), None);
+        assert_eq!(map.index_of("2[x]"), None);
     }
 }

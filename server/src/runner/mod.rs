@@ -746,12 +746,13 @@ impl Runner {
             .then_some(run.step_count + 1);
         let frontier = match (&run.frontier, graph.is_parallel()) {
             (Some(text), true) => {
-                let frontier: crate::engine::parallel::Frontier = serde_json::from_str(text)
+                let mut frontier: crate::engine::parallel::Frontier = serde_json::from_str(text)
                     .map_err(|err| StoreError::Corrupt(format!("run {} frontier: {err}", run.id)))?;
                 if let Some(missing) = frontier.nodes().find(|node| graph.find(node).is_none()) {
                     let why = format!("run {} frontier names missing node `{missing}`", run.id);
                     return Err(StoreError::Corrupt(why).into());
                 }
+                map_outputs(self.store.as_ref(), &run.id, &mut frontier).await?;
                 Some(frontier)
             }
             _ => None,
@@ -890,6 +891,52 @@ impl Runner {
             finished
         })
     }
+}
+
+/// Reads back the updates of the map elements done before a restart, each from its own
+/// step event (the checkpoint keeps only which are done).
+async fn map_outputs(
+    store: &dyn Store,
+    run_id: &RunId,
+    frontier: &mut crate::engine::parallel::Frontier,
+) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct ItemStep {
+        node: String,
+        step: u64,
+        branch: Option<String>,
+        output: Option<State>,
+    }
+    if frontier.maps.is_empty() {
+        return Ok(());
+    }
+    let mut pages = EventPages::after(store, run_id, 0);
+    while let Some(page) = pages.next().await? {
+        for event in page.iter().filter(|event| event.kind == EventKind::Step) {
+            let step: ItemStep = serde_json::from_str(&event.event)
+                .map_err(|err| StoreError::Corrupt(format!("run {run_id} step: {err}")))?;
+            let (Some(branch), Some(output)) = (step.branch, step.output) else {
+                continue;
+            };
+            for map in &mut frontier.maps {
+                let index = map.index_of(&branch).filter(|&index| map.is_done(index));
+                if let (true, Some(index)) = (map.node == step.node && step.step >= map.first_step, index) {
+                    map.outputs.insert(index, output.clone());
+                }
+            }
+        }
+    }
+    for map in &frontier.maps {
+        let done: usize = map.done.iter().map(|[start, end]| end - start).sum();
+        if map.outputs.len() != done {
+            return Err(StoreError::Corrupt(format!(
+                "run {run_id}: {} of the {done} elements done by map {} are recorded",
+                map.outputs.len(),
+                map.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A run's `run_queued` event (its first), as stored.

@@ -575,6 +575,7 @@ impl StepSink for RunSink {
         } else {
             self.unsnapshotted += update.get().len();
         }
+        let output = step.output.map(raw).transpose()?;
         let mut event: RunEvent<Option<&RawValue>> = RunEvent::Step(StepEvent {
             run_id: self.run_id.to_string(),
             seq: self.seq + 1,
@@ -591,6 +592,7 @@ impl StepSink for RunSink {
             error: step.error.map(str::to_owned),
             instance: Some(self.owner.to_string()),
             branch: step.branch.map(str::to_owned),
+            output: output.as_deref().map(Some),
         });
         let text = |event: &RunEvent<Option<&RawValue>>| {
             serde_json::to_string(event).map_err(|err| SinkError(err.to_string()))
