@@ -344,3 +344,68 @@ async fn questions_in_two_branches_are_answered_one_at_a_time() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"], json!({"left": 4, "right": 5, "sum": 9}));
 }
+
+#[tokio::test]
+async fn a_fork_from_a_branch_step_goes_on_along_its_edges() {
+    let app = spawn_app().await;
+    let graph = app
+        .create_graph(json!({
+            "start": "begin",
+            "nodes": [
+                {"id": "begin", "tool": "noop"},
+                {"id": "left", "tool": "increment", "config": {"key": "l"}},
+                {"id": "right", "tool": "increment", "config": {"key": "r"}},
+                {"id": "after", "tool": "increment", "config": {"key": "joined"}}
+            ],
+            "edges": [
+                {"from": "begin", "to": ["left", "right"]},
+                {"from": ["left", "right"], "to": "after"},
+                {"from": "after", "to": null}
+            ]
+        }))
+        .await;
+    let parent = app.run_and_wait(&graph, json!({})).await;
+    assert_eq!(parent["state"], json!({"l": 1, "r": 1, "joined": 1}));
+    let parent_id = parent["run_id"].as_str().unwrap();
+    let step_of = |events: &[Value], node: &str| {
+        events
+            .iter()
+            .find(|event| event["type"] == "step" && event["node"] == node)
+            .and_then(|event| event["step"].as_u64())
+            .unwrap()
+    };
+    let parent_events = events(&app, parent_id).await;
+
+    // From the fan-out's step: both branches run again, from the patched state.
+    let (status, forked) = app
+        .post(
+            &format!("/runs/{parent_id}/fork"),
+            &json!({"from_step": step_of(&parent_events, "begin"), "state_patch": {"l": 40}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{forked}");
+    let done = until_it_ends(&app, forked["run_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"], json!({"l": 41, "r": 1, "joined": 1}));
+    let forked_events = events(&app, forked["run_id"].as_str().unwrap()).await;
+    let mut branches: Vec<(&str, &str)> = of_type(&forked_events, "step")
+        .iter()
+        .map(|step| (step["node"].as_str().unwrap(), step["branch"].as_str().unwrap()))
+        .collect();
+    branches.sort_unstable();
+    assert_eq!(branches, [("after", "2"), ("left", "1"), ("right", "2")]);
+
+    // From inside a branch: what the other branch did is in the state; the join runs.
+    let left = step_of(&parent_events, "left");
+    let (status, forked) = app
+        .post(
+            &format!("/runs/{parent_id}/fork"),
+            &json!({"from_step": left, "state_patch": {"l": 7}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{forked}");
+    let done = until_it_ends(&app, forked["run_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"]["l"], 7);
+    assert_eq!(done["state"]["joined"], 1);
+}

@@ -68,6 +68,7 @@ pub async fn run_graph(
         max_steps: request.max_steps,
         by: principal,
         start_at: None,
+        frontier: None,
         forked_from: None,
     });
     // Waiting is capped by `WEFT_MAX_OPEN`; answering at once, by the request timeout.

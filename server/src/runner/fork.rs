@@ -14,6 +14,10 @@ use weft_app::wire::EventKind;
 use super::{EventPages, Replay, Runner, RunnerError, StartRun, Started};
 use crate::{
     auth::{Access, Principal},
+    engine::{
+        graph::Route,
+        parallel::{At, Frontier},
+    },
     ids::{GraphId, RunId},
     store::{ForkedFrom, StoreError, StoredRun},
 };
@@ -50,6 +54,7 @@ impl Runner {
                 "`state_patch` must be a JSON object (a merge patch)".into(),
             ));
         }
+        let mut frontier = None;
         let (state, next) = if fork.from_step == 0 {
             let state: Map<String, Value> =
                 serde_json::from_str(&run.initial_state).map_err(|err| StoreError::Corrupt(err.to_string()))?;
@@ -68,11 +73,31 @@ impl Runner {
             );
             // Along the node's edges, on the patched state.
             let shared = Arc::new(state);
-            let next = graph
-                .node(node)
-                .route
-                .next(&shared)
-                .map_err(|message| RunnerError::InvalidFork(format!("after `{}`: {message}", step.node)))?;
+            let next = match &graph.node(node).route {
+                // Inside branches: the other inputs' work is in the state already.
+                Route::Join(join) => Some(*join),
+                Route::FanOut(targets) => {
+                    let mut branches = Frontier::at(None);
+                    for &target in targets {
+                        branches.ready.push_back(At {
+                            branch: branches.next_branch.to_string(),
+                            node: graph.node(target).name.clone(),
+                        });
+                        branches.next_branch += 1;
+                    }
+                    frontier = Some(branches);
+                    targets.first().copied()
+                }
+                Route::Map(_) => {
+                    return Err(RunnerError::InvalidFork(format!(
+                        "step {} ran `{}`, whose map starts at the fork: fork from the step before it",
+                        fork.from_step, step.node
+                    )))
+                }
+                route => route
+                    .next(&shared)
+                    .map_err(|message| RunnerError::InvalidFork(format!("after `{}`: {message}", step.node)))?,
+            };
             (Arc::unwrap_or_clone(shared), next)
         };
         let Some(next) = next else {
@@ -87,6 +112,7 @@ impl Runner {
             max_steps: None,
             by: fork.by,
             start_at: Some(next),
+            frontier,
             forked_from: Some(ForkedFrom {
                 run: run.id.clone(),
                 step: fork.from_step,

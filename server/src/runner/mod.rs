@@ -199,6 +199,9 @@ pub struct StartRun {
     pub by: Principal,
     /// The node to start at (a fork's next node); `None`: the graph's start.
     pub start_at: Option<NodeId>,
+    /// Where its branches start, in a parallel graph, when not at `start_at` alone (a fork
+    /// after a fan-out); its first ready branch runs `start_at`.
+    pub frontier: Option<crate::engine::parallel::Frontier>,
     /// The run and step it is forked from, if it is.
     pub forked_from: Option<ForkedFrom>,
 }
@@ -587,6 +590,10 @@ impl Runner {
         let start = graph.node(first).name.clone();
         let initial_state = state_text(&request.initial_state);
         let mut sink = self.sink(run_id.clone(), RunStatus::Queued, 1, None, initial_state.len());
+        let branch = match &request.frontier {
+            Some(frontier) => frontier.ready.front().map(|at| at.branch.clone()),
+            None => graph.is_parallel().then(|| "0".to_owned()),
+        };
         // Stored with its start and its first node's, in one commit with the run.
         let then = sink.open(
             &started_event(&run_id, 2, false),
@@ -594,7 +601,7 @@ impl Runner {
                 step: 1,
                 node: &start,
                 attempt: 1,
-                branch: graph.is_parallel().then_some("0"),
+                branch: branch.as_deref(),
             },
         )?;
         let new_run = NewRun {
@@ -607,6 +614,7 @@ impl Runner {
             status: sink.status,
             initial_state,
             next_node: start,
+            frontier: frontier_text(request.frontier.as_ref())?,
             max_steps,
             created_at: now_millis(),
             created_by: request.by.created_by(),
@@ -622,6 +630,7 @@ impl Runner {
             runner.store.insert_run(new_run).await?;
             let checkpoint = Checkpoint {
                 next: Some(first),
+                frontier: request.frontier,
                 ..Checkpoint::start(&graph, request.initial_state)
             };
             Ok::<_, StoreError>(runner.spawn(sink, (spawned_graph, graph), checkpoint, max_steps, Some(slot)))
@@ -664,6 +673,7 @@ impl Runner {
                 status: RunStatus::Queued,
                 initial_state: state_text(&request.initial_state),
                 next_node: graph.node(request.start_at.unwrap_or(graph.start())).name.clone(),
+                frontier: frontier_text(request.frontier.as_ref())?,
                 max_steps,
                 created_at: now_millis(),
                 created_by: request.by.created_by(),
@@ -937,6 +947,14 @@ async fn map_outputs(
         }
     }
     Ok(())
+}
+
+/// Where a new run's branches start, as stored.
+fn frontier_text(frontier: Option<&crate::engine::parallel::Frontier>) -> Result<Option<String>, StoreError> {
+    frontier
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 /// A run's `run_queued` event (its first), as stored.

@@ -217,6 +217,7 @@ async fn run(runner: &Runner, spec: Value) -> (RunId, super::Finished) {
             max_steps: None,
             by: Principal::open(),
             start_at: None,
+            frontier: None,
             forked_from: None,
         })
         .await

@@ -98,6 +98,8 @@ pub struct NewRun {
     pub initial_state: String,
     /// The first node.
     pub next_node: String,
+    /// Where its branches start, JSON, when a parallel run starts with several.
+    pub frontier: Option<String>,
     /// The `run_queued` event (event 1), JSON text.
     pub event: String,
     /// The events after it written in the same commit: a run admitted straight into a

@@ -317,8 +317,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
         Write::Run(run) => {
             sqlx::query(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, created_at, updated_at, \
-                 owner, lease_until, created_by, forked_from, forked_at_step) \
-                 VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8, $9, $10, $11)",
+                 owner, lease_until, created_by, forked_from, forked_at_step, frontier) \
+                 VALUES ($1, $2, $3, $4, 0, $5, $6, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(run.id.as_str())
             .bind(run.graph_id.as_str())
@@ -331,6 +331,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, write: &Write) -> Result<(), 
             .bind(&run.created_by)
             .bind(run.forked_from.as_ref().map(|fork| fork.run.as_str()))
             .bind(run.forked_from.as_ref().map(|fork| as_i64(fork.step)))
+            .bind(&run.frontier)
             .execute(&mut **tx)
             .await?;
             sqlx::query("INSERT INTO run_inputs (run_id, initial_state) VALUES ($1, $2)")

@@ -433,8 +433,8 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
         Write::Run(run) => {
             conn.prepare_cached(
                 "INSERT INTO runs (id, graph_id, status, next_node, step_count, max_steps, \
-                 created_at, updated_at, owner, lease_until, created_by, forked_from, forked_at_step) \
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 created_at, updated_at, owner, lease_until, created_by, forked_from, forked_at_step, frontier) \
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 run.id.as_str(),
@@ -447,7 +447,8 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<(), StoreError> {
                 run.lease_until,
                 run.created_by,
                 run.forked_from.as_ref().map(|fork| fork.run.as_str()),
-                run.forked_from.as_ref().map(|fork| as_i64(fork.step))
+                run.forked_from.as_ref().map(|fork| as_i64(fork.step)),
+                run.frontier
             ])?;
             conn.prepare_cached("INSERT INTO run_inputs (run_id, initial_state) VALUES (?1, ?2)")?
                 .execute(params![run.id.as_str(), run.initial_state])?;
