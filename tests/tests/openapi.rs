@@ -186,4 +186,22 @@ async fn every_route_is_documented_with_examples() {
         "#/components/schemas/ResumeRequest"
     );
     assert!(document["components"]["schemas"]["RunSnapshot"]["properties"]["interrupts"].is_object());
+    // The graph language's parallel edges and reducers.
+    let edges: Vec<&str> = document["components"]["schemas"]["EdgeSpec"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["$ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            "#/components/schemas/StaticEdge",
+            "#/components/schemas/ConditionalEdge",
+            "#/components/schemas/FanOutEdge",
+            "#/components/schemas/JoinEdge",
+            "#/components/schemas/MapEdge"
+        ]
+    );
+    assert!(document["components"]["schemas"]["GraphSpec"]["properties"]["reducers"].is_object());
 }

@@ -56,7 +56,7 @@ pub const DOCS_PATH: &str = "/docs";
     components(
         schemas(
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
-            ConditionalEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
+            ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
             Interrupt, InterruptedEvent, ResumeRequest, Resumed,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
@@ -215,6 +215,10 @@ pub struct GraphSpec {
     nodes: Vec<NodeSpec>,
     /// At most one edge entry per node; a node with none ends the run.
     edges: Option<Vec<EdgeSpec>>,
+    /// How concurrent writes to a key merge, by key: `append`, `extend`, `sum`, `max`,
+    /// `merge` or `last`. A key two parallel branches write without one fails the run.
+    #[schema(value_type = Option<Object>, example = json!({"found": "extend", "total": "sum"}))]
+    reducers: Option<Value>,
 }
 
 /// A node of a version 2 graph.
@@ -246,7 +250,7 @@ pub struct RetrySpec {
     max_backoff_ms: Option<u64>,
 }
 
-/// An edge of a version 2 graph: static, or conditional.
+/// An edge of a version 2 graph: static, conditional, a fan-out, a join or a map.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -255,6 +259,41 @@ pub enum EdgeSpec {
     Static(StaticEdge),
     /// To the first branch whose `when` holds, else to `default`.
     Conditional(ConditionalEdge),
+    /// To every node of `to` at once, each in a branch of its own.
+    FanOut(FanOutEdge),
+    /// From every node of `from` to `to`, which runs once all of them have.
+    Join(JoinEdge),
+    /// `map.to` once per element of the list at `map.over`, then `then`.
+    Map(MapEdge),
+}
+
+/// A fan-out: two or more nodes that run at once.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"from": "fetch", "to": ["scan_a", "scan_b"]}))]
+pub struct FanOutEdge {
+    from: String,
+    to: Vec<String>,
+}
+
+/// A join: `to` runs once every node of `from` has run.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"from": ["scan_a", "scan_b"], "to": "report"}))]
+pub struct JoinEdge {
+    from: Vec<String>,
+    to: String,
+}
+
+/// A map: `map.to` runs once per element of the list at `map.over`, each seeing its
+/// element at `map.as` and the keys in `map.with`, `map.max_concurrency` (1 to 64,
+/// default 4) at once; each key they write is collected, in order, into a list, and the
+/// run goes on at `then` (`null` ends it).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"from": "split", "map": {"over": "chunks", "as": "chunk", "to": "summarize_chunk", "max_concurrency": 4}, "then": "merge"}))]
+pub struct MapEdge {
+    from: String,
+    #[schema(value_type = Object)]
+    map: Value,
+    then: Option<String>,
 }
 
 /// A static edge; `to: null` ends the run.
