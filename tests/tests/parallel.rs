@@ -409,3 +409,96 @@ async fn a_fork_from_a_branch_step_goes_on_along_its_edges() {
     assert_eq!(done["state"]["l"], 7);
     assert_eq!(done["state"]["joined"], 1);
 }
+
+/// `begin` fans out to two branches of `laps` × (count, 150 ms pause), which join.
+fn two_slow_branches(laps: usize) -> Value {
+    let mut nodes = vec![
+        json!({"id": "begin", "tool": "noop"}),
+        json!({"id": "after", "tool": "noop"}),
+    ];
+    let mut edges = Vec::new();
+    for side in ["l", "r"] {
+        for lap in 0..laps {
+            nodes.push(json!({"id": format!("{side}{lap}"), "tool": "increment", "config": {"key": side}}));
+            nodes.push(json!({"id": format!("{side}{lap}_pause"), "tool": "sleep", "config": {"ms": 150}}));
+            edges.push(json!({"from": format!("{side}{lap}"), "to": format!("{side}{lap}_pause")}));
+            if lap + 1 < laps {
+                edges.push(json!({"from": format!("{side}{lap}_pause"), "to": format!("{side}{}", lap + 1)}));
+            }
+        }
+    }
+    edges.push(json!({"from": "begin", "to": ["l0", "r0"]}));
+    edges.push(json!({"from": [format!("l{}_pause", laps - 1), format!("r{}_pause", laps - 1)], "to": "after"}));
+    json!({"start": "begin", "max_steps": 200, "nodes": nodes, "edges": edges})
+}
+
+#[tokio::test]
+async fn a_parallel_run_stopped_by_sigterm_goes_on_after_the_restart_with_each_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let first = start(&database, &[]).await;
+    let app = TestApp::connect(first.port);
+    let graph = app.create_graph(two_slow_branches(6)).await;
+    let run_id = app.start_run(&graph, json!({})).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while app.get(&format!("/graph/state/{run_id}")).await.1["steps"]
+        .as_u64()
+        .unwrap_or(0)
+        < 6
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _) = first.terminate().await.expect("it stops in time");
+    assert!(status.success(), "{status}");
+
+    let second = start(&database, &[]).await;
+    let app = TestApp::connect(second.port);
+    let done = until_it_ends(&app, &run_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"], json!({"l": 6, "r": 6}));
+    let events = events(&app, &run_id).await;
+    let mut nodes: Vec<&str> = of_type(&events, "step")
+        .iter()
+        .map(|step| step["node"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    let before = nodes.len();
+    nodes.dedup();
+    assert_eq!(before, nodes.len(), "each node recorded once");
+    assert_eq!(nodes.len(), 2 + 2 * 12);
+    assert!(
+        events
+            .iter()
+            .any(|event| event["type"] == "run_started" && event["resumed"] == true),
+        "the second server took it up"
+    );
+    second.terminate().await;
+}
+
+#[tokio::test]
+async fn a_cancel_stops_every_branch_at_once() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(two_slow_branches(20)).await;
+    let run_id = app.start_run(&graph, json!({})).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while app.get(&format!("/graph/state/{run_id}")).await.1["steps"]
+        .as_u64()
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _) = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    assert_eq!(status, 202);
+    let cancelled = until_it_ends(&app, &run_id).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let events = events(&app, &run_id).await;
+    let end = events.last().unwrap();
+    assert_eq!(end["type"], "end");
+    // Cut mid-pause: far from the 82 steps of the whole run, and nothing after the end.
+    assert!(end["steps"].as_u64().unwrap() < 20, "{end}");
+    let (_, later) = app.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(later["events"].as_array().unwrap().len(), events.len());
+}
