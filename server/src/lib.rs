@@ -4,6 +4,7 @@
 //! - [`tools`]: the tools and presets Weft ships (Code Review, Summarization, Data
 //!   Quality, and small building blocks), users of the engine like any other.
 //! - [`layout`]: graphs laid out for drawing, for the API and the UI.
+//! - [`llm`]: calling language models (OpenAI-compatible, streamed), for the `llm` tool.
 //! - [`lifecycle`]: a run's statuses and the legal moves between them.
 //! - [`store`]: the [`store::Store`] trait and its embedded SQLite implementation.
 //! - [`runner`]: starts runs, records and publishes each step, resumes interrupted runs.
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod ids;
 pub mod layout;
 pub mod lifecycle;
+pub mod llm;
 pub mod meters;
 pub mod runner;
 pub mod startup;

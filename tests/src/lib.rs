@@ -340,6 +340,8 @@ pub struct ServerProcess {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// Every line it has logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -383,8 +385,10 @@ impl ServerProcess {
             .spawn()
             .expect("the server starts");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let port = tokio::time::timeout(TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("server log") {
+                log.lock().expect("the log").push(line.clone());
                 if let Some(at) = line.find("listening on http://127.0.0.1:") {
                     let digits: String = line[at + 30..].chars().take_while(char::is_ascii_digit).collect();
                     return digits.parse::<u16>().expect("a port");
@@ -395,8 +399,18 @@ impl ServerProcess {
         .await
         .expect("the server listens in time");
         // Keep reading its log, or a full pipe would block it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port }
+        let kept = std::sync::Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().expect("the log").push(line);
+            }
+        });
+        Self { child, port, log }
+    }
+
+    /// Every line it has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("the log").clone()
     }
 
     /// Sends it SIGTERM, as a service manager stopping it would, and waits for it to exit:

@@ -168,11 +168,7 @@ impl From<RunnerError> for ApiError {
                 code: "invalid_input",
                 detail: format!(
                     "the input does not match the question's schema: {}",
-                    problems
-                        .iter()
-                        .map(|p| format!("{}: {}", if p.path.is_empty() { "/" } else { &p.path }, p.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    crate::tools::schema::summary(&problems)
                 ),
                 errors: problems,
             },

@@ -16,7 +16,7 @@ use crate::{
     engine::tool::Answer,
     ids::RunId,
     store::{now_millis, Resolution, Resolved, StoreError, StoredInterrupt, StoredRun},
-    tools::interrupt::check_answer,
+    tools::schema::check as check_answer,
 };
 
 /// The most questions one lease tick times out.

@@ -60,10 +60,8 @@ impl ToolConfig for InterruptConfig {
         if self.key.is_empty() {
             problem("/key", "must not be empty".into());
         }
-        if let Some(schema) = &self.input_schema {
-            if let Err(err) = jsonschema::validator_for(schema) {
-                problem("/input_schema", format!("is not a valid JSON Schema: {err}"));
-            }
+        if let Some(why) = self.input_schema.as_ref().and_then(super::schema::invalid) {
+            problem("/input_schema", why);
         }
         match self.timeout_s {
             Some(seconds) if !(1..=MAX_TIMEOUT_S).contains(&seconds) => {
@@ -203,24 +201,6 @@ impl Tool for Configured {
     }
 }
 
-/// The problems with an answer to a question whose schema is `schema`, each at its JSON
-/// pointer in the answer; none when it matches.
-pub fn check_answer(schema: &Value, input: &Value) -> Vec<Problem> {
-    match jsonschema::validator_for(schema) {
-        Ok(validator) => validator
-            .iter_errors(input)
-            .map(|err| Problem {
-                path: err.instance_path.to_string(),
-                message: err.to_string(),
-            })
-            .collect(),
-        Err(err) => vec![Problem {
-            path: String::new(),
-            message: format!("the question's schema cannot be checked: {err}"),
-        }],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -239,8 +219,11 @@ mod tests {
     fn an_answer_is_checked_against_the_schema_with_the_paths_of_its_problems() {
         let schema = json!({"type": "object", "required": ["approved"],
             "properties": {"approved": {"type": "boolean"}, "comment": {"type": "string"}}});
-        assert_eq!(check_answer(&schema, &json!({"approved": true})), Vec::new());
-        let problems = check_answer(&schema, &json!({"approved": "yes", "comment": 3}));
+        assert_eq!(
+            crate::tools::schema::check(&schema, &json!({"approved": true})),
+            Vec::new()
+        );
+        let problems = crate::tools::schema::check(&schema, &json!({"approved": "yes", "comment": 3}));
         let mut paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         paths.sort_unstable();
         assert_eq!(paths, ["/approved", "/comment"]);
@@ -248,7 +231,7 @@ mod tests {
             problems.iter().find(|p| p.path == "/approved").unwrap().message,
             "\"yes\" is not of type \"boolean\""
         );
-        let missing = check_answer(&schema, &json!({}));
+        let missing = crate::tools::schema::check(&schema, &json!({}));
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].path, "");
         assert!(missing[0].message.contains("approved"), "{}", missing[0].message);

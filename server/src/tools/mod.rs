@@ -3,6 +3,8 @@
 //! - [`builtin`]: small building blocks for custom graphs (`noop`, `increment`, `sleep`,
 //!   `fail`).
 //! - [`interrupt`]: a node that waits for a person's answer.
+//! - [`llm`]: a node that asks a language model.
+//! - [`schema`]: JSON Schema checks, for the tools' configs and answers.
 //! - [`code_review`], [`summarize`] and [`data_quality`]: the three presets' tools.
 //! - [`presets`]: the ready-made graphs built from them.
 
@@ -10,7 +12,9 @@ pub mod builtin;
 pub mod code_review;
 pub mod data_quality;
 pub mod interrupt;
+pub mod llm;
 pub mod presets;
+pub mod schema;
 pub mod summarize;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
@@ -33,6 +37,11 @@ pub fn default_registry(pool: &CpuPool) -> Registry {
     data_quality::register(&mut registry, pool);
     registry.register("script", script::ScriptTool::new(pool.clone()));
     registry.register("interrupt", interrupt::Interrupt::new());
+    let providers = crate::llm::Providers::from_env().unwrap_or_else(|err| {
+        tracing::error!(error = %err, "the LLM providers are misconfigured: `llm` nodes will fail");
+        crate::llm::Providers::default()
+    });
+    registry.register("llm", llm::Llm::new(std::sync::Arc::new(providers)));
     #[cfg(feature = "test-hooks")]
     test_hooks::register(&mut registry);
     registry

@@ -1,0 +1,300 @@
+//! `llm`: a node that asks a language model, through a provider of [`crate::llm`].
+//!
+//! `system` and `prompt` are minijinja templates over the state (`{{ code }}`), checked
+//! when the graph is parsed. The answer goes to `output_key`: as text, or, with a
+//! `json_schema`, as the JSON it must be (sent as `response_format`, and checked on
+//! return: an answer that does not match is sent back once with the problems, and a
+//! second miss fails the node). The step's notes say the tokens used.
+
+use std::sync::Arc;
+
+use minijinja::Environment;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use weft_app::wire::{Problem, State};
+
+use super::schema;
+use crate::{
+    engine::tool::{read_config, ConfigSpec, Outcome, Tool, ToolConfig, ToolError, ToolFuture, ToolInput},
+    llm::{ChatRequest, Message, Providers, HOW_TO_CONFIGURE},
+};
+
+/// `llm`'s config.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"model": "gpt-4o-mini", "system": "You review {{ language }} code.", "prompt": "Review this:\n{{ code }}", "output_key": "review", "temperature": 0.2}))]
+pub struct LlmConfig {
+    /// The model (default: the provider's `WEFT_LLM_MODEL`).
+    pub model: Option<String>,
+    /// The provider, by name (`WEFT_LLM_PROVIDERS`); default: `WEFT_LLM_BASE_URL`'s.
+    pub provider: Option<String>,
+    /// The system message: a minijinja template over the state.
+    pub system: Option<String>,
+    /// The user message: a minijinja template over the state.
+    pub prompt: String,
+    /// Sampling temperature, 0 to 2.
+    pub temperature: Option<f64>,
+    /// The longest answer, in tokens.
+    pub max_tokens: Option<u32>,
+    /// The state key the answer is written to.
+    pub output_key: String,
+    /// A JSON Schema the answer must match: it is then JSON, checked.
+    pub json_schema: Option<Value>,
+}
+
+impl ToolConfig for LlmConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: &str, message: String| {
+            problems.push(Problem {
+                path: path.into(),
+                message,
+            })
+        };
+        for (path, source) in [("/prompt", Some(&self.prompt)), ("/system", self.system.as_ref())] {
+            if let Some(source) = source {
+                if let Err(err) = Environment::new().template_from_str(source) {
+                    problem(path, format!("is not a valid template: {err}"));
+                }
+            }
+        }
+        if self.output_key.is_empty() {
+            problem("/output_key", "must not be empty".into());
+        }
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            problem("/temperature", "must be from 0 to 2".into());
+        }
+        if let Some(why) = self.json_schema.as_ref().and_then(schema::invalid) {
+            problem("/json_schema", why);
+        }
+        problems
+    }
+}
+
+/// Registered as `llm`; each node gets a [`Configured`] one.
+pub struct Llm {
+    config: ConfigSpec,
+    providers: Arc<Providers>,
+}
+
+impl Llm {
+    /// The tool, calling through `providers`.
+    pub fn new(providers: Arc<Providers>) -> Self {
+        Self {
+            config: ConfigSpec::of::<LlmConfig>(),
+            providers,
+        }
+    }
+}
+
+impl Tool for Llm {
+    fn description(&self) -> &str {
+        "Asks a language model (an OpenAI-compatible provider from WEFT_LLM_*): `config.system` and \
+         `config.prompt` are templates over the state; the answer goes to `config.output_key`, as JSON \
+         checked against `config.json_schema` when given."
+    }
+
+    fn config(&self) -> &ConfigSpec {
+        &self.config
+    }
+
+    fn configure(&self, config: &Value) -> Result<Option<Arc<dyn Tool>>, Vec<Problem>> {
+        let config: LlmConfig = read_config(config)?;
+        let mut templates = Environment::new();
+        let mut add = |name: &'static str, source: Option<&String>| {
+            if let Some(source) = source {
+                // Checked by `validate`: cannot fail here.
+                let _ = templates.add_template_owned(name, source.clone());
+            }
+        };
+        add("prompt", Some(&config.prompt));
+        add("system", config.system.as_ref());
+        Ok(Some(Arc::new(Configured {
+            description: self.description().to_owned(),
+            config: Arc::new(config),
+            templates: Arc::new(templates),
+            providers: Arc::clone(&self.providers),
+        })))
+    }
+
+    fn call(&self, _input: ToolInput) -> ToolFuture {
+        Box::pin(std::future::ready(Err(ToolError::Failed("unconfigured llm".into()))))
+    }
+}
+
+/// One node's `llm`.
+struct Configured {
+    description: String,
+    config: Arc<LlmConfig>,
+    templates: Arc<Environment<'static>>,
+    providers: Arc<Providers>,
+}
+
+impl Configured {
+    fn render(&self, name: &str, state: &State) -> Result<Option<String>, ToolError> {
+        let Ok(template) = self.templates.get_template(name) else {
+            return Ok(None);
+        };
+        template
+            .render(state)
+            .map(Some)
+            .map_err(|err| ToolError::InvalidInput(format!("the `{name}` template: {err}")))
+    }
+}
+
+impl Tool for Configured {
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn call(&self, input: ToolInput) -> ToolFuture {
+        let prepared = (|| {
+            let provider = self
+                .providers
+                .get(self.config.provider.as_deref())
+                .cloned()
+                .ok_or_else(|| match &self.config.provider {
+                    Some(name) => ToolError::Failed(format!("no LLM provider named `{name}` is configured")),
+                    None => ToolError::Failed(HOW_TO_CONFIGURE.into()),
+                })?;
+            let model = self
+                .config
+                .model
+                .clone()
+                .or_else(|| provider.model.clone())
+                .ok_or_else(|| ToolError::Failed("no model: set `model`, or the provider's WEFT_LLM_MODEL".into()))?;
+            let mut messages = Vec::new();
+            if let Some(system) = self.render("system", &input.state)? {
+                messages.push(Message {
+                    role: "system",
+                    content: system,
+                });
+            }
+            messages.push(Message {
+                role: "user",
+                content: self.render("prompt", &input.state)?.unwrap_or_default(),
+            });
+            let response_format = self.config.json_schema.as_ref().map(|schema| {
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}})
+            });
+            Ok((
+                provider,
+                ChatRequest {
+                    model,
+                    messages,
+                    temperature: self.config.temperature,
+                    max_tokens: self.config.max_tokens,
+                    response_format,
+                },
+            ))
+        })();
+        let (config, providers) = (Arc::clone(&self.config), Arc::clone(&self.providers));
+        Box::pin(async move {
+            let (provider, mut request) = prepared?;
+            let failed = |err: crate::llm::LlmError| ToolError::Failed(err.to_string());
+            let mut notes = Vec::new();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let answer = providers.complete(&provider, &request, |_| {}).await.map_err(failed)?;
+                notes.push(format!(
+                    "{}: {} prompt + {} completion tokens",
+                    request.model, answer.prompt_tokens, answer.completion_tokens
+                ));
+                let Some(json_schema) = &config.json_schema else {
+                    let mut update = State::new();
+                    update.insert(config.output_key.clone(), Value::String(answer.text));
+                    return Ok(Outcome {
+                        notes,
+                        ..Outcome::update(update)
+                    });
+                };
+                let problems = match serde_json::from_str::<Value>(&answer.text) {
+                    Ok(value) => {
+                        let problems = schema::check(json_schema, &value);
+                        if problems.is_empty() {
+                            let mut update = State::new();
+                            update.insert(config.output_key.clone(), value);
+                            return Ok(Outcome {
+                                notes,
+                                ..Outcome::update(update)
+                            });
+                        }
+                        schema::summary(&problems)
+                    }
+                    Err(err) => format!("not JSON: {err}"),
+                };
+                if attempt >= 2 {
+                    return Err(ToolError::Failed(format!(
+                        "the model's answer did not match `json_schema` twice; last: {problems}"
+                    )));
+                }
+                notes.push(format!(
+                    "the answer did not match `json_schema` ({problems}); asking again"
+                ));
+                request.messages.push(Message {
+                    role: "assistant",
+                    content: answer.text,
+                });
+                request.messages.push(Message {
+                    role: "user",
+                    content: format!(
+                        "Your answer did not match the required JSON Schema: {problems}. Answer again with JSON \
+                         that matches it, and nothing else."
+                    ),
+                });
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Graph, Registry};
+
+    #[test]
+    fn templates_and_schemas_are_checked_when_the_graph_is_parsed() {
+        let mut registry = Registry::new();
+        registry.register("llm", Llm::new(Arc::new(Providers::default())));
+        let spec = json!({"nodes": [{"id": "ask", "tool": "llm", "config": {
+            "prompt": "Review {{ code ", "output_key": "", "temperature": 3, "json_schema": {"type": 1}
+        }}]});
+        let err = Graph::parse(&spec, &registry).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/nodes/0/config/prompt",
+                "/nodes/0/config/output_key",
+                "/nodes/0/config/temperature",
+                "/nodes/0/config/json_schema"
+            ]
+        );
+        assert!(
+            err.problems[0].message.contains("is not a valid template"),
+            "{}",
+            err.problems[0].message
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_provider_the_node_says_what_to_set() {
+        let tool = Llm::new(Arc::new(Providers::default()))
+            .configure(&json!({"prompt": "hi {{ name }}", "output_key": "out"}))
+            .unwrap()
+            .unwrap();
+        let err = tool
+            .call(ToolInput {
+                state: Arc::new(State::new()),
+                config: Arc::new(Value::Null),
+                timeout: std::time::Duration::from_secs(1),
+                missing: crate::engine::tool::MissingInput::Fail,
+                answer: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), HOW_TO_CONFIGURE);
+    }
+}

@@ -1,0 +1,240 @@
+//! The `llm` node against a fake OpenAI-compatible server on port 0 (axum, answering
+//! with server-sent events split into small chunks, as a real API streams): the request
+//! it sends, the answer streamed into the state, a 429 with `Retry-After` tried again, a
+//! structured answer that does not match asked again once then failed, and the API key
+//! nowhere in the database or the log.
+
+use std::{
+    collections::VecDeque,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde_json::{json, Value};
+use weft_tests::{ServerProcess, TestApp};
+
+const KEY: &str = "sk-test-SECRET-4242";
+
+/// What the fake answers next.
+enum Reply {
+    /// A streamed answer in these pieces, then the usage.
+    Stream(Vec<&'static str>),
+    /// This status, with this `Retry-After`.
+    Status(u16, Option<&'static str>),
+}
+
+/// A call the fake received.
+struct Received {
+    body: Value,
+    authorization: Option<String>,
+    at: Instant,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+async fn completions(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    fake.received.lock().expect("received").push(Received {
+        body,
+        authorization: headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        at: Instant::now(),
+    });
+    let reply = fake.replies.lock().expect("replies").pop_front();
+    match reply {
+        Some(Reply::Status(status, retry_after)) => {
+            let mut response = (StatusCode::from_u16(status).expect("a status"), "slow down").into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.parse().expect("a header"));
+            }
+            response
+        }
+        Some(Reply::Stream(pieces)) => {
+            let mut text = String::new();
+            for piece in &pieces {
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                text.push_str(&format!("data: {chunk}\n\n"));
+            }
+            let usage = json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": pieces.len()}});
+            text.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+            // In small pieces that cut lines, as a network does.
+            let bytes = text.into_bytes();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(7).map(|c| Ok(c.to_vec())).collect();
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(futures::stream::iter(chunks)))
+                .expect("a response")
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "no reply scripted").into_response(),
+    }
+}
+
+/// The fake, answering `replies` in turn, and the address of its API root.
+async fn fake(replies: Vec<Reply>) -> (Fake, String) {
+    let fake = Fake::default();
+    fake.replies.lock().expect("replies").extend(replies);
+    let app = Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let address = format!("http://{}/v1", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (fake, address)
+}
+
+async fn server(database: &Path, base_url: &str) -> ServerProcess {
+    ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        database,
+        &[("WEFT_LLM_BASE_URL", base_url), ("WEFT_LLM_API_KEY", KEY)],
+    )
+    .await
+}
+
+fn reviewer(extra: Value) -> Value {
+    let mut config = json!({
+        "model": "m1",
+        "system": "You review {{ language }}.",
+        "prompt": "Review:\n{{ code }}",
+        "output_key": "review"
+    });
+    if let (Value::Object(config), Value::Object(extra)) = (&mut config, extra) {
+        config.extend(extra);
+    }
+    json!({"start": "ask", "nodes": [{"id": "ask", "tool": "llm", "config": config}], "edges": []})
+}
+
+#[tokio::test]
+async fn the_templates_go_out_and_the_streamed_answer_comes_into_the_state_with_no_key_left_behind() {
+    let (fake, base) = fake(vec![Reply::Stream(vec!["Looks ", "fine", "."])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    let weft = server(&database, &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({"temperature": 0.2}))).await;
+    let done = app
+        .run_and_wait(&graph, json!({"language": "python", "code": "x = 1"}))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"]["review"], "Looks fine.");
+    assert!(
+        done["log"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ask: m1: 12 prompt + 3 completion tokens")),
+        "{done}"
+    );
+    {
+        let received = fake.received.lock().unwrap();
+        assert_eq!(received.len(), 1);
+        let body = &received[0].body;
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "system", "content": "You review python."},
+                {"role": "user", "content": "Review:\nx = 1"}
+            ])
+        );
+        assert_eq!(
+            (&body["model"], &body["stream"], &body["temperature"]),
+            (&json!("m1"), &json!(true), &json!(0.2))
+        );
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+        assert!(body.get("response_format").is_none());
+        assert_eq!(
+            received[0].authorization.as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+    weft.terminate().await;
+    // The key is in the environment only: not in the database, not in the log.
+    let weft = server(&database, &base).await;
+    let log = weft.log().join("\n");
+    weft.terminate().await;
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(!bytes.windows(KEY.len()).any(|window| window == KEY.as_bytes()));
+    }
+    assert!(!log.is_empty() && !log.contains(KEY));
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_tried_again_after_it() {
+    let (fake, base) = fake(vec![Reply::Status(429, Some("1")), Reply::Stream(vec!["ok"])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({}))).await;
+    let done = app
+        .run_and_wait(&graph, json!({"language": "rust", "code": "fn f() {}"}))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"]["review"], "ok");
+    let (calls, waited) = {
+        let received = fake.received.lock().unwrap();
+        (received.len(), received[1].at - received[0].at)
+    };
+    assert_eq!(calls, 2);
+    assert!(waited.as_millis() >= 1_000, "tried again after {waited:?}");
+    weft.terminate().await;
+}
+
+#[tokio::test]
+async fn a_structured_answer_that_does_not_match_is_asked_again_once_then_fails() {
+    let schema = json!({"type": "object", "required": ["verdict"], "properties": {"verdict": {"enum": ["ok", "bad"]}}});
+    let (fake, base) = fake(vec![
+        Reply::Stream(vec!["not ", "json"]),
+        Reply::Stream(vec![r#"{"verdict": "#, "3}"]),
+        Reply::Stream(vec!["maybe"]),
+        Reply::Stream(vec![r#"{"verdict": "ok"}"#]),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({"json_schema": schema}))).await;
+    let input = json!({"language": "go", "code": "x := 1"});
+    let failed = app.run_and_wait(&graph, input.clone()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("node `ask` failed: the model's answer did not match `json_schema` twice; last: /verdict:"),
+        "{error}"
+    );
+    {
+        let received = fake.received.lock().unwrap();
+        assert_eq!(received.len(), 2);
+        assert_eq!(
+            received[0].body["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}})
+        );
+        let again = received[1].body["messages"].as_array().unwrap();
+        assert_eq!(again.len(), 4);
+        assert_eq!(again[2], json!({"role": "assistant", "content": "not json"}));
+        assert!(again[3]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your answer did not match the required JSON Schema: not JSON"));
+    }
+    // Asked again, the model gets it right: the answer is JSON in the state.
+    let done = app.run_and_wait(&graph, input).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"]["review"], json!({"verdict": "ok"}));
+    weft.terminate().await;
+}
