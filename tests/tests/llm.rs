@@ -30,6 +30,17 @@ enum Reply {
     Stream(Vec<&'static str>),
     /// This status, with this `Retry-After`.
     Status(u16, Option<&'static str>),
+    /// A piece every 200 ms, 50 of them: 10 s in all.
+    Slow,
+}
+
+/// Tells the fake, when dropped, that the stream it sent is gone: the client hung up.
+struct HungUp(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for HungUp {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A call the fake received.
@@ -43,6 +54,8 @@ struct Received {
 struct Fake {
     replies: Arc<Mutex<VecDeque<Reply>>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Set once a slow stream's client has gone.
+    hung_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn completions(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
@@ -79,6 +92,21 @@ async fn completions(State(fake): State<Fake>, headers: HeaderMap, Json(body): J
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(futures::stream::iter(chunks)))
+                .expect("a response")
+        }
+        Some(Reply::Slow) => {
+            let guard = HungUp(Arc::clone(&fake.hung_up));
+            let pieces = futures::stream::unfold((0, guard), |(n, guard)| async move {
+                if n == 50 {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": "word "}}]});
+                Some((Ok::<_, std::io::Error>(format!("data: {chunk}\n\n")), (n + 1, guard)))
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(pieces))
                 .expect("a response")
         }
         None => (StatusCode::INTERNAL_SERVER_ERROR, "no reply scripted").into_response(),
@@ -236,5 +264,89 @@ async fn a_structured_answer_that_does_not_match_is_asked_again_once_then_fails(
     let done = app.run_and_wait(&graph, input).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"]["review"], json!({"verdict": "ok"}));
+    weft.terminate().await;
+}
+
+#[tokio::test]
+async fn after_a_kill_the_finished_llm_step_is_not_called_again() {
+    let (fake, base) = fake(vec![Reply::Stream(vec!["kept"])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("weft.db");
+    // The server dies right after the `ask` step is committed.
+    let first = ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        &database,
+        &[
+            ("WEFT_LLM_BASE_URL", &base),
+            ("WEFT_LLM_API_KEY", KEY),
+            ("WEFT_TEST_ABORT_AFTER_STEP", "ask"),
+        ],
+    )
+    .await;
+    let app = TestApp::connect(first.port);
+    let mut graph = reviewer(json!({}));
+    graph["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "after", "tool": "increment", "config": {"key": "after"}}));
+    graph["edges"] = json!([{"from": "ask", "to": "after"}]);
+    let graph = app.create_graph(graph).await;
+    let run_id = app.start_run(&graph, json!({"language": "c", "code": "int x;"})).await;
+    assert!(!first.exited().await.expect("the hook aborts the server").success());
+
+    let second = server(&database, &base).await;
+    let app = TestApp::connect(second.port);
+    let deadline = tokio::time::Instant::now() + weft_tests::TIMEOUT;
+    let done = loop {
+        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
+        if state["status"] == "completed" || state["status"] == "failed" {
+            break state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["state"]["review"], "kept");
+    assert_eq!(done["state"]["after"], 1);
+    assert_eq!(fake.received.lock().unwrap().len(), 1, "the model was asked once");
+    second.terminate().await;
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_slow_stream_ends_the_run_and_hangs_up_on_the_provider() {
+    let (fake, base) = fake(vec![Reply::Slow]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({}))).await;
+    let run_id = app.start_run(&graph, json!({"language": "c", "code": "int x;"})).await;
+    let deadline = tokio::time::Instant::now() + weft_tests::TIMEOUT;
+    while fake.received.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the model was never called");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Some words in, with 10 s of stream to go.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!fake.hung_up.load(std::sync::atomic::Ordering::SeqCst));
+    let asked = Instant::now();
+    let (status, _) = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    assert_eq!(status, 202);
+    let ended = loop {
+        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
+        if state["status"] != "running" {
+            break state;
+        }
+        assert!(asked.elapsed().as_secs() < 5, "still running: {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(ended["state"].get("review").is_none(), "the half answer is not kept");
+    // The provider sees the connection close, long before its 10 s stream would end.
+    while !fake.hung_up.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(asked.elapsed().as_secs() < 5, "the request was not aborted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let took = asked.elapsed();
+    assert!(took.as_millis() < 2_000, "took {took:?}");
     weft.terminate().await;
 }
