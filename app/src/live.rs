@@ -81,6 +81,8 @@ pub struct RunModel {
     pub error: Option<String>,
     /// The questions the run waits on.
     pub pending: Vec<Interrupt>,
+    /// What each node's model call has streamed so far, until its step lands.
+    pub streaming: Vec<(String, String)>,
 }
 
 impl RunModel {
@@ -108,6 +110,7 @@ impl RunModel {
             announced: None,
             error: run.error,
             pending: Vec::new(),
+            streaming: Vec::new(),
         };
         // Each event moves into the model: a step's state is not copied.
         for event in events {
@@ -127,6 +130,14 @@ impl RunModel {
 
     /// Applies one event; answers whether it was new.
     pub fn apply(&mut self, event: RunEvent) -> bool {
+        if let RunEvent::Token(token) = &event {
+            // Not stored and not numbered: added as it comes.
+            match self.streaming.iter_mut().find(|(node, _)| *node == token.node) {
+                Some((_, text)) => text.push_str(&token.text),
+                None => self.streaming.push((token.node.clone(), token.text.clone())),
+            }
+            return true;
+        }
         let seq = match &event {
             RunEvent::RunQueued(e) => e.seq,
             RunEvent::RunStarted(e) => e.seq,
@@ -135,7 +146,7 @@ impl RunModel {
             RunEvent::NodeFailed(e) => e.seq,
             RunEvent::End(e) => e.seq,
             RunEvent::Interrupted(e) => e.seq,
-            RunEvent::Error(_) => return false,
+            RunEvent::Error(_) | RunEvent::Token(_) => return false,
         };
         if seq <= self.last_seq {
             return false;
@@ -157,6 +168,7 @@ impl RunModel {
                 self.nodes.insert(e.node, NodeState::Running);
             }
             RunEvent::Step(step) => {
+                self.streaming.retain(|(node, _)| *node != step.node);
                 let failed = step.error.is_some() || step.status == RunStatus::Failed;
                 let state = if failed {
                     NodeState::Failed
@@ -196,6 +208,7 @@ impl RunModel {
                 self.state = end.state;
                 self.error = end.error;
                 self.pending.clear();
+                self.streaming.clear();
                 for state in self.nodes.values_mut() {
                     match *state {
                         NodeState::Pending | NodeState::Waiting => *state = NodeState::Skipped,
@@ -215,7 +228,7 @@ impl RunModel {
                 self.timeline.push(Entry::Question(Box::new(question.clone())));
                 self.pending.push(question);
             }
-            RunEvent::Error(_) => {}
+            RunEvent::Error(_) | RunEvent::Token(_) => {}
         }
         true
     }
@@ -385,6 +398,25 @@ mod tests {
             (RunStatus::Running, NodeState::Running)
         );
         assert!(model.pending.is_empty());
+    }
+
+    #[test]
+    fn tokens_grow_a_nodes_text_until_its_step_lands() {
+        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
+        let token = |text: &str| {
+            RunEvent::Token(crate::wire::TokenEvent {
+                run_id: "r".into(),
+                step: 1,
+                node: "a".into(),
+                text: text.into(),
+            })
+        };
+        assert!(model.apply(token("Hel")));
+        assert!(model.apply(token("lo")));
+        assert_eq!(model.streaming, [("a".to_owned(), "Hello".to_owned())]);
+        assert_eq!(model.last_seq, 0, "tokens are not numbered");
+        model.apply(step(1, 1, "a", json!({"x": "Hello"})));
+        assert!(model.streaming.is_empty());
     }
 
     #[test]

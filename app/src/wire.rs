@@ -383,10 +383,12 @@ pub enum EventKind {
     Error,
     /// `interrupted`
     Interrupted,
+    /// `token`
+    Token,
 }
 
 impl EventKind {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::NodeStarted,
@@ -395,6 +397,7 @@ impl EventKind {
         Self::End,
         Self::Error,
         Self::Interrupted,
+        Self::Token,
     ];
 
     /// The name used on the wire and in storage.
@@ -408,6 +411,7 @@ impl EventKind {
             Self::End => "end",
             Self::Error => "error",
             Self::Interrupted => "interrupted",
+            Self::Token => "token",
         }
     }
 
@@ -441,6 +445,9 @@ pub enum RunEvent<S = Value> {
     /// The run paused at an `interrupt` node and is `waiting` for the answer to its
     /// question.
     Interrupted(InterruptedEvent),
+    /// A piece of a model's answer, as it streams in (live only: not stored, no `seq`;
+    /// the step stores the whole text).
+    Token(TokenEvent),
     /// The stream cannot be served (for example, the run does not exist); the socket closes.
     Error(ErrorEvent),
 }
@@ -457,6 +464,7 @@ impl<S> RunEvent<S> {
             Self::End(_) => EventKind::End,
             Self::Error(_) => EventKind::Error,
             Self::Interrupted(_) => EventKind::Interrupted,
+            Self::Token(_) => EventKind::Token,
         }
     }
 
@@ -467,6 +475,7 @@ impl<S> RunEvent<S> {
             Self::Step(event) => Some(&event.node),
             Self::NodeFailed(event) => Some(&event.node),
             Self::Interrupted(event) => Some(&event.interrupt.node),
+            Self::Token(event) => Some(&event.node),
             Self::RunQueued(_) | Self::RunStarted(_) | Self::End(_) | Self::Error(_) => None,
         }
     }
@@ -638,6 +647,21 @@ pub struct InterruptedEvent {
     /// The question it waits on.
     #[serde(flatten)]
     pub interrupt: Interrupt,
+}
+
+/// A piece of text a node's model call streamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"type": "token", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "step": 3, "node": "review", "text": "Looks "})))]
+pub struct TokenEvent {
+    /// The run's id.
+    pub run_id: String,
+    /// The step the node is.
+    pub step: u64,
+    /// The node.
+    pub node: String,
+    /// The text, to add to what came before.
+    pub text: String,
 }
 
 /// The stream cannot be served.

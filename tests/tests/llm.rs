@@ -19,6 +19,7 @@ use axum::{
     routing::post,
     Json, Router,
 };
+use futures::StreamExt;
 use serde_json::{json, Value};
 use weft_tests::{ServerProcess, TestApp};
 
@@ -32,6 +33,8 @@ enum Reply {
     Status(u16, Option<&'static str>),
     /// A piece every 200 ms, 50 of them: 10 s in all.
     Slow,
+    /// These pieces, each after 150 ms.
+    Paced(Vec<&'static str>),
 }
 
 /// Tells the fake, when dropped, that the stream it sent is gone: the client hung up.
@@ -92,6 +95,20 @@ async fn completions(State(fake): State<Fake>, headers: HeaderMap, Json(body): J
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(futures::stream::iter(chunks)))
+                .expect("a response")
+        }
+        Some(Reply::Paced(pieces)) => {
+            let count = pieces.len();
+            let chunks = futures::stream::iter(pieces).then(|piece| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                Ok::<_, std::io::Error>(format!("data: {chunk}\n\n"))
+            });
+            let usage = json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": count}});
+            let tail = futures::stream::iter([Ok(format!("data: {usage}\n\ndata: [DONE]\n\n"))]);
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(chunks.chain(tail)))
                 .expect("a response")
         }
         Some(Reply::Slow) => {
@@ -348,5 +365,40 @@ async fn a_cancel_during_a_slow_stream_ends_the_run_and_hangs_up_on_the_provider
     }
     let took = asked.elapsed();
     assert!(took.as_millis() < 2_000, "took {took:?}");
+    weft.terminate().await;
+}
+
+#[tokio::test]
+async fn tokens_reach_the_run_stream_in_order_and_add_up_to_the_stored_text() {
+    let (_fake, base) = fake(vec![Reply::Paced(vec!["Short", " and", " clear", "."])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({}))).await;
+    let run_id = app.start_run(&graph, json!({"language": "c", "code": "int x;"})).await;
+    let messages = app.stream(&run_id, "").await.unwrap();
+    let tokens: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["type"] == "token")
+        .map(|m| {
+            assert_eq!((&m["node"], &m["step"]), (&json!("ask"), &json!(1)));
+            assert!(m.get("seq").is_none(), "a token is not stored: {m}");
+            m["text"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(tokens, ["Short", " and", " clear", "."]);
+    let step = messages.iter().position(|m| m["type"] == "step").unwrap();
+    let last_token = messages.iter().rposition(|m| m["type"] == "token").unwrap();
+    assert!(last_token < step, "the tokens come before the step");
+    assert_eq!(messages[step]["state"]["review"], tokens.concat());
+    // Stored: the step, with the whole text; no token.
+    let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
+    let stored: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert!(!stored.contains(&"token"), "{stored:?}");
     weft.terminate().await;
 }

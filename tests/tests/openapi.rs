@@ -145,7 +145,7 @@ async fn every_route_is_documented_with_examples() {
         "state.score > 40"
     );
 
-    // The WebSocket's eight message types, each with an example of its own type.
+    // The WebSocket's nine message types, each with an example of its own type.
     let stream = &document["paths"]["/ws/{run_id}"]["get"]["responses"]["101"]["content"]["application/json"];
     let messages = stream["examples"].as_object().unwrap();
     let kinds: BTreeSet<&str> = messages.keys().map(String::as_str).collect();
@@ -158,6 +158,7 @@ async fn every_route_is_documented_with_examples() {
             "step",
             "node_failed",
             "interrupted",
+            "token",
             "end",
             "error"
         ])

@@ -142,6 +142,12 @@ fn RunView(data: RunPageData) -> impl IntoView {
             {move || model.with(|m| m.error.clone()).map(|err| view! {
                 <p class="error-banner" data-testid="run-error">{err}</p>
             })}
+            {move || model.with(|m| m.streaming.clone()).into_iter().map(|(node, text)| view! {
+                <section class="streaming">
+                    <h2>{format!("{node} is answering…")}</h2>
+                    <pre data-testid="streaming" data-node=node.clone()>{text}</pre>
+                </section>
+            }).collect_view()}
             {
                 let run_id = run_id.clone();
                 move || {

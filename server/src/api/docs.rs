@@ -12,7 +12,7 @@ use weft_app::wire::{
     GraphPage, GraphSummary, GraphView, Health, Interrupt, InterruptedEvent, NodeFailedEvent, NodeStartedEvent,
     NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed, RunDetail, RunEvent, RunFinished, RunPage,
     RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary, Session, StoreHealth,
-    ToolInfo,
+    TokenEvent, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -58,7 +58,7 @@ pub const DOCS_PATH: &str = "/docs";
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
             ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
-            Interrupt, InterruptedEvent, ResumeRequest, Resumed,
+            Interrupt, InterruptedEvent, ResumeRequest, Resumed, TokenEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,
             Problem, Health, Session, PoolHealth, StoreHealth, ToolInfo, PresetInfo, GraphSummary, GraphPage, GraphDetail, GraphView, NodeView, EdgeView, EdgeKind,
         ),

@@ -73,8 +73,9 @@ pub struct StreamQuery {
                    event after `since`, then each new one as it is committed, and closes after `end`. Exactly \
                    one `step` message per executed node, in order (the prototype's message). Every event \
                    but `error` has a `seq` one higher than the last; a client that reconnects with \
-                   `?since=<last seq>` misses nothing and sees nothing twice. An unknown run gets one \
-                   `error` message, then the socket closes.",
+                   `?since=<last seq>` misses nothing and sees nothing twice. An `llm` node's answer streams \
+                   as `token` messages while it comes (live only: no `seq`, never replayed; its step \
+                   holds the whole text). An unknown run gets one `error` message, then the socket closes.",
     params(
         ("run_id" = String, Path, description = "The run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"),
         StreamQuery,
@@ -88,6 +89,7 @@ pub struct StreamQuery {
              ("step" = (value = json!({"type": "step", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 4, "step": 1, "node": "extract", "state": {"code": "def f(): pass", "functions": ["f"]}, "update": {"functions": ["f"]}, "attempt": 1, "log": "[RUNNING] extract", "changed": ["functions"], "status": "running", "duration_us": 812}))),
              ("node_failed" = (value = json!({"type": "node_failed", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 5, "step": 2, "node": "fetch", "attempt": 1, "error": "timed out after 500 ms", "retry_in_ms": 100}))),
              ("interrupted" = (value = json!({"type": "interrupted", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 30, "interrupt_id": "01a20f5f-0c1d-7a52-8d6e-3f1f4c1e2b7a", "node": "approve", "step": 9, "prompt": "Approve the revised code?", "input_schema": {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}}}))),
+             ("token" = (value = json!({"type": "token", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "step": 3, "node": "review", "text": "Looks "}))),
              ("end" = (value = json!({"type": "end", "run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "seq": 17, "steps": 5, "status": "completed", "state": {"quality_score": 98}}))),
              ("error" = (value = json!({"type": "error", "detail": "no run with id `nope`"}))),
          )),
@@ -325,6 +327,8 @@ async fn follow(
 ) -> Result<Option<u64>, StreamError> {
     loop {
         match live.recv().await {
+            // A token: sent as it comes, stored nowhere.
+            Ok(event) if event.passing => send(sender, event.text.clone()).await?,
             Ok(event) if event.seq <= last => {}
             // A step published without its state (nobody listened then) is read from the store.
             Ok(event) if event.seq == last + 1 && event.full => {

@@ -158,6 +158,12 @@ pub trait StepSink: Send {
         std::future::ready(Ok(()))
     }
 
+    /// Where a node (`node`, at `step`) may tell its work as it goes, for whoever watches
+    /// the run live: nowhere by default.
+    fn progress(&self, _step: u64, _node: &str) -> Option<super::tool::Progress> {
+        None
+    }
+
     /// The run's stop signal, if it can be cancelled: once raised, a node in progress is
     /// dropped at once (its tool stops: an async tool with its future, a pooled job at its
     /// next check), so is a retry backoff, and the run ends `cancelled` at its last step.
@@ -659,6 +665,7 @@ async fn attempt<S: StepSink>(
             timeout: node.policy.timeout,
             missing: node.missing,
             answer: answer.clone(),
+            progress: sink.progress(step, &node.name),
         });
         // A tool that finishes without waiting (most do) needs no timer: arm one only
         // for a call that is still pending after its first poll.

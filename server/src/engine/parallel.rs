@@ -233,6 +233,7 @@ struct Flight {
     /// The state a map element sees (the shared state is read afresh for a branch).
     input: Option<Arc<State>>,
     answer: Option<Arc<Answer>>,
+    progress: Option<super::tool::Progress>,
 }
 
 /// How a flight's future ended.
@@ -458,6 +459,7 @@ impl Run<'_> {
             label,
             input,
             answer,
+            progress: sink.progress(self.steps, &self.graph.node(node).name),
         };
         self.call(id, &flight);
         self.flights.insert(id, flight);
@@ -473,6 +475,7 @@ impl Run<'_> {
             timeout: node.policy.timeout,
             missing: node.missing,
             answer: flight.answer.clone(),
+            progress: flight.progress.clone(),
         });
         let timeout = node.policy.timeout;
         self.tasks.push(Box::pin(async move {

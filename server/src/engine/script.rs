@@ -628,6 +628,7 @@ mod tests {
             timeout,
             missing: crate::engine::tool::MissingInput::Fail,
             answer: None,
+            progress: None,
         })
         .await
     }

@@ -24,7 +24,7 @@ use weft_app::wire::{Problem, State, ToolInfo};
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Outcome, ToolError>> + Send>>;
 
 /// What a node's tool is given.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ToolInput {
     /// The run's state before the node.
     pub state: Arc<State>,
@@ -39,6 +39,23 @@ pub struct ToolInput {
     /// The answer to the question this node asked ([`Next::Wait`]), when the run goes on
     /// after it; `None` on a first call.
     pub answer: Option<Arc<Answer>>,
+    /// Where the tool may tell its work as it goes (a model's answer, token by token),
+    /// for whoever watches the run live; `None` when nobody can.
+    pub progress: Option<Progress>,
+}
+
+/// Takes pieces of a node's output as they come (see [`ToolInput::progress`]).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for ToolInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolInput")
+            .field("config", &self.config)
+            .field("timeout", &self.timeout)
+            .field("answer", &self.answer)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a question a node asked was resolved.
@@ -581,6 +598,7 @@ mod tests {
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: MissingInput::Fail,
             answer: None,
+            progress: None,
         }
     }
 
@@ -682,6 +700,7 @@ mod tests {
         let lenient = ToolInput {
             missing: MissingInput::ReadAsEmpty,
             answer: None,
+            progress: None,
             ..input(State::new())
         };
         let outcome = tool.call(lenient).await.unwrap();
@@ -702,6 +721,7 @@ mod tests {
         let present = ToolInput {
             missing: MissingInput::ReadAsEmpty,
             answer: None,
+            progress: None,
             ..input(state)
         };
         let outcome = tool.call(present).await.unwrap();

@@ -30,6 +30,9 @@ pub struct LiveEvent {
     pub full: bool,
     /// The JSON text sent to clients.
     pub text: String,
+    /// Sent as it comes and never stored (a token of a model's answer): it has no `seq`,
+    /// and a client that misses it misses nothing the store keeps.
+    pub passing: bool,
 }
 
 struct Entry {
@@ -126,6 +129,11 @@ impl Publisher {
         let _ = self.sender.send(Arc::new(event));
     }
 
+    /// A sender for events that pass without being stored (see [`LiveEvent::passing`]).
+    pub fn passing(&self) -> broadcast::Sender<Arc<LiveEvent>> {
+        self.sender.clone()
+    }
+
     /// Whether someone asked the run to stop.
     pub fn cancel_requested(&self) -> bool {
         self.cancel.is_cancelled()
@@ -181,6 +189,7 @@ mod tests {
             end: false,
             full: true,
             text: "one".into(),
+            passing: false,
         });
         assert!(hub.cancel(&run));
         assert!(publisher.cancel_requested());

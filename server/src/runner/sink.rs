@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use weft_app::wire::{
     EndEvent, EventKind, Interrupt, InterruptedEvent, NodeFailedEvent, NodeStartedEvent, RunEvent, RunStatus, State,
-    StepEvent,
+    StepEvent, TokenEvent,
 };
 
 use super::views::current_state;
@@ -258,7 +258,13 @@ impl RunSink {
                 snapshot: texts.snapshot,
                 effect,
             },
-            live: LiveEvent { seq, end, full, text },
+            live: LiveEvent {
+                seq,
+                end,
+                full,
+                text,
+                passing: false,
+            },
             lines: lines.to_vec(),
         });
         self.seq = seq;
@@ -545,6 +551,32 @@ impl StepSink for RunSink {
 
     fn cancel_token(&self) -> Option<CancellationToken> {
         Some(self.publisher.cancel_token())
+    }
+
+    fn progress(&self, step: u64, node: &str) -> Option<crate::engine::tool::Progress> {
+        let sender = self.publisher.passing();
+        let (run_id, node) = (self.run_id.to_string(), node.to_owned());
+        Some(Arc::new(move |text: &str| {
+            // Serialized only for someone listening.
+            if sender.receiver_count() == 0 {
+                return;
+            }
+            let event: RunEvent = RunEvent::Token(TokenEvent {
+                run_id: run_id.clone(),
+                step,
+                node: node.clone(),
+                text: text.to_owned(),
+            });
+            if let Ok(text) = serde_json::to_string(&event) {
+                let _ = sender.send(Arc::new(LiveEvent {
+                    seq: 0,
+                    end: false,
+                    full: true,
+                    text,
+                    passing: true,
+                }));
+            }
+        }))
     }
 
     fn span(&self) -> tracing::Span {

@@ -170,6 +170,7 @@ mod tests {
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: crate::engine::tool::MissingInput::Fail,
             answer: None,
+            progress: None,
         };
         registry().get(tool).unwrap().call(input).await
     }

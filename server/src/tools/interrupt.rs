@@ -300,6 +300,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 missing: crate::engine::tool::MissingInput::Fail,
                 answer: answer.map(Arc::new),
+                progress: None,
             })
         };
         let asked = call(None).await.unwrap();
@@ -335,6 +336,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 missing: crate::engine::tool::MissingInput::Fail,
                 answer: Some(Arc::new(Answer::TimedOut)),
+                progress: None,
             })
             .await
             .unwrap_err();

@@ -190,6 +190,7 @@ impl Tool for Configured {
             ))
         })();
         let (config, providers) = (Arc::clone(&self.config), Arc::clone(&self.providers));
+        let progress = input.progress.clone();
         Box::pin(async move {
             let (provider, mut request) = prepared?;
             let failed = |err: crate::llm::LlmError| ToolError::Failed(err.to_string());
@@ -197,7 +198,14 @@ impl Tool for Configured {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let answer = providers.complete(&provider, &request, |_| {}).await.map_err(failed)?;
+                let answer = providers
+                    .complete(&provider, &request, |text| {
+                        if let Some(progress) = &progress {
+                            progress(text);
+                        }
+                    })
+                    .await
+                    .map_err(failed)?;
                 notes.push(format!(
                     "{}: {} prompt + {} completion tokens",
                     request.model, answer.prompt_tokens, answer.completion_tokens
@@ -292,6 +300,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(1),
                 missing: crate::engine::tool::MissingInput::Fail,
                 answer: None,
+                progress: None,
             })
             .await
             .unwrap_err();

@@ -568,6 +568,7 @@ mod tests {
             timeout: crate::engine::policy::DEFAULT_TIMEOUT,
             missing: crate::engine::tool::MissingInput::Fail,
             answer: None,
+            progress: None,
         };
         let missing = tool.call(input(json!({}))).await.unwrap_err();
         assert_eq!(
