@@ -239,6 +239,23 @@ impl TestApp {
         }
     }
 
+    /// Polls `GET /graph/state` until the run has ended, not stopping while it waits for
+    /// an answer (as [`TestApp::wait_for_end`] does); answers the last snapshot.
+    pub async fn until_ended(&self, run_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (_, state) = self.get(&format!("/graph/state/{run_id}")).await;
+            if matches!(state["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not end: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Opens `WS /ws/{run_id}{query}` and reads every message until the server closes it.
     pub async fn stream(&self, run_id: &str, query: &str) -> anyhow::Result<Vec<Value>> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -63,22 +63,6 @@ fn ship_it() -> Value {
     })
 }
 
-/// Polls the run until it has ended (not while it waits), and answers its snapshot.
-async fn until_it_ends(app: &TestApp, run_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
-        if matches!(state["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
-            return state;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {run_id} did not end: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls the run until it is `waiting` (or ends), and answers its snapshot.
 async fn until_it_waits(app: &TestApp, run_id: &str) -> Value {
     let state = app.wait_for_end(run_id).await;
@@ -175,7 +159,7 @@ async fn an_approval_waits_through_a_kill_takes_one_valid_answer_and_goes_on() {
         .await;
     assert_eq!(status, 202, "{resumed}");
     assert_eq!(resumed["status"], "queued");
-    let done = until_it_ends(&app, &run_id).await;
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"], json!({"count": 2, "approval": answer}));
     assert_eq!(done["steps"], 3);
@@ -236,7 +220,7 @@ async fn an_unanswered_question_takes_on_timeout_or_fails_the_run() {
     let asked_at = waiting["created_at"].as_i64().unwrap();
     assert!((1_000..3_000).contains(&(deadline - asked_at)), "{waiting}");
 
-    let done = until_it_ends(&app, &run_id).await;
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
         done["state"],
@@ -270,7 +254,7 @@ async fn an_unanswered_question_takes_on_timeout_or_fails_the_run() {
     let graph = app.create_graph(approval(failing)).await;
     let run_id = app.start_run(&graph, json!({})).await;
     until_it_waits(&app, &run_id).await;
-    let failed = until_it_ends(&app, &run_id).await;
+    let failed = app.until_ended(&run_id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["error"], "node `approve` failed: no answer within 1 s");
 }
@@ -334,7 +318,7 @@ async fn a_stream_follows_a_run_through_its_wait_and_a_cancel_ends_a_waiting_run
     let waiting_run = answered_at_wait["run_id"].as_str().unwrap();
     let (status, _) = app.post(&format!("/runs/{waiting_run}/cancel"), &json!({})).await;
     assert_eq!(status, 202);
-    let cancelled = until_it_ends(&app, waiting_run).await;
+    let cancelled = app.until_ended(waiting_run).await;
     assert_eq!(
         (cancelled["status"].as_str(), cancelled["steps"].as_u64()),
         (Some("cancelled"), Some(1))

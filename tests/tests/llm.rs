@@ -286,7 +286,8 @@ async fn a_structured_answer_that_does_not_match_is_asked_again_once_then_fails(
 
 #[tokio::test]
 async fn after_a_kill_the_finished_llm_step_is_not_called_again() {
-    let (fake, base) = fake(vec![Reply::Stream(vec!["kept"])]).await;
+    // Paced, so the server answers the start of the run before the hook kills it.
+    let (fake, base) = fake(vec![Reply::Paced(vec!["kept"])]).await;
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("weft.db");
     // The server dies right after the `ask` step is committed.
@@ -313,15 +314,7 @@ async fn after_a_kill_the_finished_llm_step_is_not_called_again() {
 
     let second = server(&database, &base).await;
     let app = TestApp::connect(second.port);
-    let deadline = tokio::time::Instant::now() + weft_tests::TIMEOUT;
-    let done = loop {
-        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
-        if state["status"] == "completed" || state["status"] == "failed" {
-            break state;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{state}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"]["review"], "kept");
     assert_eq!(done["state"]["after"], 1);

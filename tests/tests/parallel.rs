@@ -15,22 +15,6 @@ async fn events(app: &TestApp, run_id: &str) -> Vec<Value> {
     detail["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// Polls the run until it has ended (not while it waits), and answers its snapshot.
-async fn until_it_ends(app: &TestApp, run_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
-        if matches!(state["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
-            return state;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {run_id} did not end: {state}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|event| event["type"] == kind).collect()
 }
@@ -239,14 +223,17 @@ async fn a_crash_mid_map_runs_again_only_the_elements_not_done() {
     let first = start(&database, &[("WEFT_TEST_ABORT_AFTER_STEP", "shout")]).await;
     let app = TestApp::connect(first.port);
     let slow = json!({"id": "shout", "tool": "script", "config": {"script": "let x = 0; while x < 20000 { x += 1; } #{shout: state.chunk.to_upper()}"}});
-    let graph = app.create_graph(mapping(3, slow)).await;
+    let mut graph = mapping(3, slow);
+    // A pause first, so the server answers the start of the run before the hook kills it.
+    graph["nodes"][0] = json!({"id": "split", "tool": "sleep", "config": {"ms": 200}});
+    let graph = app.create_graph(graph).await;
     let run_id = app.start_run(&graph, chunks(10)).await;
     let status = first.exited().await.expect("the hook aborts the server");
     assert!(!status.success());
 
     let second = start(&database, &[]).await;
     let app = TestApp::connect(second.port);
-    let done = until_it_ends(&app, &run_id).await;
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     let expected: Vec<String> = (0..10).map(|i| format!("C{i}")).collect();
     assert_eq!(done["state"]["shout"], json!(expected));
@@ -340,7 +327,7 @@ async fn questions_in_two_branches_are_answered_one_at_a_time() {
         .post(&resume, &json!({"interrupt_id": id_of("right"), "input": 5}))
         .await;
     assert_eq!((status, second["status"].as_str()), (202, Some("queued")));
-    let done = until_it_ends(&app, &run_id).await;
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"], json!({"left": 4, "right": 5, "sum": 9}));
 }
@@ -384,7 +371,7 @@ async fn a_fork_from_a_branch_step_goes_on_along_its_edges() {
         )
         .await;
     assert_eq!(status, 200, "{forked}");
-    let done = until_it_ends(&app, forked["run_id"].as_str().unwrap()).await;
+    let done = app.until_ended(forked["run_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"], json!({"l": 41, "r": 1, "joined": 1}));
     let forked_events = events(&app, forked["run_id"].as_str().unwrap()).await;
@@ -404,7 +391,7 @@ async fn a_fork_from_a_branch_step_goes_on_along_its_edges() {
         )
         .await;
     assert_eq!(status, 200, "{forked}");
-    let done = until_it_ends(&app, forked["run_id"].as_str().unwrap()).await;
+    let done = app.until_ended(forked["run_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"]["l"], 7);
     assert_eq!(done["state"]["joined"], 1);
@@ -454,7 +441,7 @@ async fn a_parallel_run_stopped_by_sigterm_goes_on_after_the_restart_with_each_s
 
     let second = start(&database, &[]).await;
     let app = TestApp::connect(second.port);
-    let done = until_it_ends(&app, &run_id).await;
+    let done = app.until_ended(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["state"], json!({"l": 6, "r": 6}));
     let events = events(&app, &run_id).await;
@@ -492,7 +479,7 @@ async fn a_cancel_stops_every_branch_at_once() {
     }
     let (status, _) = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
     assert_eq!(status, 202);
-    let cancelled = until_it_ends(&app, &run_id).await;
+    let cancelled = app.until_ended(&run_id).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let events = events(&app, &run_id).await;
     let end = events.last().unwrap();
