@@ -285,6 +285,7 @@ mod tests {
             instance: None,
             branch: None,
             output: None,
+            usage: None,
         })
     }
 
@@ -303,6 +304,7 @@ mod tests {
                 finished_at: None,
                 forked_from: None,
                 interrupts: Vec::new(),
+                usage: None,
             },
             events,
             forks: Vec::new(),

@@ -256,6 +256,9 @@ pub struct RunSnapshot<S = Value> {
     /// `POST /runs/{run_id}/resume`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupts: Vec<Interrupt>,
+    /// What its model calls used so far, summed over its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// A question a run asks at an `interrupt` node, waiting for the answer.
@@ -282,6 +285,36 @@ pub struct Interrupt {
     /// `on_timeout` is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<i64>,
+}
+
+/// Tokens model calls used, and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"prompt_tokens": 812, "completion_tokens": 240, "cost_usd": 0.00027})))]
+pub struct Usage {
+    /// Tokens of the prompts.
+    pub prompt_tokens: u64,
+    /// Tokens of the answers.
+    pub completion_tokens: u64,
+    /// Their cost in US dollars, when the models' prices are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    /// This and `other`, added up.
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+            cost_usd: match (self.cost_usd, other.cost_usd) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+            },
+        }
+    }
 }
 
 /// Body of `POST /runs/{run_id}/resume`: the answer to a waiting run's question.
@@ -312,7 +345,7 @@ pub struct Resumed {
 }
 
 /// One run in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "ssr", schema(example = json!({"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "graph_name": "code_review", "status": "completed", "steps": 5, "created_at": 1795000000000_i64, "finished_at": 1795000000042_i64})))]
 pub struct RunSummary {
@@ -335,10 +368,13 @@ pub struct RunSummary {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What its model calls used, summed over its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// `200` answer of `GET /runs`: a page of runs, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "ssr", schema(example = json!({"runs": [{"run_id": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8", "graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "status": "failed", "steps": 2, "created_at": 1795000000000_i64, "finished_at": 1795000000003_i64, "error": "node `fail` failed: disk full"}], "next_before": "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"})))]
 pub struct RunPage {
@@ -603,6 +639,9 @@ pub struct StepEvent<S = Value> {
     /// is done, when the last one's step writes the collected lists.
     #[serde(default = "nothing", skip_serializing_if = "Option::is_none")]
     pub output: Option<S>,
+    /// What the node's model calls used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// No value: the default of a field that may be left out.
@@ -880,6 +919,7 @@ mod tests {
             instance: None,
             branch: None,
             output: None,
+            usage: None,
         });
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "step");

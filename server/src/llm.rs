@@ -13,6 +13,7 @@
 //! | `WEFT_LLM_MAX_CONCURRENT` | its calls in flight at most (default 4); more wait |
 //! | `WEFT_LLM_PROVIDERS` | more providers, by name: `fast,local` |
 //! | `WEFT_LLM_<NAME>_BASE_URL`, `_API_KEY`, `_MODEL`, `_MAX_CONCURRENT` | each one's settings |
+//! | `WEFT_LLM_PRICES` | US dollars per million tokens, prompt:completion, by model: `gpt-4o-mini=0.15:0.6` |
 //!
 //! The client knows nothing of graphs: the `llm` tool (`tools::llm`) renders the messages
 //! and reads the answer.
@@ -60,6 +61,8 @@ pub struct Providers {
     default: Option<Arc<Provider>>,
     named: HashMap<String, Arc<Provider>>,
     client: reqwest::Client,
+    /// US dollars per million tokens (prompt, completion), by model.
+    prices: HashMap<String, (f64, f64)>,
 }
 
 /// What to set for a provider to be there.
@@ -113,7 +116,19 @@ impl Providers {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|err| format!("the HTTP client cannot start: {err}"))?;
-        Ok(Self { default, named, client })
+        let prices = prices(&var("WEFT_LLM_PRICES").unwrap_or_default())?;
+        Ok(Self {
+            default,
+            named,
+            client,
+            prices,
+        })
+    }
+
+    /// What `completion` cost on `model`, when its price is configured.
+    pub fn cost(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
+        let (prompt, completion) = self.prices.get(model)?;
+        Some((prompt * prompt_tokens as f64 + completion * completion_tokens as f64) / 1_000_000.0)
     }
 
     /// The provider of this name (`None`: the default one), if configured.
@@ -128,6 +143,27 @@ impl Providers {
     pub fn any(&self) -> bool {
         self.default.is_some() || !self.named.is_empty()
     }
+}
+
+/// `WEFT_LLM_PRICES`: `model=prompt:completion,…`, US dollars per million tokens.
+fn prices(text: &str) -> Result<HashMap<String, (f64, f64)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let bad = || format!("WEFT_LLM_PRICES: `{entry}` is not `model=prompt:completion`");
+            let (model, price) = entry.split_once('=').ok_or_else(bad)?;
+            let (prompt, completion) = price.split_once(':').ok_or_else(bad)?;
+            let number = |text: &str| {
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .ok_or_else(bad)
+            };
+            Ok((model.trim().to_owned(), (number(prompt)?, number(completion)?)))
+        })
+        .collect()
 }
 
 /// One message of a chat.
@@ -346,6 +382,13 @@ mod tests {
         assert!(!format!("{providers:?}").contains("sk-secret"));
         assert_eq!(providers.get(Some("fast")).unwrap().permits.available_permits(), 2);
         assert!(providers.get(Some("slow")).is_none());
+        let priced = Providers::from_vars(vars(&[("WEFT_LLM_PRICES", "m1=1000:2000, m2=0.5:1")])).unwrap();
+        assert_eq!(priced.cost("m1", 12, 3), Some(0.018));
+        assert_eq!(priced.cost("m3", 12, 3), None);
+        assert_eq!(
+            Providers::from_vars(vars(&[("WEFT_LLM_PRICES", "m1=free")])).unwrap_err(),
+            "WEFT_LLM_PRICES: `m1=free` is not `model=prompt:completion`"
+        );
         assert!(!Providers::from_vars(vars(&[])).unwrap().any());
         assert_eq!(
             Providers::from_vars(vars(&[("WEFT_LLM_PROVIDERS", "x")])).unwrap_err(),

@@ -16,6 +16,8 @@
 //! | `weft_store_commit_batch_size` | histogram | `store` |
 //! | `weft_http_requests_total` | counter | `method`, `route`, `status` |
 //! | `weft_http_request_duration_seconds` | histogram | `method`, `route`, `status` |
+//! | `weft_llm_tokens_total` | counter | `model`, `kind` (`prompt` or `completion`) |
+//! | `weft_llm_cost_usd_total` | gauge, only growing | `model` |
 
 use std::{
     sync::OnceLock,
@@ -75,6 +77,17 @@ pub fn run_started(graph: &str) {
 /// A run of the graph named `graph` ended, with `status`.
 pub fn run_ended(graph: &str, status: RunStatus) {
     counter!("weft_runs_ended_total", "graph" => graph.to_owned(), "status" => status.as_str()).increment(1);
+}
+
+/// A model call's tokens and cost.
+pub fn llm_used(model: &str, usage: &weft_app::wire::Usage) {
+    let model = model.to_owned();
+    counter!("weft_llm_tokens_total", "model" => model.clone(), "kind" => "prompt").increment(usage.prompt_tokens);
+    counter!("weft_llm_tokens_total", "model" => model.clone(), "kind" => "completion")
+        .increment(usage.completion_tokens);
+    if let Some(cost) = usage.cost_usd {
+        gauge!("weft_llm_cost_usd_total", "model" => model).increment(cost);
+    }
 }
 
 /// A node of `tool` took `duration`.

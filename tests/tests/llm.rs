@@ -395,3 +395,83 @@ async fn tokens_reach_the_run_stream_in_order_and_add_up_to_the_stored_text() {
     assert!(!stored.contains(&"token"), "{stored:?}");
     weft.terminate().await;
 }
+
+#[tokio::test]
+async fn tokens_and_cost_are_kept_per_step_and_summed_per_run() {
+    let (_fake, base) = fake(vec![Reply::Stream(vec!["a", "b", "c"]), Reply::Stream(vec!["d"])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // $1,000 and $2,000 per million tokens: 12 prompt and 3 completion tokens cost $0.018.
+    let weft = ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        &dir.path().join("weft.db"),
+        &[
+            ("WEFT_LLM_BASE_URL", &base),
+            ("WEFT_LLM_API_KEY", KEY),
+            ("WEFT_LLM_PRICES", "m1=1000:2000"),
+        ],
+    )
+    .await;
+    let app = TestApp::connect(weft.port);
+    let mut graph = reviewer(json!({}));
+    let second = json!({"id": "again", "tool": "llm", "config": {"model": "m1", "prompt": "More on {{ review }}", "output_key": "more"}});
+    graph["nodes"].as_array_mut().unwrap().push(second);
+    graph["edges"] = json!([{"from": "ask", "to": "again"}]);
+    let graph = app.create_graph(graph).await;
+    let done = app
+        .run_and_wait(&graph, json!({"language": "c", "code": "int x;"}))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (&done["state"]["review"], &done["state"]["more"]),
+        (&json!("abc"), &json!("d"))
+    );
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, detail) = app.get(&format!("/runs/{run_id}")).await;
+    let usages: Vec<&Value> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "step")
+        .map(|event| &event["usage"])
+        .collect();
+    assert_eq!(
+        usages,
+        [
+            &json!({"prompt_tokens": 12, "completion_tokens": 3, "cost_usd": 0.018}),
+            &json!({"prompt_tokens": 12, "completion_tokens": 1, "cost_usd": 0.014})
+        ]
+    );
+    let (_, state) = app.get(&format!("/graph/state/{run_id}")).await;
+    assert_eq!(
+        (&state["usage"]["prompt_tokens"], &state["usage"]["completion_tokens"]),
+        (&json!(24), &json!(4))
+    );
+    assert!(
+        (state["usage"]["cost_usd"].as_f64().unwrap() - 0.032).abs() < 1e-9,
+        "{state}"
+    );
+    let (_, runs) = app.get("/runs").await;
+    assert_eq!(runs["runs"][0]["usage"], state["usage"]);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"weft_llm_tokens_total{model="m1",kind="prompt"} 24"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"weft_llm_tokens_total{model="m1",kind="completion"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"weft_llm_cost_usd_total{model="m1"} 0.032"#),
+        "{metrics}"
+    );
+    weft.terminate().await;
+}

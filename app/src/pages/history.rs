@@ -84,6 +84,14 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
                 .map(|end| millis(u64::try_from(end - run.created_at).unwrap_or(0)))
                 .unwrap_or_else(|| "…".into());
             let graph = run.graph_name.clone().unwrap_or_else(|| "custom".into());
+            // What its model calls used: tokens, and the cost when prices are configured.
+            let used = run.usage.map(|usage| {
+                let tokens = usage.prompt_tokens + usage.completion_tokens;
+                match usage.cost_usd {
+                    Some(cost) => format!("{tokens} tok · ${cost:.4}"),
+                    None => format!("{tokens} tok"),
+                }
+            });
             let ended = run.status.is_terminal();
             let run_id = run.run_id.clone();
             let deleted = RwSignal::new(false);
@@ -105,6 +113,7 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
                     <td class="num">{run.steps}</td>
                     <td>{utc(run.created_at)}</td>
                     <td class="num">{duration}</td>
+                    <td class="num" data-testid="usage">{used}</td>
                     <td>
                         {ended.then(|| view! {
                             <button class="danger" data-testid="delete-run" title="Delete this run and its events"
@@ -120,7 +129,7 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
         <div class="table-wrap">
             <table class="runs" data-testid="runs">
                 <thead>
-                    <tr><th>"Run"</th><th>"Graph"</th><th>"Status"</th><th>"Steps"</th><th>"Started (UTC)"</th><th>"Took"</th><th></th></tr>
+                    <tr><th>"Run"</th><th>"Graph"</th><th>"Status"</th><th>"Steps"</th><th>"Started (UTC)"</th><th>"Took"</th><th>"Model use"</th><th></th></tr>
                 </thead>
                 <tbody>{rows}</tbody>
             </table>

@@ -58,6 +58,8 @@ pub struct StepView<'a> {
     /// A map element's own update, kept apart from the state until every element is done
     /// (its step writes no key of the state before then).
     pub output: Option<&'a State>,
+    /// What the node's model calls used.
+    pub usage: Option<weft_app::wire::Usage>,
 }
 
 /// A node asking a person a question: the run waits for the answer.
@@ -509,6 +511,8 @@ pub async fn execute<S: StepSink>(
             Err(err) => tracing::info!(attempts, error = %err, "node failed"),
         });
 
+        let mut result = result;
+        let usage = result.as_mut().ok().and_then(|outcome| outcome.usage.take());
         let Decided {
             notes,
             changed,
@@ -553,6 +557,7 @@ pub async fn execute<S: StepSink>(
                 started: steps,
                 frontier: None,
                 output: None,
+                usage,
             })
             .await?;
         next = match decided {
@@ -588,7 +593,9 @@ fn decide(
     (state, size): (&mut Arc<State>, &mut StateSize),
     max_state_bytes: usize,
 ) -> Decided {
-    let Outcome { update, next, notes } = outcome;
+    let Outcome {
+        update, next, notes, ..
+    } = outcome;
     let measured: Vec<(String, usize)> = update
         .iter()
         .map(|(key, value)| (key.clone(), entry_bytes(key, value)))

@@ -29,7 +29,7 @@ use std::{
 use futures::{stream::FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weft_app::wire::{RunStatus, State};
+use weft_app::wire::{RunStatus, State, Usage};
 
 use super::{
     executor::{
@@ -539,7 +539,7 @@ impl Run<'_> {
                     source: error,
                     attempts: flight.attempt,
                 };
-                self.record(sink, &flight, (Vec::new(), Vec::new(), None), Some(error))
+                self.record(sink, &flight, (Vec::new(), Vec::new(), None, None), Some(error))
                     .await
             }
         }
@@ -562,7 +562,12 @@ impl Run<'_> {
         outcome: Outcome,
         sink: &mut S,
     ) -> Result<Option<RunEnd>, SinkError> {
-        let Outcome { update, next, notes } = outcome;
+        let Outcome {
+            update,
+            next,
+            notes,
+            usage,
+        } = outcome;
         let graph = self.graph;
         let node = graph.node(flight.node);
         let mut output = None;
@@ -597,7 +602,7 @@ impl Run<'_> {
                 }
             }
         };
-        self.record(sink, &flight, (notes, changed, output.as_ref()), failure)
+        self.record(sink, &flight, (notes, changed, output.as_ref(), usage), failure)
             .await
     }
 
@@ -858,7 +863,7 @@ impl Run<'_> {
         &mut self,
         sink: &mut S,
         flight: &Flight,
-        (notes, changed, output): (Vec<String>, Vec<String>, Option<&State>),
+        (notes, changed, output, usage): (Vec<String>, Vec<String>, Option<&State>, Option<Usage>),
         failure: Option<RunError>,
     ) -> Result<Option<RunEnd>, SinkError> {
         let over = self.flights.is_empty()
@@ -914,6 +919,7 @@ impl Run<'_> {
                 started: self.steps,
                 frontier: Some(&frontier),
                 output,
+                usage,
             })
             .await?;
         if let Some(error) = failure {

@@ -120,6 +120,8 @@ pub struct Outcome {
     pub next: Next,
     /// Lines for the run's log.
     pub notes: Vec<String>,
+    /// What the tool's model calls used, if it made any.
+    pub usage: Option<weft_app::wire::Usage>,
 }
 
 impl Outcome {

@@ -625,6 +625,7 @@ impl StepSink for RunSink {
             instance: Some(self.owner.to_string()),
             branch: step.branch.map(str::to_owned),
             output: output.as_deref().map(Some),
+            usage: step.usage,
         });
         let text = |event: &RunEvent<Option<&RawValue>>| {
             serde_json::to_string(event).map_err(|err| SinkError(err.to_string()))
@@ -655,6 +656,7 @@ impl StepSink for RunSink {
             step_count: step.started,
             next_node: step.next.map(str::to_owned),
             frontier: step.frontier.map(str::to_owned),
+            usage: step.usage,
         };
         self.hold_texts((EventKind::Step, Some(step.node)), &lines, effect, texts)
             .map_err(sink_error)?;

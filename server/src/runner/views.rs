@@ -34,6 +34,7 @@ impl Snapshot {
                 step: fork.step,
             }),
             interrupts: self.interrupts,
+            usage: self.run.usage,
         }
     }
 }
@@ -48,6 +49,7 @@ fn summary(run: StoredRun) -> RunSummary {
         created_at: run.created_at,
         finished_at: run.finished_at,
         error: run.error,
+        usage: run.usage,
     }
 }
 

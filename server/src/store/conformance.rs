@@ -238,6 +238,7 @@ pub(crate) fn step(run: &RunId, seq: u64, step: u64, next: Option<&str>) -> Even
             step_count: step,
             next_node: next.map(str::to_owned),
             frontier: None,
+            usage: None,
         },
     }
 }

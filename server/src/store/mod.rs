@@ -144,6 +144,8 @@ pub enum RunEffect {
         next_node: Option<String>,
         /// Where every branch stands, JSON, in a parallel graph.
         frontier: Option<String>,
+        /// What the node's model calls used, added to the run's sums.
+        usage: Option<weft_app::wire::Usage>,
     },
     /// The run waits, at `next_node`, for the answer to `interrupt`: from `running` to
     /// `waiting`, with no owner and no lease, and the question stored with it.
@@ -262,7 +264,7 @@ pub struct EventRecord {
 }
 
 /// A run as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredRun {
     /// Its id.
     pub id: RunId,
@@ -298,6 +300,8 @@ pub struct StoredRun {
     pub created_by: Option<String>,
     /// The run and step it was forked from, if it was.
     pub forked_from: Option<ForkedFrom>,
+    /// What its model calls used, summed over its steps; `None` when it made none.
+    pub usage: Option<weft_app::wire::Usage>,
 }
 
 /// Which runs to list: newest first, `limit` at most, older than `before` when given.
@@ -547,6 +551,15 @@ pub(crate) fn fork_from_row(run: Option<String>, step: Option<i64>) -> Option<Fo
     Some(ForkedFrom {
         run: RunId::from(run?),
         step: count(step.unwrap_or(0)),
+    })
+}
+
+/// A run's usage from its sum columns: `None` when it used no tokens.
+pub(crate) fn usage_from_row(prompt: i64, completion: i64, cost: f64) -> Option<weft_app::wire::Usage> {
+    (prompt > 0 || completion > 0).then(|| weft_app::wire::Usage {
+        prompt_tokens: count(prompt),
+        completion_tokens: count(completion),
+        cost_usd: (cost > 0.0).then_some(cost),
     })
 }
 

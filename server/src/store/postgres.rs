@@ -425,10 +425,13 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
             step_count,
             next_node,
             frontier,
+            usage,
         } => {
+            let usage = usage.unwrap_or_default();
             sqlx::query(
-                "UPDATE runs SET next_node = $1, step_count = $2, updated_at = $3, frontier = $6 WHERE id = $4 \
-                 AND owner = $5 AND status = 'running'",
+                "UPDATE runs SET next_node = $1, step_count = $2, updated_at = $3, frontier = $6, \
+                 prompt_tokens = prompt_tokens + $7, completion_tokens = completion_tokens + $8, \
+                 cost_usd = cost_usd + $9 WHERE id = $4 AND owner = $5 AND status = 'running'",
             )
             .bind(next_node)
             .bind(as_i64(*step_count))
@@ -436,6 +439,9 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &EventRecord) ->
             .bind(run_id)
             .bind(owner)
             .bind(frontier)
+            .bind(as_i64(usage.prompt_tokens))
+            .bind(as_i64(usage.completion_tokens))
+            .bind(usage.cost_usd.unwrap_or(0.0))
             .execute(&mut **tx)
             .await?
             .rows_affected()
@@ -616,7 +622,7 @@ fn interrupt_from_row(row: &PgRow) -> Result<StoredInterrupt, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
-    (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, frontier, step_count, \
+    (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, next_node, frontier, step_count, prompt_tokens, completion_tokens, cost_usd, \
     max_steps, error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
     (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
     (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \
@@ -645,6 +651,11 @@ fn run_from_row(row: &PgRow) -> Result<StoredRun, StoreError> {
         cancel_requested: row.try_get("cancel_requested")?,
         created_by: row.try_get("created_by")?,
         forked_from: fork_from_row(row.try_get("forked_from")?, row.try_get("forked_at_step")?),
+        usage: super::usage_from_row(
+            row.try_get("prompt_tokens")?,
+            row.try_get("completion_tokens")?,
+            row.try_get("cost_usd")?,
+        ),
     })
 }
 

@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/sqlite/0011_forks.sql")),
     (12, include_str!("../../migrations/sqlite/0012_interrupts.sql")),
     (13, include_str!("../../migrations/sqlite/0013_frontiers.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_usage.sql")),
 ];
 
 /// The SQLite [`Store`].
@@ -528,13 +529,25 @@ fn apply_event(conn: &rusqlite::Connection, event: &EventRecord) -> Result<(), S
             step_count,
             next_node,
             frontier,
+            usage,
         } => {
+            let usage = usage.unwrap_or_default();
             conn.prepare_cached(
-                "UPDATE runs SET next_node = ?1, step_count = ?2, updated_at = ?3, frontier = ?6 WHERE id = ?4 \
-                 AND owner = ?5 AND status = 'running'",
+                "UPDATE runs SET next_node = ?1, step_count = ?2, updated_at = ?3, frontier = ?6, \
+                 prompt_tokens = prompt_tokens + ?7, completion_tokens = completion_tokens + ?8, \
+                 cost_usd = cost_usd + ?9 WHERE id = ?4 AND owner = ?5 AND status = 'running'",
             )?
-            .execute(params![next_node, as_i64(*step_count), now, run_id, owner, frontier])?
-                == 1
+            .execute(params![
+                next_node,
+                as_i64(*step_count),
+                now,
+                run_id,
+                owner,
+                frontier,
+                as_i64(usage.prompt_tokens),
+                as_i64(usage.completion_tokens),
+                usage.cost_usd.unwrap_or(0.0)
+            ])? == 1
         }
         RunEffect::Waiting {
             step_count,
@@ -694,6 +707,11 @@ fn run_from_row(row: &Row<'_>) -> Result<StoredRun, StoreError> {
         cancel_requested: row.get("cancel_requested")?,
         created_by: row.get("created_by")?,
         forked_from: fork_from_row(row.get("forked_from")?, row.get("forked_at_step")?),
+        usage: super::usage_from_row(
+            row.get("prompt_tokens")?,
+            row.get("completion_tokens")?,
+            row.get("cost_usd")?,
+        ),
     })
 }
 
@@ -707,7 +725,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, graph_id, status, \
-                           (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, frontier, step_count, max_steps, \
+                           (SELECT initial_state FROM run_inputs i WHERE i.run_id = runs.id) AS initial_state, final_state, next_node, frontier, step_count, max_steps, prompt_tokens, completion_tokens, cost_usd, \
                            error, created_at, finished_at, cancel_requested, created_by, forked_from, forked_at_step, \
                            (SELECT name FROM graphs g WHERE g.id = runs.graph_id) AS graph_name, \
                            (SELECT COALESCE(MAX(seq), 0) FROM run_events e WHERE e.run_id = runs.id) AS last_seq, \

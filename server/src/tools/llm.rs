@@ -12,7 +12,7 @@ use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
-use weft_app::wire::{Problem, State};
+use weft_app::wire::{Problem, State, Usage};
 
 use super::schema;
 use crate::{
@@ -195,6 +195,7 @@ impl Tool for Configured {
             let (provider, mut request) = prepared?;
             let failed = |err: crate::llm::LlmError| ToolError::Failed(err.to_string());
             let mut notes = Vec::new();
+            let mut usage = Usage::default();
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -210,11 +211,19 @@ impl Tool for Configured {
                     "{}: {} prompt + {} completion tokens",
                     request.model, answer.prompt_tokens, answer.completion_tokens
                 ));
+                let used = Usage {
+                    prompt_tokens: answer.prompt_tokens,
+                    completion_tokens: answer.completion_tokens,
+                    cost_usd: providers.cost(&request.model, answer.prompt_tokens, answer.completion_tokens),
+                };
+                crate::meters::llm_used(&request.model, &used);
+                usage = usage + used;
                 let Some(json_schema) = &config.json_schema else {
                     let mut update = State::new();
                     update.insert(config.output_key.clone(), Value::String(answer.text));
                     return Ok(Outcome {
                         notes,
+                        usage: Some(usage),
                         ..Outcome::update(update)
                     });
                 };
@@ -226,6 +235,7 @@ impl Tool for Configured {
                             update.insert(config.output_key.clone(), value);
                             return Ok(Outcome {
                                 notes,
+                                usage: Some(usage),
                                 ..Outcome::update(update)
                             });
                         }
