@@ -475,3 +475,57 @@ async fn tokens_and_cost_are_kept_per_step_and_summed_per_run() {
     );
     weft.terminate().await;
 }
+
+#[tokio::test]
+async fn the_node_timeout_aborts_the_request_and_a_provider_takes_one_call_at_a_time_when_told() {
+    let (fake, base) = fake(vec![Reply::Slow]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let mut graph = reviewer(json!({}));
+    graph["nodes"][0]["timeout_ms"] = json!(500);
+    let graph = app.create_graph(graph).await;
+    let failed = app
+        .run_and_wait(&graph, json!({"language": "c", "code": "int x;"}))
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"], "node `ask` failed: timed out after 500 ms");
+    let asked = Instant::now();
+    while !fake.hung_up.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(asked.elapsed().as_secs() < 5, "the request was not aborted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    weft.terminate().await;
+
+    // One call at a time: the second run's call waits for the first's to end.
+    let (paced, paced_base) = self::fake(vec![Reply::Paced(vec!["a", "b", "c"]), Reply::Paced(vec!["d"])]).await;
+    let weft = ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        &dir.path().join("other.db"),
+        &[("WEFT_LLM_BASE_URL", &paced_base), ("WEFT_LLM_MAX_CONCURRENT", "1")],
+    )
+    .await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({}))).await;
+    let input = json!({"language": "c", "code": "int x;"});
+    let (first, second) = tokio::join!(app.run_and_wait(&graph, input.clone()), app.run_and_wait(&graph, input));
+    assert_eq!(
+        (&first["status"], &second["status"]),
+        (&json!("completed"), &json!("completed"))
+    );
+    let (calls, gap, authorization) = {
+        let received = paced.received.lock().unwrap();
+        (
+            received.len(),
+            received[1].at - received[0].at,
+            received[0].authorization.clone(),
+        )
+    };
+    assert_eq!(calls, 2);
+    assert!(
+        gap.as_millis() >= 400,
+        "the second call came {gap:?} after the first, while it streamed"
+    );
+    assert_eq!(authorization, None, "no key configured, none sent");
+    weft.terminate().await;
+}
