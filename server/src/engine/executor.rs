@@ -672,7 +672,7 @@ async fn attempt<S: StepSink>(
             timeout: node.policy.timeout,
             missing: node.missing,
             answer: answer.clone(),
-            progress: sink.progress(step, &node.name),
+            progress: node.tool.streams().then(|| sink.progress(step, &node.name)).flatten(),
         });
         // A tool that finishes without waiting (most do) needs no timer: arm one only
         // for a call that is still pending after its first poll.

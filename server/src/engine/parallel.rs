@@ -459,7 +459,13 @@ impl Run<'_> {
             label,
             input,
             answer,
-            progress: sink.progress(self.steps, &self.graph.node(node).name),
+            progress: self
+                .graph
+                .node(node)
+                .tool
+                .streams()
+                .then(|| sink.progress(self.steps, &self.graph.node(node).name))
+                .flatten(),
         };
         self.call(id, &flight);
         self.flights.insert(id, flight);

@@ -196,6 +196,11 @@ pub trait Tool: Send + Sync + 'static {
     fn named_targets(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Whether the tool tells its work as it goes ([`ToolInput::progress`]): only then is
+    /// a progress hook made for its calls, which costs an allocation per call.
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 /// A pooled job's stop signal. It is raised when whoever waits for the job gives up (the

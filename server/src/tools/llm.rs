@@ -148,6 +148,10 @@ impl Tool for Configured {
         &self.description
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     fn call(&self, input: ToolInput) -> ToolFuture {
         let prepared = (|| {
             let provider = self
