@@ -62,42 +62,30 @@ pub fn preset_spec() -> Value {
 /// The Code Review with approval preset: the review, then the diff of what the refine
 /// loop changed, then a person approves or rejects it, with a comment, into `approval`.
 pub fn approval_preset_spec() -> Value {
-    json!({
-        "nodes": {
-            "extract": {},
-            "complexity": {},
-            "detect": {},
-            "suggest": {},
-            "assess_loop": {},
-            "revision_diff": {},
-            "approve": {
-                "tool": "interrupt",
-                "config": {
-                    "prompt": "Approve the revised code?",
-                    "key": "approval",
-                    "input_schema": {
-                        "type": "object",
-                        "required": ["approved"],
-                        "properties": {
-                            "approved": {"type": "boolean", "title": "Approve", "description": "Checked: approve; unchecked: reject."},
-                            "comment": {"type": "string", "title": "Comment"}
-                        },
-                        "additionalProperties": false
-                    },
-                    "show": ["revised_diff", "assessment"]
-                }
-            }
-        },
-        "edges": {
-            "extract": "complexity",
-            "complexity": "detect",
-            "detect": "suggest",
-            "suggest": "assess_loop",
-            "assess_loop": "revision_diff",
-            "revision_diff": "approve",
-            "approve": null
+    let mut spec = preset_spec();
+    spec["nodes"]["revision_diff"] = json!({});
+    spec["nodes"]["approve"] = json!({
+        "tool": "interrupt",
+        "config": {
+            "prompt": "Approve the revised code?",
+            "key": "approval",
+            "input_schema": {
+                "type": "object",
+                "required": ["approved"],
+                "properties": {
+                    "approved": {"type": "boolean", "title": "Approve", "description": "Checked: approve; unchecked: reject."},
+                    "comment": {"type": "string", "title": "Comment"}
+                },
+                "additionalProperties": false
+            },
+            "show": ["revised_diff", "assessment"]
         }
-    })
+    });
+    // The review's end leads to the diff, then the question.
+    spec["edges"]["assess_loop"] = json!("revision_diff");
+    spec["edges"]["revision_diff"] = json!("approve");
+    spec["edges"]["approve"] = Value::Null;
+    spec
 }
 
 /// `revision_diff`: the unified diff from `code` to the latest revision.
