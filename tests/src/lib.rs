@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the real server on `127.0.0.1:0` with a fresh
 //! SQLite file, and small clients for its REST API and WebSocket.
 
+pub mod fake_llm;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
