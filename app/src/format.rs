@@ -123,6 +123,15 @@ pub fn millis(ms: u64) -> String {
     }
 }
 
+/// What model calls used, for people: tokens, and the cost when prices are configured.
+pub fn usage(usage: &crate::wire::Usage) -> String {
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    match usage.cost_usd {
+        Some(cost) => format!("{tokens} tok · ${cost:.4}"),
+        None => format!("{tokens} tok"),
+    }
+}
+
 /// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1_000);

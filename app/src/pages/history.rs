@@ -8,7 +8,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::{
     api::{self, RunQuery},
-    format::{millis, utc},
+    format::{millis, usage, utc},
     wire::RunSummary,
 };
 
@@ -85,13 +85,7 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
                 .unwrap_or_else(|| "…".into());
             let graph = run.graph_name.clone().unwrap_or_else(|| "custom".into());
             // What its model calls used: tokens, and the cost when prices are configured.
-            let used = run.usage.map(|usage| {
-                let tokens = usage.prompt_tokens + usage.completion_tokens;
-                match usage.cost_usd {
-                    Some(cost) => format!("{tokens} tok · ${cost:.4}"),
-                    None => format!("{tokens} tok"),
-                }
-            });
+            let used = run.usage.as_ref().map(usage);
             let ended = run.status.is_terminal();
             let run_id = run.run_id.clone();
             let deleted = RwSignal::new(false);
