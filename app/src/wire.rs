@@ -753,10 +753,17 @@ pub struct ToolInfo {
 /// A ready-made graph, as `GET /presets` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "ssr", schema(example = json!({"name": "summarize", "description": "Split `text` into chunks, summarize each, merge, and refine.", "nodes": ["split", "summarize", "merge", "refine"], "spec": {"nodes": {"split": "split_text", "summarize": "summarize_chunks", "merge": "merge_summaries", "refine": "refine_summary"}, "edges": {"split": "summarize", "summarize": "merge", "merge": "refine", "refine": null}}, "view": {"nodes": [{"id": "split", "tool": "split_text", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}, "example": {"text": "Weft runs graphs. It streams every step.", "max_chars": 40}})))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "summarize", "description": "Split `text` into chunks, summarize each, merge, and refine.", "nodes": ["split", "summarize", "merge", "refine"], "spec": {"nodes": {"split": "split_text", "summarize": "summarize_chunks", "merge": "merge_summaries", "refine": "refine_summary"}, "edges": {"split": "summarize", "summarize": "merge", "merge": "refine", "refine": null}}, "view": {"nodes": [{"id": "split", "tool": "split_text", "x": 100.0, "y": 56.0}], "edges": [], "width": 200.0, "height": 112.0}, "example": {"text": "Weft runs graphs. It streams every step.", "max_chars": 40}, "title": "Summarization"})))]
 pub struct PresetInfo {
     /// The name to pass as `{"preset": ...}`.
     pub name: String,
+    /// Its name for people.
+    #[serde(default)]
+    pub title: String,
+    /// Why it cannot run on this server, and what to set, in one line; absent when it
+    /// can. Creating it then answers 422 with this line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
     /// What it does.
     pub description: String,
     /// Its nodes, in order.

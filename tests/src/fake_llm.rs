@@ -22,13 +22,37 @@ use serde_json::{json, Value};
 /// What the fake answers next.
 pub enum Reply {
     /// A streamed answer in these pieces, then the usage.
-    Stream(Vec<&'static str>),
+    Stream(Vec<String>),
     /// This status, with this `Retry-After`.
     Status(u16, Option<&'static str>),
     /// A piece every 200 ms, 50 of them: 10 s in all.
     Slow,
     /// These pieces, each after 150 ms.
-    Paced(Vec<&'static str>),
+    Paced(Vec<String>),
+}
+
+impl Reply {
+    /// A streamed answer in these pieces.
+    pub fn stream(pieces: &[&str]) -> Self {
+        Self::Stream(pieces.iter().map(|&piece| piece.to_owned()).collect())
+    }
+
+    /// A streamed answer in these pieces, each after 150 ms.
+    pub fn paced(pieces: &[&str]) -> Self {
+        Self::Paced(pieces.iter().map(|&piece| piece.to_owned()).collect())
+    }
+
+    /// `answer` streamed in pieces of `size` characters (the last one shorter), each
+    /// after 150 ms when `paced`.
+    pub fn pieces(answer: &str, size: usize, paced: bool) -> Self {
+        let chars: Vec<char> = answer.chars().collect();
+        let pieces = chars.chunks(size).map(|piece| piece.iter().collect()).collect();
+        if paced {
+            Self::Paced(pieces)
+        } else {
+            Self::Stream(pieces)
+        }
+    }
 }
 
 /// Tells the fake, when dropped, that the stream it sent is gone: the client hung up.
@@ -142,4 +166,3 @@ pub async fn fake(replies: Vec<Reply>) -> (Fake, String) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (fake, address)
 }
-

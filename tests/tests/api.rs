@@ -253,7 +253,7 @@ async fn invalid_graphs_answer_every_problem_with_its_path() {
     assert_eq!(status, 422);
     assert_eq!(
         body["detail"],
-        "/preset: no preset named `poetry` (known: code_review, code_review_approval, summarize, data_quality)"
+        "/preset: no preset named `poetry` (known: code_review, code_review_approval, code_review_llm, summarize, data_quality)"
     );
 
     let (status, _) = app.post("/graph/create", &json!([1, 2])).await;
@@ -395,9 +395,20 @@ async fn every_preset_runs_its_own_example_to_completion() {
     let names: Vec<&str> = presets.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["code_review", "code_review_approval", "summarize", "data_quality"]
+        [
+            "code_review",
+            "code_review_approval",
+            "code_review_llm",
+            "summarize",
+            "data_quality"
+        ]
     );
     for preset in presets {
+        // With no LLM provider here, the LLM review is listed as such (tests/llm.rs runs it).
+        if preset["name"] == "code_review_llm" {
+            assert!(preset["unavailable"].is_string(), "{preset}");
+            continue;
+        }
         let (_, created) = app.post("/graph/create", &json!({"preset": preset["name"]})).await;
         let finished = app
             .run_and_wait(created["graph_id"].as_str().unwrap(), preset["example"].clone())
@@ -418,7 +429,7 @@ async fn every_preset_runs_its_own_example_to_completion() {
     }
     // The summary of the example fits its limit, reached by dropping sentences.
     let (_, created) = app.post("/graph/create", &json!({"preset": "summarize"})).await;
-    let example = presets[2]["example"].clone();
+    let example = presets[3]["example"].clone();
     let finished = app.run_and_wait(created["graph_id"].as_str().unwrap(), example).await;
     let state = &finished["state"];
     assert_eq!(state["verdict"], "within_limit");

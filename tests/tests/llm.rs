@@ -38,7 +38,7 @@ fn reviewer(extra: Value) -> Value {
 
 #[tokio::test]
 async fn the_templates_go_out_and_the_streamed_answer_comes_into_the_state_with_no_key_left_behind() {
-    let (fake, base) = fake(vec![Reply::Stream(vec!["Looks ", "fine", "."])]).await;
+    let (fake, base) = fake(vec![Reply::stream(&["Looks ", "fine", "."])]).await;
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("weft.db");
     let weft = server(&database, &base).await;
@@ -92,7 +92,7 @@ async fn the_templates_go_out_and_the_streamed_answer_comes_into_the_state_with_
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_tried_again_after_it() {
-    let (fake, base) = fake(vec![Reply::Status(429, Some("1")), Reply::Stream(vec!["ok"])]).await;
+    let (fake, base) = fake(vec![Reply::Status(429, Some("1")), Reply::stream(&["ok"])]).await;
     let dir = tempfile::tempdir().unwrap();
     let weft = server(&dir.path().join("weft.db"), &base).await;
     let app = TestApp::connect(weft.port);
@@ -115,10 +115,10 @@ async fn a_429_with_retry_after_is_tried_again_after_it() {
 async fn a_structured_answer_that_does_not_match_is_asked_again_once_then_fails() {
     let schema = json!({"type": "object", "required": ["verdict"], "properties": {"verdict": {"enum": ["ok", "bad"]}}});
     let (fake, base) = fake(vec![
-        Reply::Stream(vec!["not ", "json"]),
-        Reply::Stream(vec![r#"{"verdict": "#, "3}"]),
-        Reply::Stream(vec!["maybe"]),
-        Reply::Stream(vec![r#"{"verdict": "ok"}"#]),
+        Reply::stream(&["not ", "json"]),
+        Reply::stream(&[r#"{"verdict": "#, "3}"]),
+        Reply::stream(&["maybe"]),
+        Reply::stream(&[r#"{"verdict": "ok"}"#]),
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -158,7 +158,7 @@ async fn a_structured_answer_that_does_not_match_is_asked_again_once_then_fails(
 #[tokio::test]
 async fn after_a_kill_the_finished_llm_step_is_not_called_again() {
     // Paced, so the server answers the start of the run before the hook kills it.
-    let (fake, base) = fake(vec![Reply::Paced(vec!["kept"])]).await;
+    let (fake, base) = fake(vec![Reply::paced(&["kept"])]).await;
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("weft.db");
     // The server dies right after the `ask` step is committed.
@@ -234,7 +234,7 @@ async fn a_cancel_during_a_slow_stream_ends_the_run_and_hangs_up_on_the_provider
 
 #[tokio::test]
 async fn tokens_reach_the_run_stream_in_order_and_add_up_to_the_stored_text() {
-    let (_fake, base) = fake(vec![Reply::Paced(vec!["Short", " and", " clear", "."])]).await;
+    let (_fake, base) = fake(vec![Reply::paced(&["Short", " and", " clear", "."])]).await;
     let dir = tempfile::tempdir().unwrap();
     let weft = server(&dir.path().join("weft.db"), &base).await;
     let app = TestApp::connect(weft.port);
@@ -269,7 +269,7 @@ async fn tokens_reach_the_run_stream_in_order_and_add_up_to_the_stored_text() {
 
 #[tokio::test]
 async fn tokens_and_cost_are_kept_per_step_and_summed_per_run() {
-    let (_fake, base) = fake(vec![Reply::Stream(vec!["a", "b", "c"]), Reply::Stream(vec!["d"])]).await;
+    let (_fake, base) = fake(vec![Reply::stream(&["a", "b", "c"]), Reply::stream(&["d"])]).await;
     let dir = tempfile::tempdir().unwrap();
     // $1,000 and $2,000 per million tokens: 12 prompt and 3 completion tokens cost $0.018.
     let weft = ServerProcess::start_with_env(
@@ -369,7 +369,7 @@ async fn the_node_timeout_aborts_the_request_and_a_provider_takes_one_call_at_a_
     weft.terminate().await;
 
     // One call at a time: the second run's call waits for the first's to end.
-    let (paced, paced_base) = self::fake(vec![Reply::Paced(vec!["a", "b", "c"]), Reply::Paced(vec!["d"])]).await;
+    let (paced, paced_base) = self::fake(vec![Reply::paced(&["a", "b", "c"]), Reply::paced(&["d"])]).await;
     let weft = ServerProcess::start_with_env(
         env!("CARGO_BIN_EXE_weft-server-under-test"),
         &dir.path().join("other.db"),
@@ -398,5 +398,195 @@ async fn the_node_timeout_aborts_the_request_and_a_provider_takes_one_call_at_a_
         "the second call came {gap:?} after the first, while it streamed"
     );
     assert_eq!(authorization, None, "no key configured, none sent");
+    weft.terminate().await;
+}
+
+/// The line a server with no provider gives for the LLM review, and its `llm` nodes.
+const HOW_TO_CONFIGURE: &str =
+    "no LLM provider is configured: set WEFT_LLM_BASE_URL (and WEFT_LLM_API_KEY, WEFT_LLM_MODEL)";
+
+#[tokio::test]
+async fn without_a_provider_the_llm_review_is_listed_disabled_and_refused_saying_what_to_set() {
+    let app = weft_tests::spawn_app().await;
+    let (status, presets) = app.get("/presets").await;
+    assert_eq!(status, 200);
+    let listed = |name: &str| {
+        presets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|preset| preset["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no preset {name}: {presets}"))
+    };
+    let llm = listed("code_review_llm");
+    assert_eq!(llm["title"], "Code Review (LLM)");
+    assert_eq!(llm["unavailable"], HOW_TO_CONFIGURE);
+    assert_eq!(
+        llm["nodes"],
+        json!(["extract", "complexity", "detect", "review", "assess_review"])
+    );
+    assert!(listed("code_review").get("unavailable").is_none());
+
+    let (status, refused) = app.post("/graph/create", &json!({"preset": "code_review_llm"})).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["code"], "preset_unavailable");
+    assert_eq!(refused["detail"], HOW_TO_CONFIGURE);
+    assert_eq!(
+        refused["errors"],
+        json!([{"path": "/preset", "message": HOW_TO_CONFIGURE}])
+    );
+    // A graph of one's own with an `llm` node is refused the same way, at the node.
+    let (status, refused) = app.post("/graph/create", &reviewer(json!({}))).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["code"], "invalid_graph");
+    assert_eq!(
+        refused["errors"],
+        json!([{"path": "/nodes/0", "message": HOW_TO_CONFIGURE}])
+    );
+    let (_, graphs) = app.get("/graphs").await;
+    assert_eq!(graphs["graphs"], json!([]), "nothing stored");
+}
+
+const TODO_CODE: &str = "def f(x):\n    # TODO: handle None\n    return x * 2\n";
+const FIXED_CODE: &str = "def f(x):\n    if x is None:\n        return 0\n    return x * 2\n";
+
+/// A structured review as the model answers it: these suggestions, the whole revised
+/// code, and a summary.
+fn review_answer(suggestions: Value, revised: &str, summary: &str) -> String {
+    json!({"suggestions": suggestions, "revised_code": revised, "summary": summary}).to_string()
+}
+
+/// The steps an ended run took.
+async fn steps(app: &TestApp, done: &Value) -> u64 {
+    let (_, snapshot) = app
+        .get(&format!("/graph/state/{}", done["run_id"].as_str().unwrap_or_default()))
+        .await;
+    snapshot["steps"].as_u64().expect("a step count")
+}
+
+/// A server calling the model at `base`, and its LLM review of [`TODO_CODE`] to a
+/// threshold of 100, completed.
+async fn review_of_todo_code(base: &str) -> (ServerProcess, TestApp, Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let weft = ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        &dir.path().join("weft.db"),
+        &[
+            ("WEFT_LLM_BASE_URL", base),
+            ("WEFT_LLM_API_KEY", KEY),
+            ("WEFT_LLM_MODEL", "m1"),
+        ],
+    )
+    .await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(json!({"preset": "code_review_llm"})).await;
+    let done = app
+        .run_and_wait(&graph, json!({"code": TODO_CODE, "threshold": 100}))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    (weft, app, done, dir)
+}
+
+#[tokio::test]
+async fn the_llm_review_takes_the_models_suggestions_and_revision_and_measures_it_again() {
+    let suggestions = json!([
+        {"line": 2, "type": "todo/fixme", "suggestion": "Handle None before doubling."},
+        {"line": 1, "type": "naming", "suggestion": "Name `x` for what it holds."}
+    ]);
+    let (fake, base) = fake(vec![
+        Reply::pieces(
+            &review_answer(suggestions.clone(), FIXED_CODE, "Handled None."),
+            16,
+            false,
+        ),
+        Reply::pieces(&review_answer(json!([]), FIXED_CODE, "Nothing more."), 16, false),
+    ])
+    .await;
+    let (weft, app, done, _dir) = review_of_todo_code(&base).await;
+    let state = &done["state"];
+    // The original's results: the rule-based issue and score, the model's suggestions.
+    assert_eq!(state["issues_count"], 1);
+    assert_eq!(state["issues"][0]["type"], "todo/fixme");
+    assert_eq!(state["quality_score"], 98);
+    assert_eq!(state["suggestions"], suggestions);
+    // Under 100, so the model's code became pass 1, measured again: clean, so it ends.
+    assert_eq!(state["code"], TODO_CODE, "the submitted code is never modified");
+    assert_eq!(state["revised_code"], FIXED_CODE);
+    let revision = &state["revisions"][0];
+    assert_eq!(
+        (&revision["pass"], &revision["by"], &revision["summary"]),
+        (&json!(1), &json!("llm"), &json!("Handled None."))
+    );
+    assert_eq!(
+        (
+            &revision["issues_count"],
+            &revision["quality_score"],
+            &revision["suggestions"]
+        ),
+        (&json!(0), &json!(100), &json!([]))
+    );
+    assert_eq!(
+        state["assessment"],
+        json!({"verdict": "threshold_met", "quality_score": 100, "threshold": 100.0, "passes": 1})
+    );
+    assert_eq!(steps(&app, &done).await, 9);
+
+    {
+        let received = fake.received.lock().unwrap();
+        assert_eq!(received.len(), 2);
+        let first = &received[0].body;
+        assert_eq!(first["model"], "m1");
+        assert_eq!(
+            first["response_format"]["json_schema"]["schema"]["required"],
+            json!(["suggestions", "revised_code", "summary"])
+        );
+        let system = first["messages"][0]["content"].as_str().unwrap();
+        assert!(system.starts_with("You review python code."), "{system}");
+        let prompt = first["messages"][1]["content"].as_str().unwrap();
+        assert!(
+            prompt.starts_with(&format!("The code, in python:\n\n```\n{TODO_CODE}\n```")),
+            "{prompt}"
+        );
+        assert!(prompt.contains("\n- line 2, todo/fixme: "), "{prompt}");
+        let again = received[1].body["messages"][1]["content"].as_str().unwrap();
+        assert!(
+            again.starts_with(&format!(
+                "Your revision from the last pass, in python:\n\n```\n{FIXED_CODE}\n```"
+            )),
+            "{again}"
+        );
+        assert!(again.ends_with("Issues a linter finds in it:\n- none\n"), "{again}");
+    }
+    weft.terminate().await;
+}
+
+#[tokio::test]
+async fn the_llm_review_ends_after_three_revisions_whatever_the_model_answers() {
+    // Each answer changes the code but keeps a TODO: the score never reaches 100.
+    let answers: Vec<Reply> = (1..=5)
+        .map(|pass| {
+            let revised = format!("def f(x):\n    # TODO: pass {pass}\n    return x * 2\n");
+            Reply::pieces(&review_answer(json!([]), &revised, "Reworded."), 40, false)
+        })
+        .collect();
+    let (fake, base) = fake(answers).await;
+    let (weft, app, done, _dir) = review_of_todo_code(&base).await;
+    assert_eq!(
+        done["state"]["assessment"],
+        json!({"verdict": "pass_limit", "quality_score": 98, "threshold": 100.0, "passes": 3})
+    );
+    assert_eq!(done["state"]["revisions"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        done["state"]["revised_code"],
+        "def f(x):\n    # TODO: pass 3\n    return x * 2\n"
+    );
+    // The first pass, then three revisions: five nodes, then four a pass.
+    assert_eq!(steps(&app, &done).await, 5 + 3 * 4);
+    assert_eq!(
+        fake.received.lock().unwrap().len(),
+        4,
+        "the fifth answer is never asked for"
+    );
     weft.terminate().await;
 }

@@ -108,6 +108,26 @@ pub fn CodeReviewReport(
         })
         .collect_view();
 
+    // Suggestions about no listed issue (a model's own, say), listed after the issues.
+    let more = suggestions
+        .iter()
+        .filter(|s| {
+            !issues
+                .iter()
+                .any(|issue| number(issue, "line") == number(s, "line") && text(issue, "type") == text(s, "type"))
+        })
+        .map(|s| {
+            let line = number(s, "line");
+            view! {
+                <li class="issue" data-testid="more-suggestion">
+                    {(line > 0.0).then(|| view! { <a class="line-ref" href=format!("#L{line}")>{format!("line {line}")}</a> })}
+                    <span class="kind">{text(s, "type").to_owned()}</span>
+                    <p class="suggestion">{text(s, "suggestion").to_owned()}</p>
+                </li>
+            }
+        })
+        .collect::<Vec<_>>();
+
     let code = text(&state, "code").to_owned();
     // The issue kinds on each line, gathered once.
     let mut marked: HashMap<u64, Vec<String>> = HashMap::new();
@@ -138,11 +158,15 @@ pub fn CodeReviewReport(
     let passes = list(&state, "revisions")
         .iter()
         .map(|revision| {
-            let fixes = list(revision, "fixes")
-                .iter()
-                .map(|fix| format!("{} × {}", text(fix, "kind"), number(fix, "count")))
-                .collect::<Vec<_>>()
-                .join(", ");
+            // A rule pass lists its fixes; a model's pass says what it changed.
+            let fixes = match text(revision, "by") {
+                "llm" => format!("the model: {}", text(revision, "summary")),
+                _ => list(revision, "fixes")
+                    .iter()
+                    .map(|fix| format!("{} × {}", text(fix, "kind"), number(fix, "count")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
             view! {
                 <li>
                     <strong>{format!("Pass {}", number(revision, "pass"))}</strong>
@@ -191,6 +215,10 @@ pub fn CodeReviewReport(
                 <div class="issues">
                     <h3>{format!("Issues ({})", number(&state, "issues_count"))}</h3>
                     <ul>{issue_rows}</ul>
+                    {(!more.is_empty()).then(|| view! {
+                        <h3>"More suggestions"</h3>
+                        <ul>{more}</ul>
+                    })}
                 </div>
             </div>
             {(!list(&state, "revisions").is_empty()).then(|| view! {

@@ -109,12 +109,20 @@ fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView 
                 let name = name.clone();
                 move |_| choice.set(Choice::Preset(name.clone()))
             };
+            let title = match preset.title.as_str() {
+                "" => preset.name.replace('_', " "),
+                title => title.to_owned(),
+            };
+            // A preset this server cannot run is shown, not offered: the line says what to set.
+            let unavailable = preset.unavailable.clone();
+            let disabled = unavailable.is_some();
             view! {
-                <li class="card" class:chosen=chosen data-preset=name.clone()>
-                    <button on:click=pick>
-                        <h3>{preset.name.replace('_', " ")}</h3>
+                <li class="card" class:chosen=chosen class:unavailable=disabled data-preset=name.clone()>
+                    <button on:click=pick disabled=disabled>
+                        <h3>{title}</h3>
                         <GraphDiagram view=preset.view state=Signal::derive(Vec::new) compact=true/>
                         <p>{preset.description}</p>
+                        {unavailable.map(|why| view! { <p class="why-unavailable" data-testid="unavailable">{why}</p> })}
                     </button>
                 </li>
             }
@@ -131,6 +139,12 @@ fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView 
             </li>
         </ul>
     }
+}
+
+/// Whether a preset is a Code Review, whose input the form asks for as code, language and
+/// threshold rather than as JSON.
+fn takes_code(preset: &str) -> bool {
+    matches!(preset, "code_review" | "code_review_approval" | "code_review_llm")
 }
 
 /// Creates the graph (from a preset or a spec), starts the run, and goes to its page.
@@ -189,7 +203,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
             }
         }
     });
-    let is_review = move || choice.get() == Choice::Preset("code_review".into());
+    let is_review = move || matches!(choice.get(), Choice::Preset(name) if takes_code(&name));
     let description = move || match choice.get() {
         Choice::Preset(name) => presets.iter().find(|p| p.name == name).map(|p| p.description.clone()),
         Choice::Custom => None,
@@ -198,7 +212,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let request = match choice.get_untracked() {
-            Choice::Preset(name) if name == "code_review" => review_state(
+            Choice::Preset(name) if takes_code(&name) => review_state(
                 &code.get_untracked(),
                 &language.get_untracked(),
                 &threshold.get_untracked(),

@@ -134,6 +134,14 @@ impl From<RunnerError> for ApiError {
                     format!("no preset named `{name}` (known: {})", known.join(", ")),
                 )
             }
+            RunnerError::PresetUnavailable(why) => Self::Invalid {
+                code: "preset_unavailable",
+                detail: why.clone(),
+                errors: vec![Problem {
+                    path: "/preset".into(),
+                    message: why,
+                }],
+            },
             RunnerError::InvalidGraph(graph) => Self::Invalid {
                 code: "invalid_graph",
                 detail: graph.to_string(),

@@ -201,6 +201,12 @@ pub trait Tool: Send + Sync + 'static {
     fn streams(&self) -> bool {
         false
     }
+    /// Why this node cannot run on this server as it is configured (a service it calls is
+    /// not set up), or `None`. Asked when a graph is created, so that it is refused with
+    /// the reason; a graph stored earlier still loads, and its runs fail saying the same.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A pooled job's stop signal. It is raised when whoever waits for the job gives up (the

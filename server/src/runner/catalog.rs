@@ -9,7 +9,7 @@ use weft_app::wire::Problem;
 use super::{Runner, RunnerError};
 use crate::{
     auth::{Access, Principal},
-    engine::Graph,
+    engine::{Graph, GraphError},
     ids::GraphId,
     store::{now_millis, Deleted, StoreError, StoredGraph},
     tools::presets,
@@ -62,6 +62,12 @@ impl Runner {
         by: &Principal,
     ) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let graph = Arc::new(Graph::parse(spec, &self.registry)?);
+        if !graph.unavailable().is_empty() {
+            return Err(GraphError {
+                problems: graph.unavailable().to_vec(),
+            }
+            .into());
+        }
         let id = GraphId::generate();
         let created_by = by.created_by();
         self.store
@@ -89,6 +95,10 @@ impl Runner {
     /// Stores a new graph of `by`'s made from the named preset.
     pub async fn create_preset(&self, name: &str, by: &Principal) -> Result<(GraphId, Vec<Problem>), RunnerError> {
         let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
+        let listed = self.presets().iter().find(|info| info.name == preset.name);
+        if let Some(why) = listed.and_then(|info| info.unavailable.clone()) {
+            return Err(RunnerError::PresetUnavailable(why));
+        }
         self.insert_graph(&preset.spec(), Some(preset.name), by).await
     }
 

@@ -74,6 +74,10 @@ pub enum RunnerError {
     /// No preset has this name.
     #[error("no preset named `{0}`")]
     UnknownPreset(String),
+    /// The preset needs something this server does not have (an LLM provider): why,
+    /// and what to set.
+    #[error("{0}")]
+    PresetUnavailable(String),
     /// The graph spec is not a runnable graph.
     #[error(transparent)]
     InvalidGraph(#[from] GraphError),

@@ -17,7 +17,7 @@ use weft_app::wire::{Problem, State, Usage};
 use super::schema;
 use crate::{
     engine::tool::{read_config, ConfigSpec, Outcome, Tool, ToolConfig, ToolError, ToolFuture, ToolInput},
-    llm::{ChatRequest, Message, Providers, HOW_TO_CONFIGURE},
+    llm::{ChatRequest, Message, Provider, Providers, HOW_TO_CONFIGURE},
 };
 
 /// `llm`'s config.
@@ -132,6 +132,24 @@ struct Configured {
 }
 
 impl Configured {
+    /// The provider this node calls and the model it asks for, or what to set.
+    fn target(&self) -> Result<(Arc<Provider>, String), String> {
+        let provider =
+            self.providers
+                .get(self.config.provider.as_deref())
+                .ok_or_else(|| match &self.config.provider {
+                    Some(name) => format!("no LLM provider named `{name}` is configured (WEFT_LLM_PROVIDERS)"),
+                    None => HOW_TO_CONFIGURE.to_owned(),
+                })?;
+        let model = self
+            .config
+            .model
+            .clone()
+            .or_else(|| provider.model.clone())
+            .ok_or_else(|| "no model: set the node's `model`, or the provider's WEFT_LLM_MODEL".to_owned())?;
+        Ok((Arc::clone(provider), model))
+    }
+
     fn render(&self, name: &str, state: &State) -> Result<Option<String>, ToolError> {
         let Ok(template) = self.templates.get_template(name) else {
             return Ok(None);
@@ -152,22 +170,13 @@ impl Tool for Configured {
         true
     }
 
+    fn unavailable(&self) -> Option<String> {
+        self.target().err()
+    }
+
     fn call(&self, input: ToolInput) -> ToolFuture {
         let prepared = (|| {
-            let provider = self
-                .providers
-                .get(self.config.provider.as_deref())
-                .cloned()
-                .ok_or_else(|| match &self.config.provider {
-                    Some(name) => ToolError::Failed(format!("no LLM provider named `{name}` is configured")),
-                    None => ToolError::Failed(HOW_TO_CONFIGURE.into()),
-                })?;
-            let model = self
-                .config
-                .model
-                .clone()
-                .or_else(|| provider.model.clone())
-                .ok_or_else(|| ToolError::Failed("no model: set `model`, or the provider's WEFT_LLM_MODEL".into()))?;
+            let (provider, model) = self.target().map_err(ToolError::Failed)?;
             let mut messages = Vec::new();
             if let Some(system) = self.render("system", &input.state)? {
                 messages.push(Message {

@@ -11,6 +11,8 @@ use crate::engine::{Graph, GraphError, Registry};
 pub struct Preset {
     /// The name to ask for.
     pub name: &'static str,
+    /// Its name for people.
+    pub title: &'static str,
     /// What it does.
     pub description: &'static str,
     spec: fn() -> Value,
@@ -29,6 +31,8 @@ impl Preset {
         let graph = Graph::parse(&spec, registry)?;
         Ok(PresetInfo {
             name: self.name.to_owned(),
+            title: self.title.to_owned(),
+            unavailable: graph.unavailable().first().map(|problem| problem.message.clone()),
             description: self.description.to_owned(),
             nodes: graph.node_names().map(str::to_owned).collect(),
             spec,
@@ -42,6 +46,7 @@ impl Preset {
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "code_review",
+        title: "Code Review",
         description: "Extract functions, measure complexity, detect issues, suggest improvements, and refine \
                   until the quality score reaches `threshold` (default 80). Input: `code`, optional `language`.",
         spec: code_review::preset_spec,
@@ -49,6 +54,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "code_review_approval",
+        title: "Code Review with approval",
         description: "The Code Review, then a person's approval: after the refine loop the run waits, showing \
                   the diff of the revised code, until someone approves or rejects it with a comment \
                   (`approval`). Input: as Code Review.",
@@ -56,7 +62,18 @@ pub const PRESETS: &[Preset] = &[
         example: code_review::example_input,
     },
     Preset {
+        name: "code_review_llm",
+        title: "Code Review (LLM)",
+        description: "Extract functions, measure complexity and detect issues as Code Review does, then a language \
+                  model writes the suggestions and a revised code (structured output); the revision is measured \
+                  again until the score reaches `threshold` (default 80), the model changes nothing, or 3 passes. \
+                  Input: `code`, optional `language`. Needs an LLM provider (WEFT_LLM_BASE_URL).",
+        spec: code_review::with_llm::llm_preset_spec,
+        example: code_review::example_input,
+    },
+    Preset {
         name: "summarize",
+        title: "Summarization",
         description: "Split `text` into chunks, summarize each, merge, and refine until the summary is at most \
                   `max_chars` characters (default 300). Optional `chunk_chars` (default 600).",
         spec: summarize::preset_spec,
@@ -64,6 +81,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "data_quality",
+        title: "Data Quality",
         description: "Profile a table (`table`: rows as objects, or `csv`), find anomalies, generate cleaning \
                   rules, apply them, and loop until at most `max_anomalies` (default 0) remain.",
         spec: data_quality::preset_spec,

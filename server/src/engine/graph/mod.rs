@@ -276,6 +276,8 @@ pub struct Graph {
     name: Option<String>,
     description: Option<String>,
     warnings: Vec<Problem>,
+    /// The nodes that cannot run on this server, each with why (see [`Graph::unavailable`]).
+    unavailable: Vec<Problem>,
     /// Each join node's inputs: it runs once all of them have.
     joins: HashMap<NodeId, Vec<NodeId>>,
     /// How writes to each key merge, by key.
@@ -342,6 +344,13 @@ impl Graph {
     /// What is suspicious but not wrong about the spec, each with its JSON pointer.
     pub fn warnings(&self) -> &[Problem] {
         &self.warnings
+    }
+
+    /// The nodes whose tool cannot run on this server as it is configured (an `llm` node
+    /// with no provider set, say), each with its JSON pointer and what to set. A graph
+    /// with any is refused when created; one stored earlier still loads.
+    pub fn unavailable(&self) -> &[Problem] {
+        &self.unavailable
     }
 
     /// The node with this id.

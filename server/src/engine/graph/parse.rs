@@ -94,6 +94,8 @@ struct Parser<'a> {
     v2: bool,
     problems: Problems,
     warnings: Problems,
+    /// Nodes whose tool cannot run on this server ([`Tool::unavailable`]).
+    unavailable: Problems,
     declared: Vec<Declared<'a>>,
     names: HashMap<&'a str, usize>,
     built: Vec<Option<Built>>,
@@ -255,6 +257,9 @@ impl<'a> Parser<'a> {
                 return None;
             }
         };
+        if let Some(why) = tool.unavailable() {
+            self.unavailable.add(path, why);
+        }
         Some(Built {
             tool_name,
             tool,
@@ -727,6 +732,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         v2,
         problems,
         warnings: Problems(Vec::new()),
+        unavailable: Problems(Vec::new()),
         declared: Vec::new(),
         names: HashMap::new(),
         built: Vec::new(),
@@ -765,6 +771,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
     let Parser {
         problems,
         warnings,
+        unavailable,
         declared,
         names,
         built,
@@ -833,6 +840,7 @@ pub(super) fn parse(spec: &Value, registry: &Registry) -> Result<Graph, GraphErr
         name,
         description,
         warnings: warnings.0,
+        unavailable: unavailable.0,
         joins: joins
             .into_iter()
             .map(|(to, from)| (NodeId(to as u32), from.into_iter().map(|i| NodeId(i as u32)).collect()))

@@ -15,6 +15,7 @@ mod comments;
 pub mod issues;
 pub mod language;
 pub mod refine;
+pub mod with_llm;
 
 use std::{
     collections::VecDeque,
@@ -119,9 +120,9 @@ const CODE: Input = ("code", || Value::from(""));
 const ISSUES: Input = ("issues", super::empty_list);
 const SCORE: Input = ("quality_score", || Value::from(0));
 
-/// Registers the preset's five tools, and `revision_diff`.
+/// Registers the preset's five tools, `assess_review` (for the LLM preset) and `revision_diff`.
 pub fn register(registry: &mut Registry, pool: &CpuPool) {
-    let tools: [(&str, &str, Step, &[Input]); 6] = [
+    let tools: [(&str, &str, Step, &[Input]); 7] = [
         (
             "extract",
             "Finds the functions in `state.code` by parsing it (Python, Rust, JavaScript, TypeScript).",
@@ -154,6 +155,14 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
             &[CODE, SCORE],
         ),
         (
+            "assess_review",
+            "Code Review (LLM): puts the model's suggestions (`llm_review`) beside the score, then ends the review \
+             (following its edge) at the threshold, after 3 passes, or when the model changed nothing; else \
+             loops back to `complexity` with the model's code.",
+            with_llm::assess_review,
+            &[CODE],
+        ),
+        (
             "revision_diff",
             "Writes `revised_diff`: the unified diff from `code` to `revised_code` (empty when nothing was revised).",
             revision_diff,
@@ -170,7 +179,7 @@ pub fn register(registry: &mut Registry, pool: &CpuPool) {
             run(state, cancel)
         })
         .reads(inputs);
-        if name == "assess_loop" {
+        if name == "assess_loop" || name == "assess_review" {
             tool = tool.may_jump_to(&["complexity"]);
         }
         registry.register(name, tool);
@@ -409,60 +418,101 @@ fn threshold(state: &State) -> Result<f64, ToolError> {
     }
 }
 
+/// Where a review stands at the end of a pass: the subject's score, the threshold, and
+/// the refinement passes made so far.
+struct Standing {
+    score: u32,
+    threshold: f64,
+    passes: usize,
+}
+
+impl Standing {
+    fn of(state: &State, score: u32) -> Result<Self, ToolError> {
+        Ok(Self {
+            score,
+            threshold: threshold(state)?,
+            passes: revisions(state).len(),
+        })
+    }
+
+    /// The review is over: `update` with the `assessment`; the edge says what follows
+    /// (nothing, in the plain preset).
+    fn verdict(&self, mut update: State, verdict: &str, why: String) -> Outcome {
+        update.insert(
+            "assessment".into(),
+            json!({"verdict": verdict, "quality_score": self.score, "threshold": self.threshold, "passes": self.passes}),
+        );
+        Outcome::update(update).note(why)
+    }
+
+    /// The verdict, and why, when no further pass may be made whatever it would change:
+    /// the threshold is met, or `max_passes` have been made.
+    fn settled(&self, max_passes: usize) -> Option<(&'static str, String)> {
+        let Self {
+            score,
+            threshold,
+            passes,
+        } = *self;
+        if f64::from(score) >= threshold {
+            return Some((
+                "threshold_met",
+                format!("score {score} meets the threshold {threshold}"),
+            ));
+        }
+        (passes >= max_passes).then(|| {
+            (
+                "pass_limit",
+                format!("score {score} after {passes} passes, the most allowed"),
+            )
+        })
+    }
+}
+
+/// Another pass: `revised` becomes the latest revision, `entry` (its `pass` added) its
+/// record in `all` (the revisions so far), and the run loops back to `complexity`.
+fn revise(mut update: State, mut all: Vec<Value>, revised: String, mut entry: Map<String, Value>) -> Outcome {
+    entry.insert("pass".into(), (all.len() + 1).into());
+    all.push(Value::Object(entry));
+    update.insert("revised_code".into(), revised.into());
+    update.insert("revisions".into(), Value::Array(all));
+    Outcome::update(update).then(Next::Node("complexity".into()))
+}
+
 /// `assess_loop`: ends the review, or refines the subject and loops back.
 fn assess_loop(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
     let subject = subject(state)?;
-    let threshold = threshold(state)?;
     let score: u32 = read(state, &subject, "quality_score").ok_or_else(|| {
         ToolError::InvalidInput("`quality_score` is missing: run `suggest` before `assess_loop`".into())
     })?;
-    let passes = revisions(state).len();
-    let verdict = |verdict: &str, why: String| {
-        let mut update = State::new();
-        update.insert(
-            "assessment".into(),
-            json!({"verdict": verdict, "quality_score": score, "threshold": threshold, "passes": passes}),
-        );
-        // The review is over: the edge says what follows (nothing, in the plain preset).
-        Ok(Outcome::update(update).note(why))
-    };
-    if f64::from(score) >= threshold {
-        return verdict(
-            "threshold_met",
-            format!("score {score} meets the threshold {threshold}"),
-        );
-    }
-    if passes >= MAX_PASSES {
-        return verdict(
-            "pass_limit",
-            format!("score {score} after {passes} passes, the most allowed"),
-        );
+    let standing = Standing::of(state, score)?;
+    if let Some((verdict, why)) = standing.settled(MAX_PASSES) {
+        return Ok(standing.verdict(State::new(), verdict, why));
     }
     let issues: Vec<Issue> = read(state, &subject, "issues").unwrap_or_default();
     let refined = refine(subject.code, language(state)?, &issues);
     if refined.fixes.is_empty() {
-        return verdict(
+        let threshold = standing.threshold;
+        return Ok(standing.verdict(
+            State::new(),
             "no_further_fixes",
             format!("score {score} is under the threshold {threshold}, and nothing more can be fixed automatically"),
-        );
+        ));
     }
     let described: Vec<String> = refined
         .fixes
         .iter()
         .map(|f| format!("{} ×{}", f.kind, f.count))
         .collect();
-    let mut all = revisions(state).to_vec();
-    all.push(json!({"pass": passes + 1, "fixes": to_value(&refined.fixes)}));
-    let mut update = State::new();
-    update.insert("revised_code".into(), refined.code.into());
-    update.insert("revisions".into(), Value::Array(all));
-    Ok(Outcome::update(update)
-        .note(format!(
-            "score {score} < {threshold}: pass {} applied {}",
-            passes + 1,
+    let mut entry = Map::new();
+    entry.insert("fixes".into(), to_value(&refined.fixes));
+    Ok(
+        revise(State::new(), revisions(state).to_vec(), refined.code, entry).note(format!(
+            "score {score} < {}: pass {} applied {}",
+            standing.threshold,
+            standing.passes + 1,
             described.join(", ")
-        ))
-        .then(Next::Node("complexity".into())))
+        )),
+    )
 }
 
 #[cfg(test)]
