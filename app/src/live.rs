@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::wire::{Interrupt, NodeFailedEvent, RunDetail, RunEvent, RunStatus, StepEvent};
+use crate::wire::{Interrupt, NodeFailedEvent, RunDetail, RunEvent, RunStatus, StepEvent, Usage};
 
 /// Where a node of the graph stands in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +241,12 @@ impl RunModel {
         }
     }
 
+    /// What the run's model calls have used so far: its steps' usage added up, or `None`
+    /// when no step called a model.
+    pub fn usage(&self) -> Option<Usage> {
+        self.steps.iter().filter_map(|step| step.usage).reduce(|a, b| a + b)
+    }
+
     /// A node's state.
     pub fn node_state(&self, node: &str) -> NodeState {
         self.nodes.get(node).copied().unwrap_or(NodeState::Pending)
@@ -452,5 +458,28 @@ mod tests {
         let model = RunModel::new(detail(vec![RunEvent::Step(first)], RunStatus::Running), &nodes());
         assert_eq!(model.initial_state, json!({"code": "x"}));
         assert_eq!(model.state_before(0), &json!({"code": "x"}));
+    }
+
+    #[test]
+    fn the_run_uses_what_its_model_steps_used_added_up() {
+        let with_usage = |seq, usage| {
+            let RunEvent::Step(mut event) = step(seq, seq, "a", json!({})) else {
+                unreachable!()
+            };
+            event.usage = usage;
+            RunEvent::Step(event)
+        };
+        let mut model = RunModel::new(detail(vec![with_usage(1, None)], RunStatus::Running), &nodes());
+        assert_eq!(model.usage(), None, "no model call, no usage");
+        let used = |prompt, completion, cost| Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost_usd: cost,
+        };
+        model.apply(with_usage(2, Some(used(100, 20, Some(0.5)))));
+        model.apply(with_usage(3, Some(used(7, 3, None))));
+        assert_eq!(model.usage(), Some(used(107, 23, Some(0.5))));
+        assert_eq!(crate::format::usage(&used(107, 23, Some(0.5))), "130 tok · $0.5000");
+        assert_eq!(crate::format::usage(&used(7, 3, None)), "10 tok");
     }
 }

@@ -17,7 +17,7 @@ use crate::{
         question::QuestionForm,
         report::{is_code_review, CodeReviewReport},
     },
-    format::{diff, micros, millis, preview, utc},
+    format::{diff, micros, millis, preview, usage, utc},
     live::{Entry, RunModel},
     wire::{ForkRequest, RunStarted, RunStatus, StepEvent},
 };
@@ -132,6 +132,9 @@ fn RunView(data: RunPageData) -> impl IntoView {
                     <span class="stat" data-testid="elapsed">
                         {move || millis(elapsed(created_at, finished_at.get(), now.get()))}
                     </span>
+                    {move || model.with(RunModel::usage).map(|used| view! {
+                        <span class="stat" data-testid="run-usage" title="model tokens and cost">{usage(&used)}</span>
+                    })}
                     <Show when=move || !status().is_terminal()>
                         <button class="danger" data-testid="cancel" on:click=cancel.clone()>"Cancel"</button>
                     </Show>
