@@ -18,7 +18,10 @@ use anyhow::{bail, Context};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use weft_server::config::Settings;
-use weft_tests::{spawn_app_on, ServerProcess, TestApp};
+use weft_tests::{
+    fake_llm::{fake, Reply},
+    spawn_app_on, ServerProcess, TestApp,
+};
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -1035,4 +1038,110 @@ async fn two_branches_of_a_fan_out_are_lit_at_once() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
     .await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn an_llm_review_streams_its_answer_on_the_run_page_then_shows_its_report() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let root = site_root();
+    assert!(root.join("pkg/weft.wasm").exists(), "no site at {}", root.display());
+    let suggestion = "Handle None before doubling.";
+    let own = "Name `x` for what it holds.";
+    let answer = json!({
+        "suggestions": [
+            {"line": 2, "type": "todo/fixme", "suggestion": suggestion},
+            {"line": 1, "type": "naming", "suggestion": own}
+        ],
+        "revised_code": "def f(x):\n    if x is None:\n        return 0\n    return x * 2\n",
+        "summary": "Handled None."
+    })
+    .to_string();
+    // In pieces of 8 characters, each after 150 ms: the answer takes seconds to arrive.
+    let (_fake, base) = fake(vec![Reply::pieces(&answer, 8, true)]).await;
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start_with_env(
+        env!("CARGO_BIN_EXE_weft-server-under-test"),
+        &dir.path().join("weft.db"),
+        &[
+            ("LEPTOS_SITE_ROOT", root.to_str().context("a UTF-8 path")?),
+            ("WEFT_LLM_BASE_URL", &base),
+            ("WEFT_LLM_MODEL", "m1"),
+            ("WEFT_LLM_PRICES", "m1=1000:2000"),
+        ],
+    )
+    .await;
+    let app = TestApp::connect(server.port);
+    let driver = Driver::start()?;
+    let profile = tempfile::tempdir()?;
+    let client = driver.browser(profile.path(), &[]).await?;
+    let outcome = async {
+        open(&client, &format!("{}/", app.address)).await?;
+        // A provider is configured: the LLM review is offered like any preset.
+        assert!(client
+            .find(Locator::Css("[data-preset=code_review_llm] [data-testid=unavailable]"))
+            .await
+            .is_err());
+        client
+            .find(Locator::Css("[data-preset=code_review_llm] button"))
+            .await?
+            .click()
+            .await?;
+        let code = client.find(Locator::Css("[data-testid=code]")).await?;
+        code.clear().await?;
+        code.send_keys("def f(x):\n    # TODO: handle None\n    return x * 2\n")
+            .await?;
+        client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
+
+        // The answer grows in the node's panel as the tokens arrive: read it until it
+        // has shown some text, then more of it.
+        let deadline = Instant::now() + STEP;
+        let mut first = String::new();
+        let grown = loop {
+            let shown = text_of(&client, "[data-testid=streaming][data-node=review]").await;
+            if first.is_empty() && !shown.is_empty() {
+                screenshot(&client, "llm-streaming.png").await?;
+                first = shown.clone();
+            } else if !first.is_empty() && shown.len() > first.len() {
+                break shown;
+            }
+            if Instant::now() > deadline {
+                bail!("the answer did not stream: `{first}`, then `{shown}`");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(grown.starts_with(&first), "`{grown}` goes on from `{first}`");
+        assert!(answer.starts_with(&grown), "`{grown}` is the answer so far");
+
+        wait_for_text(&client, "[data-testid=status]", "completed").await?;
+        assert!(client.find(Locator::Css("[data-testid=streaming]")).await.is_err());
+        let run_id = attr_of(&client, "[data-testid=run]", "data-run-id")
+            .await
+            .context("no run id")?;
+        let (_, done) = app.get(&format!("/graph/state/{run_id}")).await;
+        assert_eq!(done["state"]["assessment"]["verdict"], "threshold_met");
+        // The report: the model's suggestion beside the issue it is about, its own after.
+        let issue = text_of(&client, "[data-testid=issue] .suggestion").await;
+        assert_eq!(issue, suggestion);
+        let more = text_of(&client, "[data-testid=more-suggestion]").await;
+        assert!(more.contains(own), "{more}");
+        let score = text_of(&client, "[data-testid=score] .score").await;
+        assert_eq!(score, done["state"]["quality_score"].to_string());
+        // What the model used, as the API sums it.
+        let usage = &done["usage"];
+        let tokens = usage["prompt_tokens"].as_u64().unwrap_or(0) + usage["completion_tokens"].as_u64().unwrap_or(0);
+        assert!(tokens > 0, "{done}");
+        let cost = usage["cost_usd"].as_f64().context("a cost")?;
+        assert_eq!(
+            text_of(&client, "[data-testid=run-usage]").await,
+            format!("{tokens} tok · ${cost:.4}")
+        );
+        client.set_window_size(1280, 2200).await?;
+        screenshot(&client, "llm-review.png").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = tokio::time::timeout(STEP, client.close()).await;
+    server.kill().await;
+    outcome
 }
