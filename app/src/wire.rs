@@ -131,6 +131,17 @@ pub struct GraphCreated {
     pub warnings: Vec<Problem>,
 }
 
+/// `200` answer of `POST /graph/validate`: the graph is valid, and nothing was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"warnings": [{"path": "/edges/loop", "message": "this loop has no exit condition"}]})))]
+pub struct GraphValidated {
+    /// What is suspicious but valid about the spec, each with its JSON pointer: what
+    /// `POST /graph/create` would answer in its `warnings`.
+    #[serde(default)]
+    pub warnings: Vec<Problem>,
+}
+
 /// Body of `POST /graph/run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

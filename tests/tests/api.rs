@@ -261,6 +261,40 @@ async fn invalid_graphs_answer_every_problem_with_its_path() {
 }
 
 #[tokio::test]
+async fn validate_answers_what_create_would_and_stores_nothing() {
+    let app = spawn_app().await;
+    let bodies = [
+        // Problems in the spec, every one at its pointer.
+        json!({"nodes": {"extract": {}, "teleport": {}}, "edges": {"extract": "nowhere", "ghost": "extract"}}),
+        json!({"nodes": [{"id": "a", "tool": "noop", "config": {"x": 1}}, {"id": "b", "tool": "sleep"}], "edges": [{"from": "a", "to": "c"}]}),
+        // Neither a preset nor a spec; a preset that does not exist; one that cannot run here.
+        json!({"edges": {}}),
+        json!({"preset": "poetry"}),
+        json!({"preset": "code_review_llm"}),
+        json!([1, 2]),
+    ];
+    for body in &bodies {
+        let created = app.post("/graph/create", body).await;
+        let validated = app.post("/graph/validate", body).await;
+        assert!(created.0 >= 400, "{body}: {created:?}");
+        assert_eq!(validated, created, "{body}");
+    }
+    // Valid graphs: 200, with the warnings create would give.
+    let looped = json!({"nodes": {"a": "increment", "b": "increment"}, "edges": {"a": "b", "b": "a"}});
+    let (status, validated) = app.post("/graph/validate", &looped).await;
+    assert_eq!(status, 200);
+    let (_, created) = app.post("/graph/create", &looped).await;
+    assert!(!created["warnings"].as_array().unwrap().is_empty(), "{created}");
+    assert_eq!(validated, json!({"warnings": created["warnings"]}));
+    let (status, validated) = app.post("/graph/validate", &json!({"preset": "code_review"})).await;
+    assert_eq!((status, validated), (200, json!({"warnings": []})));
+    // Only the one create above stored a graph.
+    let (_, graphs) = app.get("/graphs").await;
+    assert_eq!(graphs["graphs"].as_array().map(Vec::len), Some(1), "{graphs}");
+    assert_eq!(graphs["graphs"][0]["graph_id"], created["graph_id"]);
+}
+
+#[tokio::test]
 async fn oversized_bodies_answer_413() {
     let app = spawn_app().await;
     let huge = format!(

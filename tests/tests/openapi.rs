@@ -74,6 +74,7 @@ async fn every_route_is_documented_with_examples() {
         .collect();
     let expected: BTreeSet<String> = [
         "post /graph/create",
+        "post /graph/validate",
         "post /graph/run",
         "get /graph/state/{run_id}",
         "get /runs",

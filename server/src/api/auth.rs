@@ -190,7 +190,9 @@ impl AsyncAuthorizeRequest<Body> for Authenticate {
                     true => return Err(unauthorized("token_required")),
                 },
             };
-            let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            // Checking a graph changes nothing either.
+            let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+                && request.uri().path() != "/graph/validate";
             if changes && (by_cookie || request.uri().path().starts_with("/auth/")) && !same_origin(request.headers()) {
                 return Err(ApiError::Forbidden {
                     code: "cross_origin",

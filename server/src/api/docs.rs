@@ -9,10 +9,10 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 use weft_app::wire::{
     ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, ForkOrigin, ForkRequest, GraphCreated, GraphDetail,
-    GraphPage, GraphSummary, GraphView, Health, Interrupt, InterruptedEvent, NodeFailedEvent, NodeStartedEvent,
-    NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed, RunDetail, RunEvent, RunFinished, RunPage,
-    RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary, Session, StoreHealth,
-    TokenEvent, ToolInfo,
+    GraphPage, GraphSummary, GraphValidated, GraphView, Health, Interrupt, InterruptedEvent, NodeFailedEvent,
+    NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed, RunDetail, RunEvent,
+    RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary,
+    Session, StoreHealth, TokenEvent, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -35,6 +35,7 @@ pub const DOCS_PATH: &str = "/docs";
     ),
     paths(
         graphs::create_graph,
+        graphs::validate_graph,
         runs::run_graph,
         runs::run_state,
         runs::list_runs,
@@ -56,7 +57,7 @@ pub const DOCS_PATH: &str = "/docs";
     components(
         schemas(
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
-            ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, RunRequest, RunStarted,
+            ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, GraphValidated, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
             Interrupt, InterruptedEvent, ResumeRequest, Resumed, TokenEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,

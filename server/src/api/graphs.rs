@@ -7,7 +7,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
-use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, PresetInfo, ToolInfo};
+use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, GraphValidated, PresetInfo, ToolInfo};
 
 use super::{
     docs::{BadRequest, Conflict, CreateGraphBody, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType},
@@ -64,7 +64,57 @@ pub async fn create_graph(
     Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<GraphCreated>, ApiError> {
-    let Value::Object(fields) = &body else {
+    let (id, warnings) = match creation(&body)? {
+        Creation::Preset(name) => runner.create_preset(name, &principal).await?,
+        Creation::Spec => runner.create_graph(&body, &principal).await?,
+    };
+    Ok(Json(GraphCreated {
+        graph_id: id.to_string(),
+        warnings,
+    }))
+}
+
+/// `POST /graph/validate`: what `POST /graph/create` would answer, storing nothing.
+#[utoipa::path(
+    post,
+    path = "/graph/validate",
+    summary = "Check a graph without storing it",
+    tag = "graphs",
+    description = "Checks a body exactly as `POST /graph/create` does (a preset, a version 2 spec or the \
+                   prototype's form) and answers what it would: 422 with every problem at its JSON pointer, or \
+                   200 with the `warnings`. Nothing is stored, so editors may call it as a person types; a \
+                   read-only token may call it too.",
+    request_body(content = CreateGraphBody),
+    responses(
+        (status = 200, description = "The graph is valid; nothing was stored.", body = GraphValidated),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Invalid),
+    )
+)]
+pub async fn validate_graph(
+    State(runner): State<Runner>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<GraphValidated>, ApiError> {
+    let warnings = match creation(&body)? {
+        Creation::Preset(name) => runner.validate_preset(name)?,
+        Creation::Spec => runner.validate_graph(&body)?,
+    };
+    Ok(Json(GraphValidated { warnings }))
+}
+
+/// What a create (or validate) body asks for.
+enum Creation<'a> {
+    /// The preset of this name.
+    Preset(&'a str),
+    /// The body is a spec.
+    Spec,
+}
+
+/// Reads a create body: a preset's name, or a spec with what it must have.
+fn creation(body: &Value) -> Result<Creation<'_>, ApiError> {
+    let Value::Object(fields) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object: {\"preset\": NAME} or {\"nodes\": {...}, \"edges\": {...}}".into(),
         ));
@@ -78,20 +128,14 @@ pub async fn create_graph(
         Some(Value::Object(entries)) => !entries.is_empty(),
         Some(_) => true,
     };
-    let (id, warnings) = match fields.get("preset") {
-        Some(Value::String(name)) => runner.create_preset(name, &principal).await?,
-        Some(_) => return Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
-        None if v2 || (given("nodes") && given("edges")) => runner.create_graph(&body, &principal).await?,
-        None => {
-            return Err(ApiError::BadRequest(
-                "give either `preset` or both `nodes` and `edges`".into(),
-            ))
-        }
-    };
-    Ok(Json(GraphCreated {
-        graph_id: id.to_string(),
-        warnings,
-    }))
+    match fields.get("preset") {
+        Some(Value::String(name)) => Ok(Creation::Preset(name)),
+        Some(_) => Err(ApiError::invalid("invalid_request", "/preset", "must be a preset name")),
+        None if v2 || (given("nodes") && given("edges")) => Ok(Creation::Spec),
+        None => Err(ApiError::BadRequest(
+            "give either `preset` or both `nodes` and `edges`".into(),
+        )),
+    }
 }
 
 /// `GET /tools`: every registered tool.

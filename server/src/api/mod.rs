@@ -108,6 +108,7 @@ pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Route
     let timeout = auth::RequestTimeout(settings.request_timeout);
     let timed = Router::new()
         .route("/graph/create", post(graphs::create_graph))
+        .route("/graph/validate", post(graphs::validate_graph))
         .route("/graph/state/{run_id}", get(runs::run_state))
         .route("/runs", get(runs::list_runs))
         .route("/runs/{run_id}", get(runs::run_detail).delete(runs::delete_run))

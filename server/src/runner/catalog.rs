@@ -55,19 +55,48 @@ impl Runner {
             .remove(id);
     }
 
-    async fn insert_graph(
-        &self,
-        spec: &Value,
-        name: Option<&str>,
-        by: &Principal,
-    ) -> Result<(GraphId, Vec<Problem>), RunnerError> {
-        let graph = Arc::new(Graph::parse(spec, &self.registry)?);
+    /// Checks `spec` as [`Runner::create_graph`] does, storing nothing: what the check
+    /// warned of.
+    pub fn validate_graph(&self, spec: &Value) -> Result<Vec<Problem>, RunnerError> {
+        Ok(self.checked(spec)?.warnings().to_vec())
+    }
+
+    /// Checks that the named preset can be created here, as [`Runner::create_preset`]
+    /// does, storing nothing.
+    pub fn validate_preset(&self, name: &str) -> Result<Vec<Problem>, RunnerError> {
+        let preset = self.creatable_preset(name)?;
+        Ok(self.checked(&preset.spec())?.warnings().to_vec())
+    }
+
+    /// `spec` parsed, if it is a graph this server can run.
+    fn checked(&self, spec: &Value) -> Result<Graph, RunnerError> {
+        let graph = Graph::parse(spec, &self.registry)?;
         if !graph.unavailable().is_empty() {
             return Err(GraphError {
                 problems: graph.unavailable().to_vec(),
             }
             .into());
         }
+        Ok(graph)
+    }
+
+    /// The named preset, if it exists and can run here.
+    fn creatable_preset(&self, name: &str) -> Result<&'static presets::Preset, RunnerError> {
+        let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
+        let listed = self.presets().iter().find(|info| info.name == preset.name);
+        match listed.and_then(|info| info.unavailable.clone()) {
+            Some(why) => Err(RunnerError::PresetUnavailable(why)),
+            None => Ok(preset),
+        }
+    }
+
+    async fn insert_graph(
+        &self,
+        spec: &Value,
+        name: Option<&str>,
+        by: &Principal,
+    ) -> Result<(GraphId, Vec<Problem>), RunnerError> {
+        let graph = Arc::new(self.checked(spec)?);
         let id = GraphId::generate();
         let created_by = by.created_by();
         self.store
@@ -94,11 +123,7 @@ impl Runner {
 
     /// Stores a new graph of `by`'s made from the named preset.
     pub async fn create_preset(&self, name: &str, by: &Principal) -> Result<(GraphId, Vec<Problem>), RunnerError> {
-        let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
-        let listed = self.presets().iter().find(|info| info.name == preset.name);
-        if let Some(why) = listed.and_then(|info| info.unavailable.clone()) {
-            return Err(RunnerError::PresetUnavailable(why));
-        }
+        let preset = self.creatable_preset(name)?;
         self.insert_graph(&preset.spec(), Some(preset.name), by).await
     }
 
