@@ -10,6 +10,7 @@
 pub mod api;
 pub mod components;
 pub mod format;
+pub mod json_lines;
 pub mod live;
 pub mod pages;
 pub mod wire;

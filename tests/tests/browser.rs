@@ -1145,3 +1145,61 @@ async fn an_llm_review_streams_its_answer_on_the_run_page_then_shows_its_report(
     server.kill().await;
     outcome
 }
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let client = &ui.client;
+        open(client, &ui.url("/")).await?;
+        client
+            .find(Locator::Css("[data-preset=custom] button"))
+            .await?
+            .click()
+            .await?;
+        let broken = "{\n  \"start\": \"a\",\n  \"nodes\": [\n    {\"id\": \"a\", \"tool\": \"increment\"},\n    \
+                      {\"id\": \"b\", \"tool\": \"teleport\"}\n  ],\n  \"edges\": [{\"from\": \"a\", \"to\": \"b\"}]\n}";
+        // The API places the problem at `/nodes/1/tool`: line 5 of the text.
+        let (status, answer) = ui.app.post("/graph/validate", &serde_json::from_str(broken)?).await;
+        assert_eq!(status, 422);
+        assert_eq!(answer["errors"][0]["path"], "/nodes/1/tool");
+        let spec = client.find(Locator::Css("[data-testid=spec-editor]")).await?;
+        spec.clear().await?;
+        spec.send_keys(broken).await?;
+        // Marked within a second of the last key, before Run.
+        let typed = Instant::now();
+        let marked = || async {
+            let mut lines = Vec::new();
+            for mark in client
+                .find_all(Locator::Css("[data-testid=spec-gutter] .ln.marked"))
+                .await
+                .unwrap_or_default()
+            {
+                lines.push(mark.attr("data-line").await.ok().flatten().unwrap_or_default());
+            }
+            lines
+        };
+        while marked().await != ["5"] && typed.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(marked().await, ["5"], "after {:?}", typed.elapsed());
+        let listed = text_of(client, "[data-testid=spec-problems] li").await;
+        assert!(
+            listed.starts_with("line 5 /nodes/1/tool") && listed.contains("`teleport` is not a registered tool"),
+            "{listed}"
+        );
+        screenshot(client, "spec-validation.png").await?;
+        // Fixing it clears the mark; nothing was stored on the way.
+        spec.clear().await?;
+        spec.send_keys(&broken.replace("teleport", "increment")).await?;
+        wait_until("the mark clears", || async { marked().await.is_empty() }).await?;
+        assert!(client
+            .find(Locator::Css("[data-testid=spec-problems] li"))
+            .await
+            .is_err());
+        let (_, graphs) = ui.app.get("/graphs").await;
+        assert_eq!(graphs["graphs"], json!([]));
+        anyhow::Ok(())
+    })
+    .await
+}

@@ -3,3 +3,4 @@
 pub mod graph;
 pub mod question;
 pub mod report;
+pub mod spec_editor;

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     api,
-    components::graph::GraphDiagram,
+    components::{graph::GraphDiagram, spec_editor::SpecEditor},
     wire::{GraphCreated, PresetInfo, RunStarted},
 };
 
@@ -183,6 +183,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
         .unwrap_or_default(),
     );
     let problems = RwSignal::new(Vec::<String>::new());
+    let spec_marks = RwSignal::new(Vec::new());
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
 
@@ -264,7 +265,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
                 when=is_review
                 fallback=move || view! {
                     <Show when=move || choice.get() == Choice::Custom>
-                        <JsonEditor label="Graph spec" text=spec_text testid="spec-editor"/>
+                        <SpecEditor text=spec_text marks=spec_marks/>
                     </Show>
                     <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
                 }
