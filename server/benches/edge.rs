@@ -24,6 +24,7 @@ use axum::{body::Body, http::Request};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::ServiceExt;
 use weft_server::{
+    assets::Assets,
     auth::{new_token, Tokens},
     config::Settings,
     engine::CpuPool,
@@ -53,7 +54,8 @@ fn edge(c: &mut Criterion) {
         weft_server::meters::handle();
         let tokens = Arc::new(Tokens::new(Arc::clone(&store)));
         let bare = weft_server::api::router(runner.clone(), &settings, Arc::clone(&tokens));
-        (bare, router(runner, &settings, tokens), store)
+        let site = Assets::prepare(&settings.site_root.join("pkg"), "weft");
+        (bare, router(runner, &settings, tokens, site), store)
     });
     let mut group = c.benchmark_group("edge");
     group.bench_function("bare", |b| {
@@ -75,7 +77,8 @@ fn edge(c: &mut Criterion) {
     let protected = runtime.block_on(async {
         let pool = CpuPool::for_this_machine();
         let runner = Runner::new(Arc::clone(&store), default_registry(&pool), pool, RunLimits::default());
-        router(runner, &settings, Arc::new(Tokens::new(Arc::clone(&store))))
+        let site = Assets::prepare(&settings.site_root.join("pkg"), "weft");
+        router(runner, &settings, Arc::new(Tokens::new(Arc::clone(&store))), site)
     });
     group.bench_function("bearer", |b| {
         b.to_async(&runtime).iter(|| async {

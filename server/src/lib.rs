@@ -9,6 +9,7 @@
 //! - [`store`]: the [`store::Store`] trait and its embedded SQLite implementation.
 //! - [`runner`]: starts runs, records and publishes each step, resumes interrupted runs.
 //! - [`api`]: the REST routes and the run WebSocket.
+//! - [`assets`]: the site's static files, hashed, compressed and cached.
 //! - [`auth`]: API tokens, principals, and what each may see.
 //! - [`meters`]: the metrics `GET /metrics` shows.
 //! - [`startup`], [`config`], [`telemetry`]: putting it together.
@@ -20,6 +21,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -3,17 +3,19 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use axum::http::request::Parts;
-use axum::Router;
+use axum::{routing::get, Router};
 use leptos::prelude::{provide_context, use_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tower_http::{
-    auth::AsyncRequireAuthorizationLayer, trace::TraceLayer, validate_request::ValidateRequestHeaderLayer,
+    auth::AsyncRequireAuthorizationLayer, compression::CompressionLayer, trace::TraceLayer,
+    validate_request::ValidateRequestHeaderLayer,
 };
 use weft_app::{api::BackendHandle, shell, App};
 
 use crate::{
     api::auth::{Authenticate, RequestTimeout},
+    assets::{self, Assets},
     auth::{Principal, Tokens},
     config::Settings,
     engine::CpuPool,
@@ -47,6 +49,9 @@ pub enum StartupError {
         /// Why.
         source: io::Error,
     },
+    /// The site's files could not be prepared.
+    #[error("could not prepare the site's files: {0}")]
+    Assets(String),
 }
 
 /// A built server, bound and ready to serve.
@@ -101,7 +106,13 @@ impl Application {
                 addr: settings.addr,
                 source,
             })?;
-        let router = router(runner.clone(), &settings, tokens);
+        // Hashing and compressing the site's files reads (and, once per build, writes)
+        // a megabyte or two: off the runtime's threads.
+        let pkg_dir = settings.site_root.join("pkg");
+        let assets = tokio::task::spawn_blocking(move || Assets::prepare(&pkg_dir, OUTPUT_NAME))
+            .await
+            .map_err(|err| StartupError::Assets(err.to_string()))?;
+        let router = router(runner.clone(), &settings, tokens, assets);
         Ok(Self {
             listener,
             router,
@@ -205,14 +216,25 @@ async fn shutdown_signal() {
     }
 }
 
-/// The leptos options for the site built into `settings.site_root`.
-fn leptos_options(settings: &Settings) -> LeptosOptions {
-    LeptosOptions::builder()
-        .output_name("weft")
+/// The name cargo-leptos gives the site's files (`pkg/weft.wasm`, ...).
+const OUTPUT_NAME: &str = "weft";
+
+/// The leptos options for the site built into `settings.site_root`, its files under the
+/// hashed names `assets` gives them.
+fn leptos_options(settings: &Settings, assets: &Assets) -> LeptosOptions {
+    let options = LeptosOptions::builder()
+        .output_name(OUTPUT_NAME)
         .site_root(settings.site_root.to_string_lossy().as_ref())
         .site_pkg_dir("pkg")
-        .site_addr(settings.addr)
-        .build()
+        .site_addr(settings.addr);
+    match assets.hash_file() {
+        // An absolute path: leptos joins it to its executable's directory, which keeps it.
+        Some(file) => options
+            .hash_files(true)
+            .hash_file(Arc::from(file.to_string_lossy().as_ref()))
+            .build(),
+        None => options.build(),
+    }
 }
 
 /// Opens the store `database` names: a `postgres://` URL, a `sqlite:` URL or a file.
@@ -229,8 +251,8 @@ pub async fn open_store(database: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// The whole server's routes: the API, then the SSR site and its static files.
-pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Router {
-    let options = leptos_options(settings);
+pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>, assets: Assets) -> Router {
+    let options = leptos_options(settings, &assets);
     let routes = generate_route_list(App);
     // Each page sees what its request's principal sees (the layer below put it there).
     let context = {
@@ -249,7 +271,14 @@ pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Route
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
-        .with_state(options);
+        .with_state(options)
+        // Pages (and the API's JSON, below) compressed as they are sent; `pkg/` files
+        // have their copies made once.
+        .layer(CompressionLayer::new());
+    let site = Router::new()
+        .route("/pkg/{file}", get(assets::serve))
+        .with_state(assets)
+        .merge(site);
     let site = crate::api::with_timeout(site, RequestTimeout(settings.request_timeout));
     crate::api::router(runner, settings, Arc::clone(&tokens))
         .merge(site)

@@ -127,7 +127,8 @@ pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Route
         .route("/auth/signin", post(auth::sign_in))
         .route("/auth/signout", post(auth::sign_out))
         .route("/auth/session", get(auth::session));
-    let timed = with_timeout(timed, timeout);
+    // JSON answers compressed for clients that accept it (the run stream is not).
+    let timed = with_timeout(timed.layer(tower_http::compression::CompressionLayer::new()), timeout);
     Router::new()
         .route("/graph/run", post(runs::run_graph))
         .route("/ws/{run_id}", get(ws::stream))
