@@ -788,6 +788,10 @@ pub struct PresetInfo {
     /// An initial state to try it with.
     #[serde(default)]
     pub example: Value,
+    /// What its initial state may hold, as a JSON Schema (`POST /graph/validate` checks
+    /// an `initial_state` against it).
+    #[serde(default)]
+    pub input_schema: Value,
 }
 
 /// One graph in a listing.

@@ -295,6 +295,42 @@ async fn validate_answers_what_create_would_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_preset_s_input_is_checked_against_the_schema_presets_list() {
+    let app = spawn_app().await;
+    let (_, presets) = app.get("/presets").await;
+    let summarize = presets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|preset| preset["name"] == "summarize")
+        .unwrap();
+    assert_eq!(summarize["input_schema"]["required"], json!(["text"]));
+    let check = async |initial_state: Value| {
+        app.post(
+            "/graph/validate",
+            &json!({"preset": "summarize", "initial_state": initial_state}),
+        )
+        .await
+    };
+    let (status, answer) = check(json!({"text": 7, "max_chars": 5})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["code"], "invalid_input");
+    let mut paths: Vec<&str> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|problem| problem["path"].as_str())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/initial_state/max_chars", "/initial_state/text"]);
+    let (status, answer) = check(summarize["example"].clone()).await;
+    assert_eq!((status, answer), (200, json!({"warnings": []})));
+    let (status, answer) = check(json!({})).await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["errors"][0]["path"], "/initial_state");
+}
+
+#[tokio::test]
 async fn oversized_bodies_answer_413() {
     let app = spawn_app().await;
     let huge = format!(

@@ -1199,6 +1199,21 @@ async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> a
             .is_err());
         let (_, graphs) = ui.app.get("/graphs").await;
         assert_eq!(graphs["graphs"], json!([]));
+        // A preset's initial state is checked against its input schema the same way.
+        client
+            .find(Locator::Css("[data-preset=summarize] button"))
+            .await?
+            .click()
+            .await?;
+        let state = client.find(Locator::Css("[data-testid=state-editor]")).await?;
+        state.clear().await?;
+        state.send_keys("{\"text\": 5}").await?;
+        wait_until("the state's problem is listed", || async {
+            text_of(client, "[data-testid=state-problems] li")
+                .await
+                .starts_with("/initial_state/text: ")
+        })
+        .await?;
         anyhow::Ok(())
     })
     .await

@@ -1,7 +1,8 @@
 //! The graph spec editor: the text with its line numbers, checked as it is typed. A
 //! moment after the last key, the spec goes to `POST /graph/validate` (which stores
 //! nothing), and each problem it answers is marked on the line it is about and listed
-//! beside the text, before anyone presses Run.
+//! beside the text, before anyone presses Run. [`validate_as_typed`] does the same for a
+//! preset's initial state.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use leptos::prelude::*;
 
 use crate::json_lines::{line_of, value_lines};
 #[cfg(feature = "hydrate")]
-use crate::wire::{GraphValidated, Problem};
+use crate::wire::{ApiErrorBody, GraphValidated, Problem};
 
 /// How long typing must pause before the spec is checked.
 #[cfg(feature = "hydrate")]
@@ -42,6 +43,38 @@ pub fn place(text: &str, problems: impl IntoIterator<Item = (String, String)>, w
         .collect()
 }
 
+/// Sends `body()` to `POST /graph/validate` a moment after it last changed (when it is
+/// `Some`), and hands the answer to `answered`; an answer about an older body is dropped.
+#[cfg(feature = "hydrate")]
+pub fn validate_as_typed(
+    body: impl Fn() -> Option<serde_json::Value> + 'static,
+    answered: impl Fn(Result<GraphValidated, ApiErrorBody>) + Copy + 'static,
+) {
+    let generation = StoredValue::new(0u64);
+    Effect::new(move |_| {
+        let body = body();
+        generation.update_value(|n| *n += 1);
+        let mine = generation.get_value();
+        let Some(body) = body else {
+            return;
+        };
+        set_timeout(
+            move || {
+                if generation.get_value() != mine {
+                    return;
+                }
+                leptos::task::spawn_local(async move {
+                    let answer = crate::api::post("/graph/validate", &body).await;
+                    if generation.get_value() == mine {
+                        answered(answer);
+                    }
+                });
+            },
+            PAUSE,
+        );
+    });
+}
+
 /// The spec editor over `text`; `marks` holds what the last check found.
 #[component]
 pub fn SpecEditor(
@@ -51,47 +84,30 @@ pub fn SpecEditor(
     marks: RwSignal<Vec<Marked>>,
 ) -> impl IntoView {
     #[cfg(feature = "hydrate")]
-    {
-        let generation = StoredValue::new(0u64);
-        Effect::new(move |_| {
-            let spec = text.get();
-            generation.update_value(|n| *n += 1);
-            let mine = generation.get_value();
-            set_timeout(
-                move || {
-                    if generation.get_value() != mine {
-                        return;
-                    }
-                    // Text that is not JSON: its first syntax error, on its line.
-                    let body = match serde_json::from_str::<serde_json::Value>(&spec) {
-                        Ok(body) => body,
-                        Err(err) => {
-                            marks.set(vec![Marked {
-                                line: err.line().max(1),
-                                path: String::new(),
-                                message: format!("not JSON: {err}"),
-                                warning: false,
-                            }]);
-                            return;
-                        }
-                    };
-                    leptos::task::spawn_local(async move {
-                        let answer: Result<GraphValidated, _> = crate::api::post("/graph/validate", &body).await;
-                        if generation.get_value() != mine {
-                            return;
-                        }
-                        let pairs = |problems: Vec<Problem>| problems.into_iter().map(|p| (p.path, p.message));
-                        marks.set(match answer {
-                            Ok(valid) => place(&spec, pairs(valid.warnings), true),
-                            Err(err) if err.errors.is_empty() => place(&spec, [(String::new(), err.detail)], false),
-                            Err(err) => place(&spec, pairs(err.errors), false),
-                        });
-                    });
-                },
-                PAUSE,
-            );
-        });
-    }
+    validate_as_typed(
+        move || match serde_json::from_str::<serde_json::Value>(&text.get()) {
+            Ok(body) => Some(body),
+            // Text that is not JSON: its first syntax error, on its line, at once.
+            Err(err) => {
+                marks.set(vec![Marked {
+                    line: err.line().max(1),
+                    path: String::new(),
+                    message: format!("not JSON: {err}"),
+                    warning: false,
+                }]);
+                None
+            }
+        },
+        move |answer| {
+            let spec = text.get_untracked();
+            let pairs = |problems: Vec<Problem>| problems.into_iter().map(|p| (p.path, p.message));
+            marks.set(match answer {
+                Ok(valid) => place(&spec, pairs(valid.warnings), true),
+                Err(err) if err.errors.is_empty() => place(&spec, [(String::new(), err.detail)], false),
+                Err(err) => place(&spec, pairs(err.errors), false),
+            });
+        },
+    );
 
     let gutter = move || {
         let count = text.with(|text| text.lines().count()).max(1);

@@ -184,6 +184,34 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
     );
     let problems = RwSignal::new(Vec::<String>::new());
     let spec_marks = RwSignal::new(Vec::new());
+    // A preset's initial state, checked against its input schema as it is typed.
+    let state_problems = RwSignal::new(Vec::<String>::new());
+    #[cfg(feature = "hydrate")]
+    crate::components::spec_editor::validate_as_typed(
+        move || {
+            let checked = match choice.get() {
+                Choice::Preset(name) if !takes_code(&name) => serde_json::from_str::<Value>(&state_text.get())
+                    .ok()
+                    .map(|state| json!({"preset": name, "initial_state": state})),
+                _ => None,
+            };
+            if checked.is_none() {
+                state_problems.set(Vec::new());
+            }
+            checked
+        },
+        move |answer| {
+            state_problems.set(match answer {
+                Ok(_) => Vec::new(),
+                Err(err) if err.errors.is_empty() => vec![err.detail],
+                Err(err) => err
+                    .errors
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect(),
+            })
+        },
+    );
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
 
@@ -268,6 +296,9 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
                         <SpecEditor text=spec_text marks=spec_marks/>
                     </Show>
                     <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
+                    <ul class="problems" data-testid="state-problems">
+                        {move || state_problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
+                    </ul>
                 }
             >
                 <label class="field">

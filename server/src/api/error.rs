@@ -180,6 +180,14 @@ impl From<RunnerError> for ApiError {
                 ),
                 errors: problems,
             },
+            RunnerError::InvalidInitialState(problems) => Self::Invalid {
+                code: "invalid_input",
+                detail: format!(
+                    "the initial state does not match the preset's input schema: {}",
+                    crate::tools::schema::summary(&problems)
+                ),
+                errors: problems,
+            },
             RunnerError::InvalidMaxSteps => Self::invalid("invalid_request", "/max_steps", err.to_string()),
             RunnerError::Store(store) => {
                 tracing::error!(error = %store, "store error");

@@ -82,8 +82,10 @@ pub async fn create_graph(
     tag = "graphs",
     description = "Checks a body exactly as `POST /graph/create` does (a preset, a version 2 spec or the \
                    prototype's form) and answers what it would: 422 with every problem at its JSON pointer, or \
-                   200 with the `warnings`. Nothing is stored, so editors may call it as a person types; a \
-                   read-only token may call it too.",
+                   200 with the `warnings`. With a preset, an `initial_state` beside it is checked against \
+                   the preset's `input_schema` (422 `invalid_input`, each problem under `/initial_state`). \
+                   Nothing is stored, so editors may call it as a person types; a read-only token may call it \
+                   too.",
     request_body(content = CreateGraphBody),
     responses(
         (status = 200, description = "The graph is valid; nothing was stored.", body = GraphValidated),
@@ -98,7 +100,13 @@ pub async fn validate_graph(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<GraphValidated>, ApiError> {
     let warnings = match creation(&body)? {
-        Creation::Preset(name) => runner.validate_preset(name)?,
+        Creation::Preset(name) => {
+            let warnings = runner.validate_preset(name)?;
+            if let Some(initial_state) = body.get("initial_state") {
+                runner.validate_preset_input(name, initial_state)?;
+            }
+            warnings
+        }
         Creation::Spec => runner.validate_graph(&body)?,
     };
     Ok(Json(GraphValidated { warnings }))

@@ -68,6 +68,24 @@ impl Runner {
         Ok(self.checked(&preset.spec())?.warnings().to_vec())
     }
 
+    /// Checks `initial_state` against the named preset's input schema.
+    pub fn validate_preset_input(&self, name: &str, initial_state: &Value) -> Result<(), RunnerError> {
+        let preset = presets::find(name).ok_or_else(|| RunnerError::UnknownPreset(name.to_owned()))?;
+        let problems = crate::tools::schema::check(&preset.input_schema(), initial_state);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(RunnerError::InvalidInitialState(
+            problems
+                .into_iter()
+                .map(|problem| Problem {
+                    path: format!("/initial_state{}", problem.path),
+                    message: problem.message,
+                })
+                .collect(),
+        ))
+    }
+
     /// `spec` parsed, if it is a graph this server can run.
     fn checked(&self, spec: &Value) -> Result<Graph, RunnerError> {
         let graph = Graph::parse(spec, &self.registry)?;

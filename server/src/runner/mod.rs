@@ -118,6 +118,10 @@ pub enum RunnerError {
     /// The answer does not match the question's schema (422, with each problem).
     #[error("the input does not match the question's schema")]
     InvalidAnswer(Vec<weft_app::wire::Problem>),
+    /// An initial state does not match its preset's input schema (422, with each
+    /// problem at its pointer under `/initial_state`).
+    #[error("the initial state does not match the preset's input schema")]
+    InvalidInitialState(Vec<weft_app::wire::Problem>),
     /// The server is shutting down and takes no new runs.
     #[error("the server is shutting down; try again in a moment")]
     ShuttingDown,

@@ -36,6 +36,19 @@ pub fn preset_spec() -> Value {
     })
 }
 
+/// What the preset takes, as a JSON Schema: the table as rows or as CSV.
+pub fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "anyOf": [{"required": ["table"]}, {"required": ["csv"]}],
+        "properties": {
+            "table": {"type": "array", "items": {"type": "object"}, "description": "The rows, each an object."},
+            "csv": {"type": "string", "description": "The table as CSV text with a header row."},
+            "max_anomalies": {"type": "integer", "minimum": 0, "description": "How many anomalies may remain (default 0)."}
+        }
+    })
+}
+
 /// An input to try the preset with.
 pub fn example_input() -> Value {
     json!({

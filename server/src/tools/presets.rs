@@ -17,12 +17,18 @@ pub struct Preset {
     pub description: &'static str,
     spec: fn() -> Value,
     example: fn() -> Value,
+    input: fn() -> Value,
 }
 
 impl Preset {
     /// The graph spec, in the same form a client would post.
     pub fn spec(&self) -> Value {
         (self.spec)()
+    }
+
+    /// What the preset takes, as a JSON Schema.
+    pub fn input_schema(&self) -> Value {
+        (self.input)()
     }
 
     /// The preset as `GET /presets` lists it, its graph laid out for drawing.
@@ -38,6 +44,7 @@ impl Preset {
             spec,
             view: graph.view().clone(),
             example: (self.example)(),
+            input_schema: (self.input)(),
         })
     }
 }
@@ -51,6 +58,7 @@ pub const PRESETS: &[Preset] = &[
                   until the quality score reaches `threshold` (default 80). Input: `code`, optional `language`.",
         spec: code_review::preset_spec,
         example: code_review::example_input,
+        input: code_review::input_schema,
     },
     Preset {
         name: "code_review_approval",
@@ -60,6 +68,7 @@ pub const PRESETS: &[Preset] = &[
                   (`approval`). Input: as Code Review.",
         spec: code_review::approval_preset_spec,
         example: code_review::example_input,
+        input: code_review::input_schema,
     },
     Preset {
         name: "code_review_llm",
@@ -70,6 +79,7 @@ pub const PRESETS: &[Preset] = &[
                   Input: `code`, optional `language`. Needs an LLM provider (WEFT_LLM_BASE_URL).",
         spec: code_review::with_llm::llm_preset_spec,
         example: code_review::example_input,
+        input: code_review::input_schema,
     },
     Preset {
         name: "summarize",
@@ -78,6 +88,7 @@ pub const PRESETS: &[Preset] = &[
                   `max_chars` characters (default 300). Optional `chunk_chars` (default 600).",
         spec: summarize::preset_spec,
         example: summarize::example_input,
+        input: summarize::input_schema,
     },
     Preset {
         name: "data_quality",
@@ -86,10 +97,37 @@ pub const PRESETS: &[Preset] = &[
                   rules, apply them, and loop until at most `max_anomalies` (default 0) remain.",
         spec: data_quality::preset_spec,
         example: data_quality::example_input,
+        input: data_quality::input_schema,
     },
 ];
 
 /// The preset of this name.
 pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|preset| preset.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::tools::schema;
+
+    #[test]
+    fn every_preset_s_example_matches_its_input_schema_and_a_wrong_input_does_not() {
+        for preset in PRESETS {
+            let input = preset.input_schema();
+            assert_eq!(schema::invalid(&input), None, "{}", preset.name);
+            assert_eq!(schema::check(&input, &(preset.example)()), [], "{}", preset.name);
+            // Each takes an object, and needs something in it.
+            assert!(!schema::check(&input, &json!([])).is_empty(), "{}", preset.name);
+            assert!(!schema::check(&input, &json!({})).is_empty(), "{}", preset.name);
+        }
+        let summarize = find("summarize").unwrap().input_schema();
+        let paths: Vec<String> = schema::check(&summarize, &json!({"text": "x", "max_chars": 5}))
+            .into_iter()
+            .map(|problem| problem.path)
+            .collect();
+        assert_eq!(paths, ["/max_chars"]);
+    }
 }

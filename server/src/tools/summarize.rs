@@ -44,6 +44,19 @@ pub fn preset_spec() -> Value {
     })
 }
 
+/// What the preset takes, as a JSON Schema.
+pub fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["text"],
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "description": "The text to summarize."},
+            "max_chars": {"type": "integer", "minimum": MIN_MAX_CHARS, "description": "The longest summary, in characters (default 300)."},
+            "chunk_chars": {"type": "integer", "minimum": 1, "description": "How long each chunk is, in characters (default 600)."}
+        }
+    })
+}
+
 /// An input to try the preset with.
 pub fn example_input() -> Value {
     json!({

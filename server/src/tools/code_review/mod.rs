@@ -106,6 +106,23 @@ fn revision_diff(state: &State, _: &Cancel) -> Result<Outcome, ToolError> {
     Ok(Outcome::update(update).note(format!("{changed} line(s) changed")))
 }
 
+/// What the Code Review presets take, as a JSON Schema (`GET /presets` lists it, and
+/// `POST /graph/validate` checks an `initial_state` against it).
+pub fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["code"],
+        "properties": {
+            "code": {"type": "string", "minLength": 1, "description": "The source to review."},
+            "language": {
+                "type": ["string", "null"],
+                "description": "python, rust, javascript, typescript or unknown (or an extension: py, rs, js, ts); detected when left out."
+            },
+            "threshold": {"type": "number", "minimum": 0, "maximum": 100, "description": "The quality score to reach (default 80)."}
+        }
+    })
+}
+
 /// An input to try the preset with.
 pub fn example_input() -> Value {
     json!({"code": "def f(x):\n    # TODO: handle None\n    return x * 2\n", "threshold": 80})
