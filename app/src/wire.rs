@@ -845,6 +845,71 @@ pub struct GraphDetail {
     pub view: GraphView,
 }
 
+/// `200` answer of `GET /graphs/{graph_id}/stats`: how the graph's recent runs went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"graph_id": "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5", "since": 1795000000000_i64, "runs": 12, "days": [{"day": "2026-11-30", "start": 1795996800000_i64, "completed": 10, "failed": 2, "cancelled": 0, "other": 0, "p50_ms": 42, "p95_ms": 180}], "nodes": [{"node": "extract", "steps": 12, "failures": 2, "mean_us": 850, "failure_rate": 0.142857}], "node_runs": 12})))]
+pub struct GraphStats {
+    /// The graph's id.
+    pub graph_id: String,
+    /// The start of the window counted (Unix milliseconds): runs created since.
+    pub since: i64,
+    /// Runs counted: those created in the window, the newest [`GraphStats::MAX_RUNS`].
+    pub runs: u64,
+    /// Each UTC day of the window from its first run to today, oldest first.
+    pub days: Vec<DayStats>,
+    /// Each node that ran, with its mean step time and failure rate.
+    pub nodes: Vec<NodeStats>,
+    /// The newest runs the node figures are taken from (at most
+    /// [`GraphStats::MAX_NODE_RUNS`]).
+    pub node_runs: u64,
+}
+
+impl GraphStats {
+    /// The most runs counted.
+    pub const MAX_RUNS: u64 = 5_000;
+    /// The most runs whose steps are read for the node figures.
+    pub const MAX_NODE_RUNS: u64 = 200;
+}
+
+/// One UTC day of a graph's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct DayStats {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Its start, in Unix milliseconds.
+    pub start: i64,
+    /// Runs created that day that completed.
+    pub completed: u64,
+    /// ... that failed.
+    pub failed: u64,
+    /// ... that were cancelled.
+    pub cancelled: u64,
+    /// ... that have not ended (queued, running or waiting).
+    pub other: u64,
+    /// The median duration of that day's ended runs, in milliseconds.
+    pub p50_ms: Option<u64>,
+    /// Their 95th percentile.
+    pub p95_ms: Option<u64>,
+}
+
+/// One node's record over a graph's recent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct NodeStats {
+    /// The node.
+    pub node: String,
+    /// Its finished steps.
+    pub steps: u64,
+    /// Its failed attempts (retried or not).
+    pub failures: u64,
+    /// The mean time of its finished steps, in microseconds.
+    pub mean_us: u64,
+    /// Failed attempts over all attempts, 0 to 1.
+    pub failure_rate: f64,
+}
+
 /// A graph laid out for drawing: every node with its centre, every edge, and the size
 /// of the whole drawing, in pixels. Nodes are [`GraphView::NODE_WIDTH`] by
 /// [`GraphView::NODE_HEIGHT`]; runs flow from left to right.

@@ -354,6 +354,30 @@ pub fn counter_chain(count: usize) -> Value {
     chain((0..count).map(|i| (format!("n{i}"), json!({"tool": "increment"}))))
 }
 
+/// A graph whose runs complete, or fail at its `boom` node when the state has
+/// `"fail": true`: 10 of one and 2 of the other make a history to chart.
+pub fn sometimes_failing() -> Value {
+    json!({
+        "name": "sometimes failing",
+        "start": "work",
+        "nodes": [
+            {"id": "work", "tool": "increment"},
+            {"id": "boom", "tool": "fail", "config": {"message": "disk full"}}
+        ],
+        "edges": [{"from": "work", "branches": [{"when": "state.fail == true", "to": "boom"}], "default": null}]
+    })
+}
+
+/// Runs `graph_id` to its end `completed` times with `{}` and `failed` times with
+/// `{"fail": true}` (see [`sometimes_failing`]).
+pub async fn run_mixed(app: &TestApp, graph_id: &str, completed: usize, failed: usize) {
+    for fail in std::iter::repeat_n(false, completed).chain(std::iter::repeat_n(true, failed)) {
+        let end = app.run_and_wait(graph_id, json!({"fail": fail})).await;
+        let expected = if fail { "failed" } else { "completed" };
+        assert_eq!(end["status"], expected, "{end}");
+    }
+}
+
 /// The server binary as a child process, killed with SIGKILL when dropped.
 pub struct ServerProcess {
     child: Child,

@@ -2,7 +2,7 @@
 //! run with every event and the state after each step.
 
 use serde_json::json;
-use weft_tests::{counter_chain, event_types, spawn_app};
+use weft_tests::{counter_chain, event_types, run_mixed, sometimes_failing, spawn_app};
 
 #[tokio::test]
 async fn lists_runs_newest_first_filtered_and_paginated() {
@@ -103,4 +103,56 @@ async fn reads_one_run_with_every_event_and_state() {
 
     let (status, _) = app.get("/runs/no-such-run").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_graph_s_stats_count_its_runs_by_day_and_status_and_its_nodes_failures() {
+    let app = spawn_app().await;
+    let graph = app.create_graph(sometimes_failing()).await;
+    run_mixed(&app, &graph, 10, 2).await;
+    let (status, stats) = app.get(&format!("/graphs/{graph}/stats")).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        (stats["runs"].as_u64(), stats["node_runs"].as_u64()),
+        (Some(12), Some(12))
+    );
+    // Every run was made today: one day, at the end of the window.
+    let days = stats["days"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{stats}");
+    let today = &days[0];
+    assert_eq!(
+        (
+            &today["completed"],
+            &today["failed"],
+            &today["cancelled"],
+            &today["other"]
+        ),
+        (&json!(10), &json!(2), &json!(0), &json!(0))
+    );
+    let (p50, p95) = (today["p50_ms"].as_u64().unwrap(), today["p95_ms"].as_u64().unwrap());
+    assert!(p50 <= p95, "{today}");
+    assert_eq!(today["day"].as_str().map(str::len), Some("2026-11-30".len()), "{today}");
+    let nodes = stats["nodes"].as_array().unwrap();
+    let node = |name: &str| {
+        nodes
+            .iter()
+            .find(|node| node["node"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (work, boom) = (node("work"), node("boom"));
+    assert_eq!(
+        (&work["steps"], &work["failures"], &work["failure_rate"]),
+        (&json!(12), &json!(0), &json!(0.0))
+    );
+    assert_eq!(
+        (&boom["steps"], &boom["failures"], &boom["failure_rate"]),
+        (&json!(0), &json!(2), &json!(1.0))
+    );
+    assert!(work["mean_us"].as_u64().is_some());
+
+    let (status, _) = app.get(&format!("/graphs/{graph}/stats?days=0")).await;
+    assert_eq!(status, 400);
+    let (status, body) = app.get("/graphs/nope/stats").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("graph_not_found")));
 }

@@ -88,6 +88,7 @@ async fn every_route_is_documented_with_examples() {
         "get /presets",
         "get /graphs",
         "get /graphs/{graph_id}",
+        "get /graphs/{graph_id}/stats",
         "delete /graphs/{graph_id}",
         "get /health",
         "get /metrics",

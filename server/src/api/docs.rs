@@ -8,11 +8,11 @@ use serde_json::Value;
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 use weft_app::wire::{
-    ApiErrorBody, CancelAccepted, EdgeKind, EdgeView, ErrorEvent, ForkOrigin, ForkRequest, GraphCreated, GraphDetail,
-    GraphPage, GraphSummary, GraphValidated, GraphView, Health, Interrupt, InterruptedEvent, NodeFailedEvent,
-    NodeStartedEvent, NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed, RunDetail, RunEvent,
-    RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent, RunStatus, RunSummary,
-    Session, StoreHealth, TokenEvent, ToolInfo,
+    ApiErrorBody, CancelAccepted, DayStats, EdgeKind, EdgeView, ErrorEvent, ForkOrigin, ForkRequest, GraphCreated,
+    GraphDetail, GraphPage, GraphStats, GraphSummary, GraphValidated, GraphView, Health, Interrupt, InterruptedEvent,
+    NodeFailedEvent, NodeStartedEvent, NodeStats, NodeView, PoolHealth, PresetInfo, Problem, ResumeRequest, Resumed,
+    RunDetail, RunEvent, RunFinished, RunPage, RunQueuedEvent, RunRequest, RunSnapshot, RunStarted, RunStartedEvent,
+    RunStatus, RunSummary, Session, StoreHealth, TokenEvent, ToolInfo,
 };
 
 use super::{graphs, runs, ws};
@@ -36,6 +36,7 @@ pub const DOCS_PATH: &str = "/docs";
     paths(
         graphs::create_graph,
         graphs::validate_graph,
+        graphs::graph_stats,
         runs::run_graph,
         runs::run_state,
         runs::list_runs,
@@ -57,7 +58,7 @@ pub const DOCS_PATH: &str = "/docs";
     components(
         schemas(
             CreateGraphBody, PresetRequest, GraphSpec, NodeSpec, RetrySpec, EdgeSpec, StaticEdge,
-            ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, GraphValidated, RunRequest, RunStarted,
+            ConditionalEdge, FanOutEdge, JoinEdge, MapEdge, BranchSpec, PrototypeSpec, RunAnswer, GraphCreated, GraphValidated, GraphStats, DayStats, NodeStats, RunRequest, RunStarted,
             RunFinished, RunSnapshot, RunSummary, RunPage, RunDetail, CancelAccepted, ForkRequest, ForkOrigin, RunStatus, RunEvent,
             Interrupt, InterruptedEvent, ResumeRequest, Resumed, TokenEvent,
             RunQueuedEvent, RunStartedEvent, NodeStartedEvent, NodeFailedEvent, ErrorEvent, ApiErrorBody,

@@ -7,7 +7,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
-use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, GraphValidated, PresetInfo, ToolInfo};
+use weft_app::wire::{GraphCreated, GraphDetail, GraphPage, GraphStats, GraphValidated, PresetInfo, ToolInfo};
 
 use super::{
     docs::{BadRequest, Conflict, CreateGraphBody, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType},
@@ -15,7 +15,7 @@ use super::{
     json::ApiJson,
     runs::page_limit,
 };
-use crate::{auth::Principal, engine::graph, ids::GraphId, runner::Runner};
+use crate::{auth::Principal, engine::graph, ids::GraphId, runner::Runner, store::now_millis};
 
 /// `POST /graph/create`: `{"preset": NAME}` or `{"nodes": {...}, "edges": {...}}`.
 #[utoipa::path(
@@ -228,6 +228,54 @@ pub async fn graph_detail(
 ) -> Result<Json<GraphDetail>, ApiError> {
     Ok(Json(
         runner.graph_view(&GraphId::from(graph_id), &principal.access()).await?,
+    ))
+}
+
+/// The window of `GET /graphs/{graph_id}/stats`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Days counted back from today (today included), 1 to 366; default 30.
+    #[param(example = 30)]
+    days: Option<u32>,
+}
+
+/// `GET /graphs/{graph_id}/stats`: how the graph's recent runs went.
+#[utoipa::path(
+    get,
+    path = "/graphs/{graph_id}/stats",
+    summary = "Read a graph's run statistics",
+    tag = "graphs",
+    description = "The runs created in the window, by UTC day and status, with each day's median and 95th \
+                   percentile duration; and, over the newest 200 of them, each node's finished steps, mean step \
+                   time, failed attempts and failure rate. What the graph page charts.",
+    params(
+        ("graph_id" = String, Path, description = "The graph's id.", example = "01a20f5e-dfcc-76b1-a3c1-c36456f65bb5"),
+        StatsQuery
+    ),
+    responses(
+        (status = 200, description = "The graph's runs, by day and by node.", body = GraphStats),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn graph_stats(
+    State(runner): State<Runner>,
+    Extension(principal): Extension<Principal>,
+    Path(graph_id): Path<String>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<GraphStats>, ApiError> {
+    let Query(query) = query?;
+    let days = query.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::BadRequest(
+            "`days` must be a whole number from 1 to 366".into(),
+        ));
+    }
+    Ok(Json(
+        runner
+            .graph_stats(&GraphId::from(graph_id), days, now_millis(), &principal.access())
+            .await?,
     ))
 }
 

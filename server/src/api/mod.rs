@@ -122,6 +122,7 @@ pub fn router(runner: Runner, settings: &Settings, tokens: Arc<Tokens>) -> Route
             "/graphs/{graph_id}",
             get(graphs::graph_detail).delete(graphs::delete_graph),
         )
+        .route("/graphs/{graph_id}/stats", get(graphs::graph_stats))
         .route("/health", get(docs::health))
         .route("/metrics", get(metrics))
         .route("/auth/signin", post(auth::sign_in))

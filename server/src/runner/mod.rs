@@ -23,6 +23,7 @@ pub mod hub;
 mod interrupts;
 mod replay;
 mod sink;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod views;
