@@ -13,7 +13,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, Session};
+use crate::wire::{ApiErrorBody, GraphDetail, GraphStats, PresetInfo, RunDetail, RunPage, Session};
 
 /// A boxed, sendable future: what [`Backend`] methods return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -24,6 +24,8 @@ pub trait Backend: Send + Sync + 'static {
     fn presets(&self) -> BoxFuture<Result<Vec<PresetInfo>, ApiErrorBody>>;
     /// One stored graph.
     fn graph(&self, graph_id: String) -> BoxFuture<Result<GraphDetail, ApiErrorBody>>;
+    /// How a graph's runs of the last 30 days went.
+    fn graph_stats(&self, graph_id: String) -> BoxFuture<Result<GraphStats, ApiErrorBody>>;
     /// One run with its events.
     fn run(&self, run_id: String) -> BoxFuture<Result<RunDetail, ApiErrorBody>>;
     /// A page of runs.
@@ -107,6 +109,15 @@ pub struct RunPageData {
     pub read_at: i64,
 }
 
+/// What the graph page needs: the graph and how its runs went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphPageData {
+    /// The graph.
+    pub graph: GraphDetail,
+    /// Its runs of the last 30 days.
+    pub stats: GraphStats,
+}
+
 #[cfg(not(feature = "hydrate"))]
 mod imp {
     //! Server rendering: straight to the runner through the provided [`Backend`].
@@ -146,6 +157,17 @@ mod imp {
     pub fn session() -> impl Future<Output = Result<Session, ApiErrorBody>> + Send + 'static {
         let backend = backend();
         async move { backend?.session().await }
+    }
+
+    /// A graph and how its runs went.
+    pub fn graph_page(graph_id: String) -> impl Future<Output = Result<GraphPageData, ApiErrorBody>> + Send + 'static {
+        let backend = backend();
+        async move {
+            let backend = backend?;
+            let graph = backend.graph(graph_id.clone()).await?;
+            let stats = backend.graph_stats(graph_id).await?;
+            Ok(GraphPageData { graph, stats })
+        }
     }
 
     /// A run, its events and its graph.
@@ -217,6 +239,15 @@ mod imp {
     /// Whom this browser is signed in as.
     pub fn session() -> impl Future<Output = Result<Session, ApiErrorBody>> + Send + 'static {
         SendWrapper::new(async move { get("/auth/session").await })
+    }
+
+    /// A graph and how its runs went.
+    pub fn graph_page(graph_id: String) -> impl Future<Output = Result<GraphPageData, ApiErrorBody>> + Send + 'static {
+        SendWrapper::new(async move {
+            let graph = get(&format!("/graphs/{}", encode(&graph_id))).await?;
+            let stats = get(&format!("/graphs/{}/stats", encode(&graph_id))).await?;
+            Ok(GraphPageData { graph, stats })
+        })
     }
 
     /// A run, its events and its graph.

@@ -64,6 +64,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("") view=pages::HomePage ssr=SsrMode::Async/>
                     <Route path=(StaticSegment("run"), ParamSegment("id")) view=pages::RunPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("history") view=pages::HistoryPage ssr=SsrMode::Async/>
+                    <Route path=(StaticSegment("graph"), ParamSegment("id")) view=pages::GraphPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("signin") view=pages::SignInPage ssr=SsrMode::Async/>
                 </Routes>
             </main>

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 use weft_app::{
     api::{Backend, BoxFuture, RunQuery},
-    wire::{ApiErrorBody, GraphDetail, PresetInfo, RunDetail, RunPage, Session},
+    wire::{ApiErrorBody, GraphDetail, GraphStats, PresetInfo, RunDetail, RunPage, Session},
 };
 
 use crate::{
@@ -63,6 +63,17 @@ impl Backend for UiBackend {
         Box::pin(async move {
             runner
                 .graph_view(&GraphId::from(graph_id), &access)
+                .await
+                .map_err(error)
+        })
+    }
+
+    fn graph_stats(&self, graph_id: String) -> BoxFuture<Result<GraphStats, ApiErrorBody>> {
+        let runner = self.runner.clone();
+        let access = self.principal.access();
+        Box::pin(async move {
+            runner
+                .graph_stats(&GraphId::from(graph_id), 30, now_millis(), &access)
                 .await
                 .map_err(error)
         })

@@ -20,7 +20,7 @@ use serde_json::json;
 use weft_server::config::Settings;
 use weft_tests::{
     fake_llm::{fake, Reply},
-    spawn_app_on, ServerProcess, TestApp,
+    run_mixed, sometimes_failing, spawn_app_on, ServerProcess, TestApp,
 };
 
 const STEP: Duration = Duration::from_secs(30);
@@ -728,7 +728,7 @@ async fn the_api_docs_page_renders_with_no_external_request() -> anyhow::Result<
                     .sum()
             })
             .unwrap_or_default();
-        assert_eq!(operations, 19);
+        assert_eq!(operations, 20);
         // Swagger UI draws one block per operation once it has read the document.
         wait_until("every operation is listed", || async {
             client
@@ -1214,6 +1214,62 @@ async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> a
                 .starts_with("/initial_state/text: ")
         })
         .await?;
+        anyhow::Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_graph_page_charts_its_runs_as_the_api_counts_them() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let graph = ui.app.create_graph(sometimes_failing()).await;
+        run_mixed(&ui.app, &graph, 10, 2).await;
+        let (_, stats) = ui.app.get(&format!("/graphs/{graph}/stats")).await;
+        let total = |status: &str| -> u64 {
+            stats["days"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|day| day[status].as_u64())
+                .sum()
+        };
+        assert_eq!((total("completed"), total("failed")), (10, 2));
+        let client = &ui.client;
+        // From the history, the graph's name leads to its page.
+        open(client, &ui.url("/history")).await?;
+        client
+            .find(Locator::Css("[data-testid=graph-link]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the graph page opens", || async {
+            attr_of(client, "[data-testid=graph-page]", "data-graph-id")
+                .await
+                .as_deref()
+                == Some(graph.as_str())
+        })
+        .await?;
+        // The chart's totals and today's bar hold the API's counts.
+        for status in ["completed", "failed"] {
+            assert_eq!(
+                text_of(client, &format!("[data-testid=total-{status}] strong")).await,
+                total(status).to_string()
+            );
+        }
+        let today = stats["days"][0]["day"].as_str().unwrap_or_default();
+        for (status, count) in [("completed", "10"), ("failed", "2")] {
+            let css = format!("[data-testid=runs-chart] rect[data-day='{today}'][data-status={status}]");
+            assert_eq!(attr_of(client, &css, "data-count").await.as_deref(), Some(count));
+        }
+        assert!(client.find(Locator::Css("[data-testid=line-p95]")).await.is_ok());
+        // The drawing carries each node's record: `boom` failed every time it ran.
+        let heat = text_of(client, "g.node[data-node=boom] [data-testid=heat]").await;
+        assert!(heat.ends_with("100% failed"), "{heat}");
+        let heat = text_of(client, "g.node[data-node=work] [data-testid=heat]").await;
+        assert!(heat.ends_with(" 0% failed"), "{heat}");
+        client.set_window_size(1280, 1400).await?;
+        screenshot(client, "graph-page.png").await?;
         anyhow::Ok(())
     })
     .await

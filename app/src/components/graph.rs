@@ -3,8 +3,9 @@
 use leptos::prelude::*;
 
 use crate::{
+    format::micros,
     live::NodeState,
-    wire::{EdgeKind, GraphView},
+    wire::{EdgeKind, GraphView, NodeStats},
 };
 
 /// How far a loop arc bulges below the row of nodes it joins.
@@ -51,6 +52,10 @@ pub fn GraphDiagram(
     /// A small drawing for galleries: no badges.
     #[prop(optional)]
     compact: bool,
+    /// Each node's record over recent runs: its box is shaded from green to red by its
+    /// failure rate, with its mean step time and the rate written under it.
+    #[prop(optional)]
+    heat: Vec<NodeStats>,
 ) -> impl IntoView {
     let height = view.height + ARC_DROP;
     let view_box = format!("0 0 {} {}", view.width, height);
@@ -88,6 +93,16 @@ pub fn GraphDiagram(
                         .unwrap_or((NodeState::Pending, Vec::new()))
                 })
             });
+            let heat = heat.iter().find(|stats| stats.node == node.id).map(|stats| {
+                let hue = 140.0 * (1.0 - stats.failure_rate.clamp(0.0, 1.0));
+                let style = format!("fill: hsl({hue:.0}, 70%, 84%)");
+                let text = format!(
+                    "{} · {:.0}% failed",
+                    micros(stats.mean_us),
+                    stats.failure_rate * 100.0
+                );
+                (style, text)
+            });
             let label = if node.id.chars().count() > 16 {
                 format!("{}…", node.id.chars().take(15).collect::<String>())
             } else {
@@ -103,8 +118,12 @@ pub fn GraphDiagram(
                     }
                 >
                     <title>{format!("{} (tool {})", node.id, node.tool)}</title>
-                    <rect x=node.x - w / 2.0 y=node.y - h / 2.0 width=w height=h rx="8"/>
+                    <rect x=node.x - w / 2.0 y=node.y - h / 2.0 width=w height=h rx="8"
+                        style=heat.as_ref().map(|(style, _)| style.clone())/>
                     <text x=node.x y=node.y + 5.0 text-anchor="middle">{label}</text>
+                    {heat.map(|(_, text)| view! {
+                        <text class="heat" data-testid="heat" x=node.x y=node.y + h / 2.0 + 14.0 text-anchor="middle">{text}</text>
+                    })}
                     {(!compact)
                         .then(|| {
                             view! {

@@ -1,5 +1,6 @@
 //! Pieces the pages share.
 
+pub mod charts;
 pub mod graph;
 pub mod question;
 pub mod report;

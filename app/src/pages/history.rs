@@ -102,7 +102,11 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
             view! {
                 <tr data-testid="run-row" data-status=run.status.as_str() class:deleted=move || deleted.get()>
                     <td><a href=format!("/run/{}", run.run_id)><code>{short(&run.run_id)}</code></a></td>
-                    <td><a href=format!("/history?graph_id={}", run.graph_id)>{graph}</a></td>
+                    <td>
+                        <a href=format!("/graph/{}", run.graph_id) data-testid="graph-link">{graph}</a>
+                        " "
+                        <a class="muted" href=format!("/history?graph_id={}", run.graph_id) title="Only this graph's runs">"runs"</a>
+                    </td>
                     <td><span class=format!("status-badge {}", run.status.as_str())>{run.status.as_str()}</span></td>
                     <td class="num">{run.steps}</td>
                     <td>{utc(run.created_at)}</td>

@@ -1,5 +1,6 @@
 //! The routed pages.
 
+pub mod graph;
 pub mod history;
 pub mod home;
 pub mod run;
@@ -7,6 +8,7 @@ pub mod signin;
 
 use leptos::prelude::*;
 
+pub use graph::GraphPage;
 pub use history::HistoryPage;
 pub use home::HomePage;
 pub use run::RunPage;
