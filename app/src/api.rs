@@ -61,6 +61,10 @@ pub struct RunQuery {
     pub graph_id: Option<String>,
     /// Only runs older than this one.
     pub before: Option<String>,
+    /// Only runs created at or after this time (Unix milliseconds).
+    pub since: Option<i64>,
+    /// Only runs created before this time (Unix milliseconds).
+    pub until: Option<i64>,
 }
 
 impl RunQuery {
@@ -73,6 +77,11 @@ impl RunQuery {
         ]
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|value| format!("{key}={}", encode(value))))
+        .chain(
+            [("since", self.since), ("until", self.until)]
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|ms| format!("{key}={ms}"))),
+        )
         .collect::<Vec<_>>()
         .join("&")
     }
@@ -277,7 +286,9 @@ mod tests {
             status: Some("failed".into()),
             graph_id: None,
             before: Some("a b/c".into()),
+            since: Some(1_000),
+            until: None,
         };
-        assert_eq!(query.to_query_string(), "status=failed&before=a%20b%2Fc");
+        assert_eq!(query.to_query_string(), "status=failed&before=a%20b%2Fc&since=1000");
     }
 }

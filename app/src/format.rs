@@ -132,6 +132,26 @@ pub fn usage(usage: &crate::wire::Usage) -> String {
     }
 }
 
+/// The start of a UTC day written `YYYY-MM-DD`, in Unix milliseconds; `None` for
+/// anything else.
+pub fn day_start(day: &str) -> Option<i64> {
+    let mut parts = day.trim().splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400_000)
+}
+
 /// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1_000);
@@ -187,5 +207,15 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn days_read_back_as_their_start() {
+        assert_eq!(day_start("1970-01-01"), Some(0));
+        assert_eq!(day_start("2026-11-30"), Some(1_795_996_800_000));
+        assert_eq!(utc(day_start("2024-02-29").unwrap()), "2024-02-29 00:00:00");
+        for bad in ["", "2026-13-01", "2026-11", "yesterday", "2026-11-32"] {
+            assert_eq!(day_start(bad), None, "{bad}");
+        }
     }
 }

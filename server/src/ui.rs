@@ -96,6 +96,8 @@ impl Backend for UiBackend {
                 graph_id: query.graph_id.map(GraphId::from),
                 status: status_filter(query.status.as_deref()).map_err(ApiError::into_body)?,
                 before: query.before.map(RunId::from),
+                created_since: query.since,
+                created_until: query.until,
                 limit: DEFAULT_PAGE,
                 created_by: None,
             };

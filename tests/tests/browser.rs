@@ -1270,6 +1270,25 @@ async fn a_graph_page_charts_its_runs_as_the_api_counts_them() -> anyhow::Result
         assert!(heat.ends_with(" 0% failed"), "{heat}");
         client.set_window_size(1280, 1400).await?;
         screenshot(client, "graph-page.png").await?;
+        // The history's day range, from the form's dates: today holds all twelve runs.
+        let today = &today[..10];
+        open(
+            client,
+            &ui.url(&format!("/history?graph_id={graph}&from={today}&to={today}")),
+        )
+        .await?;
+        assert_eq!(client.find_all(Locator::Css("[data-testid=run-row]")).await?.len(), 12);
+        assert_eq!(
+            attr_of(client, "[data-testid=from-filter]", "value").await.as_deref(),
+            Some(today)
+        );
+        let tomorrow = weft_app::format::utc(weft_app::format::day_start(today).unwrap_or(0) + 86_400_000);
+        open(
+            client,
+            &ui.url(&format!("/history?graph_id={graph}&from={}", &tomorrow[..10])),
+        )
+        .await?;
+        assert!(client.find(Locator::Css("[data-testid=empty]")).await.is_ok());
         anyhow::Ok(())
     })
     .await

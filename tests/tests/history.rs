@@ -151,6 +151,18 @@ async fn a_graph_s_stats_count_its_runs_by_day_and_status_and_its_nodes_failures
     );
     assert!(work["mean_us"].as_u64().is_some());
 
+    // The history's time range: today's start holds all twelve, tomorrow's none.
+    let start = stats["days"][0]["start"].as_i64().unwrap();
+    let listed = async |query: String| {
+        let (status, page) = app.get(&format!("/runs?graph_id={graph}&{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        page["runs"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(listed(format!("since={start}")).await, 12);
+    assert_eq!(listed(format!("since={start}&until={}", start + 86_400_000)).await, 12);
+    assert_eq!(listed(format!("since={}", start + 86_400_000)).await, 0);
+    assert_eq!(listed(format!("until={start}")).await, 0);
+
     let (status, _) = app.get(&format!("/graphs/{graph}/stats?days=0")).await;
     assert_eq!(status, 400);
     let (status, body) = app.get("/graphs/nope/stats").await;

@@ -1,4 +1,4 @@
-//! `/history`: every run, newest first, filterable by status and graph.
+//! `/history`: every run, newest first, filterable by status, graph and days.
 //!
 //! The filters are a plain GET form and the pages plain links, so the history reads the
 //! same with or without JavaScript.
@@ -8,9 +8,11 @@ use leptos_router::hooks::use_query_map;
 
 use crate::{
     api::{self, RunQuery},
-    format::{millis, usage, utc},
+    format::{day_start, millis, usage, utc},
     wire::RunSummary,
 };
+
+const DAY_MS: i64 = 86_400_000;
 
 const STATUSES: [&str; 6] = ["queued", "running", "waiting", "completed", "failed", "cancelled"];
 
@@ -19,10 +21,18 @@ const STATUSES: [&str; 6] = ["queued", "running", "waiting", "completed", "faile
 pub fn HistoryPage() -> impl IntoView {
     let query = use_query_map();
     let filters = move || {
-        query.with(|q| RunQuery {
-            status: q.get("status").filter(|s| !s.is_empty()),
-            graph_id: q.get("graph_id").filter(|s| !s.is_empty()),
-            before: q.get("before").filter(|s| !s.is_empty()),
+        query.with(|q| {
+            // A range from the form's dates (`from`, `to`: whole UTC days), or as the
+            // API takes it (`since`, `until`: milliseconds), as the next page's link has it.
+            let millis = |key: &str| q.get(key).and_then(|value| value.parse::<i64>().ok());
+            let day = |key: &str| q.get(key).and_then(|value| day_start(&value));
+            RunQuery {
+                status: q.get("status").filter(|s| !s.is_empty()),
+                graph_id: q.get("graph_id").filter(|s| !s.is_empty()),
+                before: q.get("before").filter(|s| !s.is_empty()),
+                since: millis("since").or_else(|| day("from")),
+                until: millis("until").or_else(|| day("to").map(|start| start + DAY_MS)),
+            }
         })
     };
     let page = Resource::new(filters, api::runs);
@@ -42,6 +52,16 @@ pub fn HistoryPage() -> impl IntoView {
                                 .collect_view()
                         }}
                     </select>
+                </label>
+                <label class="field inline">
+                    <span>"From"</span>
+                    <input type="date" name="from" data-testid="from-filter"
+                        value=move || filters().since.map(|ms| utc(ms)[..10].to_owned())/>
+                </label>
+                <label class="field inline">
+                    <span>"To"</span>
+                    <input type="date" name="to" data-testid="to-filter"
+                        value=move || filters().until.map(|ms| utc(ms - DAY_MS)[..10].to_owned())/>
                 </label>
                 {move || filters().graph_id.map(|graph_id| view! {
                     <input type="hidden" name="graph_id" value=graph_id.clone()/>

@@ -196,12 +196,18 @@ pub struct ListQuery {
     /// Only runs older than this one (the previous page's `next_before`).
     #[param(example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8")]
     before: Option<String>,
+    /// Only runs created at or after this time, in Unix milliseconds.
+    #[param(example = 1795000000000_i64)]
+    since: Option<i64>,
+    /// Only runs created before this time, in Unix milliseconds.
+    #[param(example = 1795086400000_i64)]
+    until: Option<i64>,
     /// Runs per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500, example = 20)]
     limit: Option<u32>,
 }
 
-/// `GET /runs?graph_id=&status=&before=&limit=`: runs, newest first.
+/// `GET /runs?graph_id=&status=&since=&until=&before=&limit=`: runs, newest first.
 #[utoipa::path(
     get,
     path = "/runs",
@@ -224,6 +230,8 @@ pub async fn list_runs(
         graph_id: query.graph_id.map(GraphId::from),
         status: status_filter(query.status.as_deref())?,
         before: query.before.map(RunId::from),
+        created_since: query.since,
+        created_until: query.until,
         limit: page_limit(query.limit)?,
         created_by: None,
     };

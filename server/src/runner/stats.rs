@@ -53,6 +53,8 @@ impl Runner {
                 status: None,
                 created_by: access.creator_filter(),
                 before: before.clone(),
+                created_since: Some(since),
+                created_until: None,
                 limit: PAGE,
             };
             let (page, next) = self.list_runs(&filter).await?;

@@ -536,7 +536,7 @@ pub(super) async fn runs_are_listed_by_graph_and_status_with_a_cursor(store: &dy
             status,
             before: before.cloned(),
             limit,
-            created_by: None,
+            ..Default::default()
         };
         async move {
             store
@@ -564,6 +564,45 @@ pub(super) async fn runs_are_listed_by_graph_and_status_with_a_cursor(store: &dy
         (Some(r#"{"n":1}"#), Some("boom"), 2)
     );
     assert_eq!(ended.initial_state, r#"{"n":0}"#);
+    // A time range: created at or after `since`, before `until`.
+    let mut created = Vec::new();
+    for id in [&first, &second, &third] {
+        created.push((store.run(id).await.unwrap().unwrap().created_at, id.clone()));
+    }
+    let (oldest, newest) = (created[0].0, created[2].0);
+    let within = |since: Option<i64>, until: Option<i64>| {
+        let filter = super::RunFilter {
+            created_since: since,
+            created_until: until,
+            limit: 10,
+            ..Default::default()
+        };
+        async move {
+            let mut ids: Vec<RunId> = store
+                .list_runs(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|run| run.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let expected = |since: i64, until: i64| {
+        let mut ids: Vec<RunId> = created
+            .iter()
+            .filter(|(at, _)| (since..until).contains(at))
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(within(Some(oldest), Some(newest + 1)).await.len(), 3);
+    assert_eq!(within(Some(newest + 1), None).await, []);
+    assert_eq!(within(None, Some(oldest)).await, []);
+    assert_eq!(within(Some(newest), None).await, expected(newest, i64::MAX));
+    assert_eq!(within(None, Some(newest)).await, expected(i64::MIN, newest));
 }
 
 pub(super) async fn a_run_asked_to_stop_can_only_end_cancelled(store: &dyn Store) {

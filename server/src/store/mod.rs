@@ -315,6 +315,10 @@ pub struct RunFilter {
     pub created_by: Option<String>,
     /// Only runs older than this one (the previous page's last run).
     pub before: Option<RunId>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<Millis>,
+    /// Only runs created before this time.
+    pub created_until: Option<Millis>,
     /// The most runs to answer.
     pub limit: u32,
 }

@@ -768,13 +768,16 @@ impl Store for PgStore {
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR graph_id = $1) \
              AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) \
-             AND ($5::text IS NULL OR created_by = $5) ORDER BY id DESC LIMIT $4"
+             AND ($5::text IS NULL OR created_by = $5) AND ($6::bigint IS NULL OR created_at >= $6) \
+             AND ($7::bigint IS NULL OR created_at < $7) ORDER BY id DESC LIMIT $4"
         ))
         .bind(filter.graph_id.as_ref().map(GraphId::as_str))
         .bind(filter.status.map(RunStatus::as_str))
         .bind(filter.before.as_ref().map(RunId::as_str))
         .bind(i64::from(filter.limit))
         .bind(&filter.created_by)
+        .bind(filter.created_since)
+        .bind(filter.created_until)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()

@@ -892,14 +892,17 @@ impl Store for SqliteStore {
                 conn,
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR graph_id = ?1) AND (?2 IS NULL OR status = ?2) \
-                     AND (?3 IS NULL OR id < ?3) AND (?5 IS NULL OR created_by = ?5) ORDER BY id DESC LIMIT ?4"
+                     AND (?3 IS NULL OR id < ?3) AND (?5 IS NULL OR created_by = ?5) \
+                     AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7) ORDER BY id DESC LIMIT ?4"
                 ),
                 params![
                     filter.graph_id.as_ref().map(GraphId::as_str),
                     filter.status.map(RunStatus::as_str),
                     filter.before.as_ref().map(RunId::as_str),
                     i64::from(filter.limit),
-                    filter.created_by
+                    filter.created_by,
+                    filter.created_since,
+                    filter.created_until
                 ],
                 run_from_row,
             )
