@@ -8,48 +8,15 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use weft_tests::{TestApp, TIMEOUT};
+use weft_tests::{ServerProcess, TestApp, TIMEOUT};
 
-/// A server process over a fresh database in `dir` with `env`, and its log lines as
-/// they come.
-async fn server(
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (tokio::process::Child, TestApp, Arc<Mutex<Vec<String>>>) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft-server-under-test"))
-        .env("WEFT_ADDR", "127.0.0.1:0")
-        .env("WEFT_DATABASE", dir.join("weft.db"))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let port = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.expect("a log") {
-            if let Some(at) = line.find("listening on http://127.0.0.1:") {
-                let digits: String = line[at + 30..].chars().take_while(char::is_ascii_digit).collect();
-                log.lock().expect("the log").push(line);
-                return digits.parse::<u16>().expect("a port");
-            }
-            log.lock().expect("the log").push(line);
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server listens in time");
-    let kept = Arc::clone(&log);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            kept.lock().expect("the log").push(line);
-        }
-    });
-    (child, TestApp::connect(port), log)
+/// The server as a process over a fresh database in `dir` with `env` (its log is kept
+/// line by line), and a client of it.
+async fn server(dir: &std::path::Path, env: &[(&str, &str)]) -> (ServerProcess, TestApp) {
+    let server =
+        ServerProcess::start_with_env(env!("CARGO_BIN_EXE_weft-server-under-test"), &dir.join("weft.db"), env).await;
+    let app = TestApp::connect(server.port);
+    (server, app)
 }
 
 fn failing() -> Value {
@@ -59,12 +26,12 @@ fn failing() -> Value {
 #[tokio::test]
 async fn json_logs_carry_the_run_id_and_the_node_of_their_spans() {
     let dir = tempfile::tempdir().expect("a directory");
-    let (_child, app, log) = server(dir.path(), &[("WEFT_LOG_FORMAT", "json")]).await;
+    let (server, app) = server(dir.path(), &[("WEFT_LOG_FORMAT", "json")]).await;
     let graph = app.create_graph(failing()).await;
     let run = app.run_and_wait(&graph, json!({})).await;
     let run_id = run["run_id"].as_str().expect("run_id").to_owned();
 
-    let lines = log.lock().expect("the log").clone();
+    let lines = server.log();
     let parsed: Vec<Value> = lines
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
@@ -135,7 +102,7 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let dir = tempfile::tempdir().expect("a directory");
-    let (_child, app, _log) = server(
+    let (_server, app) = server(
         dir.path(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
