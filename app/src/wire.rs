@@ -875,6 +875,7 @@ impl GraphStats {
 /// One UTC day of a graph's runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"day": "2026-11-30", "start": 1795996800000_i64, "completed": 10, "failed": 2, "cancelled": 0, "other": 0, "p50_ms": 42, "p95_ms": 180})))]
 pub struct DayStats {
     /// The day, `YYYY-MM-DD`.
     pub day: String,
@@ -897,6 +898,7 @@ pub struct DayStats {
 /// One node's record over a graph's recent runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"node": "boom", "steps": 0, "failures": 2, "mean_us": 0, "failure_rate": 1.0})))]
 pub struct NodeStats {
     /// The node.
     pub node: String,
