@@ -330,6 +330,20 @@ impl CpuPool {
     }
 }
 
+/// Problems found while checking something, each at its JSON pointer, in the order found.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Adds a problem at `path`.
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
 /// A tool's typed configuration: read from a node's `config` with serde, described by
 /// its OpenAPI schema, and checked further by [`ToolConfig::validate`].
 pub trait ToolConfig: DeserializeOwned + utoipa::PartialSchema {

@@ -11,7 +11,6 @@ use std::{
 };
 
 use serde_json::{Map, Value};
-use weft_app::wire::Problem;
 
 use super::{
     flow, parse_max_steps, Branch, Graph, GraphError, MapRoute, Node, NodeId, Reducer, Route, DEFAULT_MAX_STEPS,
@@ -21,19 +20,8 @@ use crate::engine::{
     pointer,
     policy::NodePolicy,
     script::Condition,
-    tool::{MissingInput, Registry, Tool},
+    tool::{MissingInput, Problems, Registry, Tool},
 };
-
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
 
 /// A node as the spec declares it, before its tool and edges are resolved.
 struct Declared<'a> {
