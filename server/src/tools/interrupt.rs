@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use weft_app::wire::{Problem, State};
 
 use crate::engine::tool::{
-    read_config, Answer, ConfigSpec, Next, Outcome, Pause, Tool, ToolConfig, ToolError, ToolFuture, ToolInput,
+    read_config, Answer, ConfigSpec, Next, Outcome, Pause, Problems, Tool, ToolConfig, ToolError, ToolFuture, ToolInput,
 };
 
 /// The longest an interrupt may wait with a timeout: 30 days.
@@ -47,32 +47,26 @@ pub struct InterruptConfig {
 
 impl ToolConfig for InterruptConfig {
     fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let mut problem = |path: &str, message: String| {
-            problems.push(Problem {
-                path: path.into(),
-                message,
-            })
-        };
+        let mut problems = Problems::default();
         if self.prompt.trim().is_empty() {
-            problem("/prompt", "must not be empty".into());
+            problems.add("/prompt", "must not be empty");
         }
         if self.key.is_empty() {
-            problem("/key", "must not be empty".into());
+            problems.add("/key", "must not be empty");
         }
         if let Some(why) = self.input_schema.as_ref().and_then(super::schema::invalid) {
-            problem("/input_schema", why);
+            problems.add("/input_schema", why);
         }
         match self.timeout_s {
             Some(seconds) if !(1..=MAX_TIMEOUT_S).contains(&seconds) => {
-                problem("/timeout_s", format!("must be from 1 to {MAX_TIMEOUT_S}"));
+                problems.add("/timeout_s", format!("must be from 1 to {MAX_TIMEOUT_S}"));
             }
             None if self.on_timeout.is_some() => {
-                problem("/on_timeout", "has no effect without `timeout_s`".into());
+                problems.add("/on_timeout", "has no effect without `timeout_s`");
             }
             _ => {}
         }
-        problems
+        problems.0
     }
 }
 

@@ -16,7 +16,7 @@ use weft_app::wire::{Problem, State, Usage};
 
 use super::schema;
 use crate::{
-    engine::tool::{read_config, ConfigSpec, Outcome, Tool, ToolConfig, ToolError, ToolFuture, ToolInput},
+    engine::tool::{read_config, ConfigSpec, Outcome, Problems, Tool, ToolConfig, ToolError, ToolFuture, ToolInput},
     llm::{ChatRequest, Message, Provider, Providers, HOW_TO_CONFIGURE},
 };
 
@@ -45,30 +45,24 @@ pub struct LlmConfig {
 
 impl ToolConfig for LlmConfig {
     fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let mut problem = |path: &str, message: String| {
-            problems.push(Problem {
-                path: path.into(),
-                message,
-            })
-        };
+        let mut problems = Problems::default();
         for (path, source) in [("/prompt", Some(&self.prompt)), ("/system", self.system.as_ref())] {
             if let Some(source) = source {
                 if let Err(err) = Environment::new().template_from_str(source) {
-                    problem(path, format!("is not a valid template: {err}"));
+                    problems.add(path, format!("is not a valid template: {err}"));
                 }
             }
         }
         if self.output_key.is_empty() {
-            problem("/output_key", "must not be empty".into());
+            problems.add("/output_key", "must not be empty");
         }
         if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-            problem("/temperature", "must be from 0 to 2".into());
+            problems.add("/temperature", "must be from 0 to 2");
         }
         if let Some(why) = self.json_schema.as_ref().and_then(schema::invalid) {
-            problem("/json_schema", why);
+            problems.add("/json_schema", why);
         }
-        problems
+        problems.0
     }
 }
 
