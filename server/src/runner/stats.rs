@@ -47,22 +47,22 @@ impl Runner {
         let since = (now - i64::from(days) * DAY_MS).div_euclid(DAY_MS) * DAY_MS + DAY_MS;
         let mut runs: Vec<StoredRun> = Vec::new();
         let mut before: Option<RunId> = None;
-        'pages: loop {
+        // The store keeps to the window; pages are read up to MAX_RUNS.
+        loop {
             let filter = RunFilter {
                 graph_id: Some(id.clone()),
                 status: None,
                 created_by: access.creator_filter(),
-                before: before.clone(),
+                before: before.take(),
                 created_since: Some(since),
                 created_until: None,
                 limit: PAGE,
             };
             let (page, next) = self.list_runs(&filter).await?;
-            for run in page {
-                if run.created_at < since || runs.len() as u64 >= GraphStats::MAX_RUNS {
-                    break 'pages;
-                }
-                runs.push(run);
+            runs.extend(page);
+            if runs.len() as u64 >= GraphStats::MAX_RUNS {
+                runs.truncate(GraphStats::MAX_RUNS as usize);
+                break;
             }
             match next {
                 Some(next) => before = Some(next),
