@@ -1171,7 +1171,7 @@ async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> a
         let marked = || async {
             let mut lines = Vec::new();
             for mark in client
-                .find_all(Locator::Css("[data-testid=spec-gutter] .ln.marked"))
+                .find_all(Locator::Css("[data-testid=spec-editor-gutter] .ln.marked"))
                 .await
                 .unwrap_or_default()
             {

@@ -2,7 +2,8 @@
 //! moment after the last key, the spec goes to `POST /graph/validate` (which stores
 //! nothing), and each problem it answers is marked on the line it is about and listed
 //! beside the text, before anyone presses Run. [`validate_as_typed`] does the same for a
-//! preset's initial state.
+//! preset's initial state, and [`LinedEditor`] (the text with its numbered, markable lines)
+//! serves the Code Review's code editor too.
 
 use std::collections::HashMap;
 
@@ -109,30 +110,6 @@ pub fn SpecEditor(
         },
     );
 
-    let gutter = move || {
-        let count = text.with(|text| text.lines().count()).max(1);
-        let by_line: HashMap<usize, Marked> = marks.with(|marks| {
-            let mut by_line = HashMap::new();
-            for mark in marks.iter().rev() {
-                by_line.insert(mark.line, mark.clone());
-            }
-            by_line
-        });
-        (1..=count)
-            .map(|line| {
-                let mark = by_line.get(&line);
-                let class = match mark {
-                    Some(mark) if mark.warning => "ln warned",
-                    Some(_) => "ln marked",
-                    None => "ln",
-                };
-                view! {
-                    <span class=class data-line=line title=mark.map(|m| m.message.clone())>{line}</span>
-                }
-            })
-            .collect_view()
-    };
-    let rows = move || text.with(|text| text.lines().count()).clamp(12, 400) + 1;
     let listed = move || {
         marks
             .get()
@@ -154,20 +131,61 @@ pub fn SpecEditor(
         <div class="spec-editor">
             <label class="field">
                 <span>"Graph spec"</span>
-                <div class="code-editor">
-                    <pre class="gutter" aria-hidden="true" data-testid="spec-gutter">{gutter}</pre>
-                    <textarea
-                        class="json"
-                        data-testid="spec-editor"
-                        spellcheck="false"
-                        wrap="off"
-                        rows=rows
-                        prop:value=move || text.get()
-                        on:input=move |ev| text.set(event_target_value(&ev))
-                    ></textarea>
-                </div>
+                <LinedEditor text testid="spec-editor" marks/>
             </label>
             <ul class="spec-problems" data-testid="spec-problems">{listed}</ul>
+        </div>
+    }
+}
+
+/// A text area with its line numbers beside it (`{testid}-gutter`), each line with a
+/// problem in `marks` marked; it grows with the text.
+#[component]
+pub fn LinedEditor(
+    /// The text, as typed.
+    text: RwSignal<String>,
+    /// The text area's `data-testid`.
+    testid: &'static str,
+    /// Problems to mark on their lines, if any.
+    #[prop(optional)]
+    marks: Option<RwSignal<Vec<Marked>>>,
+) -> impl IntoView {
+    let gutter = move || {
+        let count = text.with(|text| text.lines().count()).max(1);
+        let mut by_line: HashMap<usize, Marked> = HashMap::new();
+        if let Some(marks) = marks {
+            marks.with(|marks| {
+                for mark in marks.iter().rev() {
+                    by_line.insert(mark.line, mark.clone());
+                }
+            });
+        }
+        (1..=count)
+            .map(|line| {
+                let mark = by_line.get(&line);
+                let class = match mark {
+                    Some(mark) if mark.warning => "ln warned",
+                    Some(_) => "ln marked",
+                    None => "ln",
+                };
+                view! {
+                    <span class=class data-line=line title=mark.map(|m| m.message.clone())>{line}</span>
+                }
+            })
+            .collect_view()
+    };
+    let rows = move || text.with(|text| text.lines().count()).clamp(12, 400) + 1;
+    view! {
+        <div class="code-editor">
+            <pre class="gutter" aria-hidden="true" data-testid=format!("{testid}-gutter")>{gutter}</pre>
+            <textarea
+                data-testid=testid
+                spellcheck="false"
+                wrap="off"
+                rows=rows
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+            ></textarea>
         </div>
     }
 }

@@ -6,7 +6,10 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     api,
-    components::{graph::GraphDiagram, spec_editor::SpecEditor},
+    components::{
+        graph::GraphDiagram,
+        spec_editor::{LinedEditor, SpecEditor},
+    },
     wire::{GraphCreated, PresetInfo, RunStarted},
 };
 
@@ -280,12 +283,6 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
         });
     };
 
-    let line_numbers = move || {
-        let lines = code.with(|code| code.lines().count()).max(1);
-        (1..=lines).map(|n| n.to_string()).collect::<Vec<_>>().join("\n")
-    };
-    let rows = move || code.with(|code| code.lines().count()).clamp(12, 400) + 1;
-
     view! {
         <form class="start-form" on:submit=submit data-testid="start-form">
             <p class="muted">{description}</p>
@@ -303,17 +300,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
             >
                 <label class="field">
                     <span>"Code"</span>
-                    <div class="code-editor">
-                        <pre class="gutter" aria-hidden="true">{line_numbers}</pre>
-                        <textarea
-                            data-testid="code"
-                            spellcheck="false"
-                            wrap="off"
-                            rows=rows
-                            prop:value=move || code.get()
-                            on:input=move |ev| code.set(event_target_value(&ev))
-                        ></textarea>
-                    </div>
+                    <LinedEditor text=code testid="code"/>
                 </label>
                 <div class="row">
                     <label class="field">
