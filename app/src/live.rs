@@ -82,7 +82,18 @@ pub struct RunModel {
     /// The questions the run waits on.
     pub pending: Vec<Interrupt>,
     /// What each node's model call has streamed so far, until its step lands.
-    pub streaming: Vec<(String, String)>,
+    pub streaming: Vec<Streaming>,
+}
+
+/// A model's answer as far as it has streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streaming {
+    /// The step the answering node is.
+    pub step: u64,
+    /// The node.
+    pub node: String,
+    /// The text so far.
+    pub text: String,
 }
 
 impl RunModel {
@@ -123,6 +134,12 @@ impl RunModel {
         model
     }
 
+    /// Forgets the answers streamed so far: a new connection starts with each answer as
+    /// far as it has come.
+    pub fn connecting(&mut self) {
+        self.streaming.clear();
+    }
+
     /// Whether the run has ended.
     pub fn ended(&self) -> bool {
         self.status.is_terminal()
@@ -132,9 +149,17 @@ impl RunModel {
     pub fn apply(&mut self, event: RunEvent) -> bool {
         if let RunEvent::Token(token) = &event {
             // Not stored and not numbered: added as it comes.
-            match self.streaming.iter_mut().find(|(node, _)| *node == token.node) {
-                Some((_, text)) => text.push_str(&token.text),
-                None => self.streaming.push((token.node.clone(), token.text.clone())),
+            match self
+                .streaming
+                .iter_mut()
+                .find(|answer| answer.step == token.step && answer.node == token.node)
+            {
+                Some(answer) => answer.text.push_str(&token.text),
+                None => self.streaming.push(Streaming {
+                    step: token.step,
+                    node: token.node.clone(),
+                    text: token.text.clone(),
+                }),
             }
             return true;
         }
@@ -168,7 +193,10 @@ impl RunModel {
                 self.nodes.insert(e.node, NodeState::Running);
             }
             RunEvent::Step(step) => {
-                self.streaming.retain(|(node, _)| *node != step.node);
+                // This step's answer is whole in it (an earlier step of the same node, sent
+                // after a later answer's start on reconnecting, leaves that answer be).
+                self.streaming
+                    .retain(|answer| answer.node != step.node || answer.step > step.step);
                 let failed = step.error.is_some() || step.status == RunStatus::Failed;
                 let state = if failed {
                     NodeState::Failed
@@ -421,10 +449,37 @@ mod tests {
         };
         assert!(model.apply(token("Hel")));
         assert!(model.apply(token("lo")));
-        assert_eq!(model.streaming, [("a".to_owned(), "Hello".to_owned())]);
+        let hello = Streaming {
+            step: 1,
+            node: "a".into(),
+            text: "Hello".into(),
+        };
+        assert_eq!(model.streaming, [hello.clone()]);
         assert_eq!(model.last_seq, 0, "tokens are not numbered");
         model.apply(step(1, 1, "a", json!({"x": "Hello"})));
         assert!(model.streaming.is_empty());
+        // Reconnected mid-answer: the answer so far comes first, then the stored events,
+        // among them an earlier step of the same node, which leaves the answer be.
+        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
+        model.apply(RunEvent::Token(crate::wire::TokenEvent {
+            run_id: "r".into(),
+            step: 3,
+            node: "a".into(),
+            text: "So far".into(),
+        }));
+        model.apply(step(1, 1, "a", json!({"x": "Hello"})));
+        assert_eq!(model.streaming.len(), 1);
+        assert_eq!(model.streaming[0].text, "So far");
+        model.apply(step(2, 3, "a", json!({"x": "So far, all"})));
+        assert!(model.streaming.is_empty());
+        model.apply(RunEvent::Token(crate::wire::TokenEvent {
+            run_id: "r".into(),
+            step: 5,
+            node: "a".into(),
+            text: "Next".into(),
+        }));
+        model.connecting();
+        assert!(model.streaming.is_empty(), "the new connection sends it again");
     }
 
     #[test]

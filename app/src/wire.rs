@@ -492,8 +492,9 @@ pub enum RunEvent<S = Value> {
     /// The run paused at an `interrupt` node and is `waiting` for the answer to its
     /// question.
     Interrupted(InterruptedEvent),
-    /// A piece of a model's answer, as it streams in (live only: not stored, no `seq`;
-    /// the step stores the whole text).
+    /// A piece of a model's answer, as it streams in (not stored, no `seq`; the step
+    /// stores the whole text). A client that connects mid-answer first gets the answer so
+    /// far in one.
     Token(TokenEvent),
     /// The stream cannot be served (for example, the run does not exist); the socket closes.
     Error(ErrorEvent),

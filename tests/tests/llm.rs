@@ -268,6 +268,60 @@ async fn tokens_reach_the_run_stream_in_order_and_add_up_to_the_stored_text() {
 }
 
 #[tokio::test]
+async fn a_client_that_connects_mid_answer_gets_the_answer_so_far_then_the_rest_once() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let pieces = ["One", " two", " three", " four", " five", " six", " seven", " eight"];
+    let (_fake, base) = fake(vec![Reply::paced(&pieces)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let weft = server(&dir.path().join("weft.db"), &base).await;
+    let app = TestApp::connect(weft.port);
+    let graph = app.create_graph(reviewer(json!({}))).await;
+    let run_id = app.start_run(&graph, json!({"language": "c", "code": "int x;"})).await;
+    // A first client, there from the start, reads tokens as they come.
+    let (mut first, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/{run_id}", weft.port))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = tokio::time::timeout(weft_tests::TIMEOUT, first.next())
+            .await
+            .expect("no token came")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "token" {
+                seen.push(event["text"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(seen, ["One", " two"]);
+    // A second client, two pieces in: the answer so far comes first, whole, then the rest.
+    let messages = app.stream(&run_id, "").await.unwrap();
+    let tokens: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["type"] == "token")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        tokens[0].starts_with("One two") && pieces.concat().starts_with(tokens[0]),
+        "{tokens:?}"
+    );
+    assert!(tokens.len() < pieces.len(), "the start came as one message: {tokens:?}");
+    assert_eq!(tokens.concat(), pieces.concat(), "every piece once");
+    let first_token = messages.iter().position(|m| m["type"] == "token").unwrap();
+    let step = messages.iter().position(|m| m["type"] == "step").unwrap();
+    assert!(first_token < step);
+    assert_eq!(messages[step]["state"]["review"], pieces.concat());
+    // Once the step is written, a new client reads the answer there: no token.
+    let after = app.stream(&run_id, "").await.unwrap();
+    assert!(after.iter().all(|m| m["type"] != "token"), "{after:?}");
+    weft.terminate().await;
+}
+
+#[tokio::test]
 async fn tokens_and_cost_are_kept_per_step_and_summed_per_run() {
     let (_fake, base) = fake(vec![Reply::stream(&["a", "b", "c"]), Reply::stream(&["d"])]).await;
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use crate::{
         report::{is_code_review, CodeReviewReport},
     },
     format::{diff, micros, millis, preview, usage, utc},
-    live::{Entry, RunModel},
+    live::{Entry, RunModel, Streaming},
     wire::{ForkRequest, RunStarted, RunStatus, StepEvent},
 };
 
@@ -145,7 +145,7 @@ fn RunView(data: RunPageData) -> impl IntoView {
             {move || model.with(|m| m.error.clone()).map(|err| view! {
                 <p class="error-banner" data-testid="run-error">{err}</p>
             })}
-            {move || model.with(|m| m.streaming.clone()).into_iter().map(|(node, text)| view! {
+            {move || model.with(|m| m.streaming.clone()).into_iter().map(|Streaming { node, text, .. }| view! {
                 <section class="streaming">
                     <h2>{format!("{node} is answering…")}</h2>
                     <pre data-testid="streaming" data-node=node.clone()>{text}</pre>
@@ -444,6 +444,8 @@ fn follow(
             let url = format!("{scheme}://{host}/ws/{run_id}?since={since}");
             if let Ok(mut socket) = WebSocket::open(&url) {
                 connection.set(Connection::Live);
+                // The server starts with each answer in progress as far as it has come.
+                model.update(RunModel::connecting);
                 while let Some(Ok(Message::Text(text))) = socket.next().await {
                     backoff = 250;
                     if let Ok(event) = serde_json::from_str::<RunEvent>(&text) {

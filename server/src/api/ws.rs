@@ -38,7 +38,11 @@ use super::{
 use crate::{
     auth::{Access, Principal},
     ids::RunId,
-    runner::{end_event, hub::LiveEvent, Replay, Runner, Wake},
+    runner::{
+        end_event,
+        hub::{LiveEvent, Subscription},
+        token_message, Replay, Runner, Wake,
+    },
     store::{StoreError, StoredRun},
 };
 
@@ -74,8 +78,9 @@ pub struct StreamQuery {
                    one `step` message per executed node, in order (the prototype's message). Every event \
                    but `error` has a `seq` one higher than the last; a client that reconnects with \
                    `?since=<last seq>` misses nothing and sees nothing twice. An `llm` node's answer streams \
-                   as `token` messages while it comes (live only: no `seq`, never replayed; its step \
-                   holds the whole text). An unknown run gets one `error` message, then the socket closes.",
+                   as `token` messages while it comes (no `seq`, never stored: its step holds the whole \
+                   text); a client that connects mid-answer first gets the answer so far as one `token` \
+                   message, then the rest as it comes. An unknown run gets one `error` message, then the socket closes.",
     params(
         ("run_id" = String, Path, description = "The run's id.", example = "01a20f5e-f732-75ee-9f64-aa5f9c716fa8"),
         StreamQuery,
@@ -253,6 +258,22 @@ async fn send_end(runner: &Runner, run: &StoredRun, sender: &Sender) -> Result<(
     send(sender, end_event(runner.store().as_ref(), run).await?).await
 }
 
+/// Sends each model's answer in progress as far as it has come, one `token` message each,
+/// before the stored events: its later tokens follow from the channel, and a client drops
+/// an answer when the step it belongs to arrives (among the stored events, or later).
+async fn send_answers(run_id: &RunId, live: Option<&mut Subscription>, sender: &Sender) -> Result<(), StreamError> {
+    let Some(live) = live else {
+        return Ok(());
+    };
+    let run_id = run_id.to_string();
+    for answer in std::mem::take(&mut live.answers) {
+        if let Some(text) = token_message(&run_id, answer.step, &answer.node, &answer.text) {
+            send(sender, text).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn send_events(
     runner: &Runner,
     run_id: &RunId,
@@ -271,6 +292,7 @@ async fn send_events(
         });
         return send(sender, serde_json::to_string(&event).unwrap_or_default()).await;
     };
+    send_answers(run_id, live.as_mut(), sender).await?;
     let (mut last, ended) = replay(runner, &run, since, sender).await?;
     if ended {
         return Ok(());
@@ -280,7 +302,7 @@ async fn send_events(
     // by this instance) or has ended.
     loop {
         if let Some(channel) = live.take() {
-            match follow(runner, &run, channel, last, sender).await? {
+            match follow(runner, &run, channel.events, last, sender).await? {
                 // Ended: every event was sent.
                 None => return Ok(()),
                 // It stopped executing here without ending (it waits for an answer): watch
@@ -302,6 +324,7 @@ async fn send_events(
         }
         watch.changed().await;
         live = runner.hub().subscribe(run_id);
+        send_answers(run_id, live.as_mut(), sender).await?;
         run = runner
             .store()
             .run(run_id)

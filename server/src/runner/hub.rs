@@ -3,6 +3,11 @@
 //! Events are published only after the store has committed them, and a subscriber
 //! subscribes *before* it reads the store. So every event is either in what it reads or
 //! in what it receives (both, at worst, and sequence numbers drop the repeat): no gap.
+//!
+//! A model's answer passes as tokens that are never stored. The hub keeps each answer as
+//! far as it has come until its step is written, and a subscriber gets it with its
+//! channel, taken under the same lock the tokens are sent under: every piece of the
+//! answer is either in what it is given or in what it receives, exactly once.
 
 use std::{
     collections::HashMap,
@@ -35,8 +40,35 @@ pub struct LiveEvent {
     pub passing: bool,
 }
 
+/// A model's answer as far as it has come: the text of the tokens passed so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The step the answering node is.
+    pub step: u64,
+    /// The node.
+    pub node: String,
+    /// The answer so far.
+    pub text: String,
+}
+
+/// The answers coming now, shared by a run's publisher and its hub entry.
+type Answers = Arc<Mutex<Vec<Answer>>>;
+
+fn lock_answers(answers: &Answers) -> std::sync::MutexGuard<'_, Vec<Answer>> {
+    answers.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A subscription to a live run: its channel, and the answers coming when it was made.
+pub struct Subscription {
+    /// The run's events from now on.
+    pub events: broadcast::Receiver<Arc<LiveEvent>>,
+    /// Each answer in progress, as far as it had come: its later tokens come on `events`.
+    pub answers: Vec<Answer>,
+}
+
 struct Entry {
     sender: broadcast::Sender<Arc<LiveEvent>>,
+    answers: Answers,
     /// Raised when someone asks the run to stop: a queued run stops waiting, a node in
     /// progress (or its retry backoff) is dropped at once.
     cancel: CancellationToken,
@@ -68,7 +100,47 @@ pub struct Publisher {
     hub: Hub,
     run_id: RunId,
     sender: broadcast::Sender<Arc<LiveEvent>>,
+    answers: Answers,
     cancel: CancellationToken,
+}
+
+/// Passes a model's tokens to a run's subscribers (see [`LiveEvent::passing`]), keeping
+/// the answer so far for those who subscribe later.
+#[derive(Clone)]
+pub struct Passing {
+    sender: broadcast::Sender<Arc<LiveEvent>>,
+    answers: Answers,
+}
+
+impl Passing {
+    /// Adds `piece` to the answer of `node` at `step`, and sends the message `token`
+    /// makes of it to whoever listens (`token` is not called when nobody does).
+    pub fn token(&self, step: u64, node: &str, piece: &str, token: impl FnOnce() -> Option<String>) {
+        let mut answers = lock_answers(&self.answers);
+        match answers
+            .iter_mut()
+            .find(|answer| answer.step == step && answer.node == node)
+        {
+            Some(answer) => answer.text.push_str(piece),
+            None => answers.push(Answer {
+                step,
+                node: node.to_owned(),
+                text: piece.to_owned(),
+            }),
+        }
+        // Sent under the lock: see the module docs.
+        if self.sender.receiver_count() > 0 {
+            if let Some(text) = token() {
+                let _ = self.sender.send(Arc::new(LiveEvent {
+                    seq: 0,
+                    end: false,
+                    full: true,
+                    text,
+                    passing: true,
+                }));
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -80,10 +152,12 @@ impl Hub {
     pub fn register(&self, run_id: &RunId) -> Publisher {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         let cancel = CancellationToken::new();
+        let answers = Answers::default();
         self.lock().insert(
             run_id.clone(),
             Entry {
                 sender: sender.clone(),
+                answers: answers.clone(),
                 cancel: cancel.clone(),
             },
         );
@@ -91,13 +165,20 @@ impl Hub {
             hub: self.clone(),
             run_id: run_id.clone(),
             sender,
+            answers,
             cancel,
         }
     }
 
     /// Subscribes to a live run's events; `None` when the run is not in flight here.
-    pub fn subscribe(&self, run_id: &RunId) -> Option<broadcast::Receiver<Arc<LiveEvent>>> {
-        self.lock().get(run_id).map(|entry| entry.sender.subscribe())
+    pub fn subscribe(&self, run_id: &RunId) -> Option<Subscription> {
+        let runs = self.lock();
+        let entry = runs.get(run_id)?;
+        let answers = lock_answers(&entry.answers);
+        Some(Subscription {
+            events: entry.sender.subscribe(),
+            answers: answers.clone(),
+        })
     }
 
     /// Asks a live run to stop. `false` when it is not live here (or already ending: see
@@ -129,9 +210,18 @@ impl Publisher {
         let _ = self.sender.send(Arc::new(event));
     }
 
-    /// A sender for events that pass without being stored (see [`LiveEvent::passing`]).
-    pub fn passing(&self) -> broadcast::Sender<Arc<LiveEvent>> {
-        self.sender.clone()
+    /// Where a model's tokens go (see [`Passing`]).
+    pub fn passing(&self) -> Passing {
+        Passing {
+            sender: self.sender.clone(),
+            answers: self.answers.clone(),
+        }
+    }
+
+    /// Forgets the answer of `node` at `step`: its step is being written, whole text
+    /// and all.
+    pub fn answered(&self, step: u64, node: &str) {
+        lock_answers(&self.answers).retain(|answer| answer.step != step || answer.node != node);
     }
 
     /// Whether someone asked the run to stop.
@@ -183,7 +273,7 @@ mod tests {
         assert!(hub.subscribe(&run).is_none());
         let mut departures = hub.departures();
         let publisher = hub.register(&run);
-        let mut rx = hub.subscribe(&run).unwrap();
+        let mut rx = hub.subscribe(&run).unwrap().events;
         publisher.publish(LiveEvent {
             seq: 1,
             end: false,
@@ -201,6 +291,48 @@ mod tests {
         assert!(hub.subscribe(&run).is_none());
         assert_eq!(hub.live_runs(), 0);
         assert!(!hub.cancel(&run));
+    }
+
+    #[tokio::test]
+    async fn a_late_subscriber_gets_the_answer_so_far_then_the_rest_once() {
+        let hub = Hub::default();
+        let run = RunId::generate();
+        let publisher = hub.register(&run);
+        let passing = publisher.passing();
+        let made = std::cell::Cell::new(0);
+        let token = |piece: &str| {
+            made.set(made.get() + 1);
+            Some(piece.to_owned())
+        };
+        // Nobody listens: kept, not even serialized.
+        passing.token(3, "review", "Looks ", || token("Looks "));
+        passing.token(3, "review", "fine", || token("fine"));
+        assert_eq!(made.get(), 0);
+        let mut early = hub.subscribe(&run).unwrap();
+        assert_eq!(
+            early.answers,
+            [Answer {
+                step: 3,
+                node: "review".into(),
+                text: "Looks fine".into()
+            }]
+        );
+        passing.token(3, "review", ", thanks", || token(", thanks"));
+        assert_eq!(early.events.try_recv().unwrap().text, ", thanks");
+        let late = hub.subscribe(&run).unwrap();
+        assert_eq!(late.answers[0].text, "Looks fine, thanks");
+        // Another node's answer is its own; a written step's answer is forgotten.
+        passing.token(4, "summary", "Short", || token("Short"));
+        publisher.answered(3, "review");
+        let after = hub.subscribe(&run).unwrap();
+        assert_eq!(
+            after.answers,
+            [Answer {
+                step: 4,
+                node: "summary".into(),
+                text: "Short".into()
+            }]
+        );
     }
 
     #[tokio::test]

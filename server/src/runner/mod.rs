@@ -33,6 +33,7 @@ use self::sink::{fail_durably, RunSink};
 pub use self::{
     fork::Fork,
     replay::{EventPages, Replay},
+    sink::token_message,
     views::{current_state, end_event, Snapshot},
     watch::{RunWatch, Wake},
 };

@@ -437,6 +437,17 @@ impl RunSink {
     }
 }
 
+/// The `token` message for a piece of `node`'s answer at `step` (or for the answer so far).
+pub fn token_message(run_id: &str, step: u64, node: &str, text: &str) -> Option<String> {
+    let event: RunEvent = RunEvent::Token(TokenEvent {
+        run_id: run_id.to_owned(),
+        step,
+        node: node.to_owned(),
+        text: text.to_owned(),
+    });
+    serde_json::to_string(&event).ok()
+}
+
 fn sink_error(err: StoreError) -> SinkError {
     SinkError(err.to_string())
 }
@@ -554,28 +565,11 @@ impl StepSink for RunSink {
     }
 
     fn progress(&self, step: u64, node: &str) -> Option<crate::engine::tool::Progress> {
-        let sender = self.publisher.passing();
+        let passing = self.publisher.passing();
         let (run_id, node) = (self.run_id.to_string(), node.to_owned());
         Some(Arc::new(move |text: &str| {
             // Serialized only for someone listening.
-            if sender.receiver_count() == 0 {
-                return;
-            }
-            let event: RunEvent = RunEvent::Token(TokenEvent {
-                run_id: run_id.clone(),
-                step,
-                node: node.clone(),
-                text: text.to_owned(),
-            });
-            if let Ok(text) = serde_json::to_string(&event) {
-                let _ = sender.send(Arc::new(LiveEvent {
-                    seq: 0,
-                    end: false,
-                    full: true,
-                    text,
-                    passing: true,
-                }));
-            }
+            passing.token(step, &node, text, || token_message(&run_id, step, &node, text));
         }))
     }
 
@@ -584,6 +578,8 @@ impl StepSink for RunSink {
     }
 
     async fn step(&mut self, step: StepView<'_>) -> Result<Control, SinkError> {
+        // The step holds the whole answer: a subscriber from now on reads it there.
+        self.publisher.answered(step.step, step.node);
         crate::meters::node_finished(step.tool, step.duration);
         let lines: Vec<String> = step.notes.iter().map(|note| format!("{}: {note}", step.node)).collect();
         let update = raw(&Pick {
