@@ -1,8 +1,9 @@
-//! The site's static files (`pkg/`: the wasm, its JavaScript glue, the stylesheet), served
-//! so that a page load costs as few bytes as it can: each file under a name holding its
-//! content's hash, cached by browsers for a year as immutable (a new build has new
-//! names), and as brotli or gzip copies made once, when the server starts on a new
-//! build, then served by tower-http's `ServeDir` to whoever accepts them.
+//! The site's static files (`pkg/`: the wasm, the chunks split off it for the islands,
+//! the JavaScript glue, the stylesheet), served so that a page load costs as few bytes as
+//! it can: the wasm and the stylesheet under names holding their content's hash, cached
+//! by browsers for a year as immutable (a new build has new names), and every file as
+//! brotli or gzip copies made once, when the server starts on a new build, then served by
+//! tower-http's `ServeDir` to whoever accepts them.
 //!
 //! Leptos writes the hashed names into each page from a hash file (see
 //! [`Assets::hash_file`]); this module computes the hashes itself from the files' content,
@@ -34,7 +35,12 @@ const REVALIDATE: &str = "no-cache";
 const BEST_BROTLI_UP_TO: usize = 4 << 20;
 
 /// The files given hashed names: the key leptos's hash file uses, and the extension.
-const HASHED: [&str; 3] = ["js", "wasm", "css"];
+/// Not the JavaScript glue: the loader of the wasm chunks split off for the islands
+/// imports it by its plain name, and under a second name the browser would run a second
+/// copy of it, with no wasm loaded.
+const HASHED: [&str; 2] = ["wasm", "css"];
+/// The files served compressed.
+const COMPRESSED: [&str; 3] = ["js", "wasm", "css"];
 
 /// The site's `pkg/` directory as served.
 #[derive(Clone)]
@@ -65,9 +71,13 @@ impl Assets {
             };
             let hash = hex::encode(&Sha256::digest(&content)[..8]);
             lines.push_str(&format!("{extension}: {hash}\n"));
-            hashed.insert(format!("{output_name}.{hash}.{extension}"), file.clone());
-            if let Err(err) = compress(&pkg_dir.join(&file), &content) {
-                tracing::warn!(file, error = %err, "could not write compressed copies; serving it uncompressed");
+            hashed.insert(format!("{output_name}.{hash}.{extension}"), file);
+        }
+        // Every file of the site, the wasm chunks split off for the islands too.
+        for path in site_files(pkg_dir) {
+            let written = std::fs::read(&path).and_then(|content| compress(&path, &content));
+            if let Err(err) = written {
+                tracing::warn!(file = %path.display(), error = %err, "could not write compressed copies; serving it uncompressed");
             }
         }
         let hash_file = (hashed.len() == HASHED.len())
@@ -93,6 +103,23 @@ impl Assets {
     pub fn hash_file(&self) -> Option<&Path> {
         self.inner.hash_file.as_deref()
     }
+}
+
+/// The JavaScript, wasm and CSS files in `pkg_dir` (not their compressed copies).
+fn site_files(pkg_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(pkg_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .and_then(|extension| extension.to_str())
+                    .is_some_and(|extension| COMPRESSED.contains(&extension))
+        })
+        .collect()
 }
 
 /// Writes `lines` to a hash file named after its content in the temporary directory
@@ -186,7 +213,12 @@ mod tests {
         std::fs::write(dir.path().join("site.wasm"), &wasm).unwrap();
         std::fs::write(dir.path().join("site.js"), "export default 1;").unwrap();
         std::fs::write(dir.path().join("site.css"), "body { margin: 0 }").unwrap();
+        // A chunk split off the wasm for an island keeps its name, compressed all the same.
+        std::fs::write(dir.path().join("split_island.wasm"), b"chunk".repeat(100)).unwrap();
         let assets = Assets::prepare(dir.path(), "site");
+        assert!(dir.path().join("split_island.wasm.br").is_file());
+        assert!(dir.path().join("split_island.wasm.gz").is_file());
+        assert!(!dir.path().join("site.wasm.gz.gz").exists());
         let hash = hex::encode(&Sha256::digest(&wasm)[..8]);
         assert_eq!(
             assets

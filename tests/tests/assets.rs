@@ -34,6 +34,9 @@ async fn the_wasm_is_sent_compressed_under_its_hashed_name_and_cached_for_a_year
     )
     .unwrap();
     std::fs::write(pkg.join("weft.css"), "body { margin: 0; }\n".repeat(50)).unwrap();
+    // A chunk split off for an island, which the split loader fetches by this name.
+    let chunk: Vec<u8> = wasm.iter().rev().take(100_000).copied().collect();
+    std::fs::write(pkg.join("split_start.wasm"), &chunk).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), "");
     settings.site_root = site.path().to_owned();
@@ -91,6 +94,14 @@ async fn the_wasm_is_sent_compressed_under_its_hashed_name_and_cached_for_a_year
     let plain = get("/pkg/weft.wasm", Some("gzip")).await.unwrap();
     assert_eq!(plain.status(), 200);
     assert_eq!(plain.headers()[CACHE_CONTROL], "no-cache");
+    // The glue keeps its plain name (the split loader imports it by that name).
+    assert!(html.contains("\"/pkg/weft.js\""), "{html}");
+    // A split chunk is sent compressed under its own name, revalidated each time.
+    let sent = get("/pkg/split_start.wasm", Some("br, gzip")).await.unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(sent.headers()[CONTENT_ENCODING], "br");
+    assert_eq!(sent.headers()[CACHE_CONTROL], "no-cache");
+    assert_eq!(unbrotli(&sent.bytes().await.unwrap()), chunk);
     // A stale hash (the build before) is not found rather than served wrong.
     let stale = get("/pkg/weft.0000000000000000.wasm", Some("gzip")).await.unwrap();
     assert_eq!(stale.status(), 404);
