@@ -1,7 +1,8 @@
 //! Weft's web UI and the wire types shared by the server and the browser.
 //!
-//! The same components render on the server (feature `ssr`) and hydrate in the browser
-//! (feature `hydrate`); the two features are never enabled in the same build.
+//! Every page renders completely on the server (feature `ssr`); only its interactive
+//! parts, the [`islands`], are compiled for the browser (feature `hydrate`) and hydrated
+//! there. The two features are never enabled in the same build.
 //! [`wire`] holds every JSON shape of the REST API and the WebSocket stream.
 
 // Leptos views are deeply nested types; the run page needs more room than the default.
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod components;
 pub mod format;
+pub mod islands;
 pub mod json_lines;
 pub mod live;
 pub mod pages;
@@ -33,7 +35,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // The stylesheet and scripts under their hashed names, when the server
                 // gives them such (see `server/src/assets.rs`).
                 <HashedStylesheet id="leptos" options=options.clone()/>
-                <HydrationScripts options/>
+                <HydrationScripts options islands=true/>
                 <MetaTags/>
             </head>
             <body>
@@ -56,7 +58,6 @@ pub fn App() -> impl IntoView {
                 <A href="/history">"History"</A>
                 <a href="/presets" rel="external">"API"</a>
                 <pages::SessionBadge/>
-                <Hydrated/>
             </nav>
             <main>
                 // Async rendering: each page arrives complete, readable without JavaScript.
@@ -68,19 +69,9 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("signin") view=pages::SignInPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
+            // Last on the page: islands hydrate in document order, so this one says that
+            // every island before it is interactive.
+            <footer class="page-foot"><islands::Hydrated/></footer>
         </Router>
-    }
-}
-
-/// Says whether the page is interactive yet: effects never run while rendering on the
-/// server, so this flips only once the wasm has hydrated the page (tests wait for it).
-#[component]
-fn Hydrated() -> impl IntoView {
-    let (hydrated, set_hydrated) = signal(false);
-    Effect::new(move |_| set_hydrated.set(true));
-    view! {
-        <span class="hydration" data-testid="hydration">
-            {move || if hydrated.get() { "interactive" } else { "server-rendered" }}
-        </span>
     }
 }

@@ -179,7 +179,7 @@ impl Ui {
         let root = site_root();
         assert!(
             root.join("pkg/weft.wasm").exists(),
-            "no site at {}: build it with `cargo leptos build` first",
+            "no site at {}: build it with `cargo leptos build --split` first",
             root.display()
         );
         let dir = tempfile::tempdir()?;

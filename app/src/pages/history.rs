@@ -9,6 +9,7 @@ use leptos_router::hooks::use_query_map;
 use crate::{
     api::{self, RunQuery},
     format::{day_start, millis, usage, utc},
+    islands::DeleteRun,
     wire::RunSummary,
 };
 
@@ -108,19 +109,8 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
             let used = run.usage.as_ref().map(usage);
             let ended = run.status.is_terminal();
             let run_id = run.run_id.clone();
-            let deleted = RwSignal::new(false);
-            let error = RwSignal::new(None::<String>);
-            let delete = move |_| {
-                let path = format!("/runs/{}", run_id);
-                leptos::task::spawn_local(async move {
-                    match api::delete(&path).await {
-                        Ok(()) => deleted.set(true),
-                        Err(err) => error.set(Some(err.detail)),
-                    }
-                });
-            };
             view! {
-                <tr data-testid="run-row" data-status=run.status.as_str() class:deleted=move || deleted.get()>
+                <tr data-testid="run-row" data-status=run.status.as_str()>
                     <td><a href=format!("/run/{}", run.run_id)><code>{short(&run.run_id)}</code></a></td>
                     <td>
                         <a href=format!("/graph/{}", run.graph_id) data-testid="graph-link">{graph}</a>
@@ -132,13 +122,7 @@ fn RunTable(runs: Vec<RunSummary>) -> impl IntoView {
                     <td>{utc(run.created_at)}</td>
                     <td class="num">{duration}</td>
                     <td class="num" data-testid="usage">{used}</td>
-                    <td>
-                        {ended.then(|| view! {
-                            <button class="danger" data-testid="delete-run" title="Delete this run and its events"
-                                on:click=delete.clone()>"Delete"</button>
-                        })}
-                        {move || error.get().map(|err| view! { <span class="error">{err}</span> })}
-                    </td>
+                    <td>{ended.then(|| view! { <DeleteRun run_id/> })}</td>
                 </tr>
             }
         })

@@ -1,7 +1,6 @@
 //! The start page: the presets gallery and the form that starts a run.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -10,6 +9,7 @@ use crate::{
         graph::GraphDiagram,
         spec_editor::{LinedEditor, SpecEditor},
     },
+    islands::StartPanel,
     wire::{GraphCreated, PresetInfo, RunStarted},
 };
 
@@ -81,7 +81,6 @@ pub fn review_state(code: &str, language: &str, threshold: &str) -> Result<Value
 #[component]
 pub fn HomePage() -> impl IntoView {
     let presets = Resource::new(|| (), |()| api::presets());
-    let choice = RwSignal::new(Choice::Preset("code_review".into()));
     view! {
         <section class="intro">
             <h1>"Start a run"</h1>
@@ -90,12 +89,22 @@ pub fn HomePage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading presets…"</p> }>
             {move || Suspend::new(async move {
                 match presets.await {
-                    Ok(presets) => view! { <Gallery presets=presets.clone() choice/> <StartForm presets choice/> }.into_any(),
+                    Ok(presets) => view! { <StartPanel presets/> }.into_any(),
                     Err(err) => view! { <p class="error-banner" data-testid="error">{err.detail}</p> }.into_any(),
                 }
             })}
         </Suspense>
     }
+}
+
+/// The gallery and the start form (hydrated as [`crate::islands::StartPanel`]).
+#[component]
+pub fn StartView(
+    /// Every preset, as `GET /presets` lists them.
+    presets: Vec<PresetInfo>,
+) -> impl IntoView {
+    let choice = RwSignal::new(Choice::Preset("code_review".into()));
+    view! { <Gallery presets=presets.clone() choice/> <StartForm presets choice/> }
 }
 
 #[component]
@@ -216,7 +225,6 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
         },
     );
     let busy = RwSignal::new(false);
-    let navigate = use_navigate();
 
     // Picking a preset puts its example input in the state editor.
     let examples: Vec<(String, String)> = presets
@@ -269,10 +277,9 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
         };
         busy.set(true);
         problems.set(Vec::new());
-        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match start(graph, state).await {
-                Ok(run_id) => navigate(&format!("/run/{run_id}"), Default::default()),
+                Ok(run_id) => super::go_to(&format!("/run/{run_id}")),
                 Err(err) => {
                     let mut lines = vec![err.detail];
                     lines.extend(err.errors.into_iter().map(|p| format!("{}: {}", p.path, p.message)));

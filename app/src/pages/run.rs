@@ -7,7 +7,7 @@
 //! reconnects with the same `since` if the socket drops, so no event is lost or doubled.
 
 use leptos::prelude::*;
-use leptos_router::hooks::{use_navigate, use_params_map};
+use leptos_router::hooks::use_params_map;
 use serde_json::{Map, Value};
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
         report::{is_code_review, CodeReviewReport},
     },
     format::{diff, micros, millis, preview, usage, utc},
+    islands::LiveRun,
     live::{Entry, RunModel, Streaming},
     wire::{ForkRequest, RunStarted, RunStatus, StepEvent},
 };
@@ -43,7 +44,7 @@ pub fn RunPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok(data) => view! { <RunView data/> }.into_any(),
+                    Ok(data) => view! { <LiveRun data/> }.into_any(),
                     Err(err) => {
                         if err.code.ends_with("not_found") {
                             api::mark_not_found();
@@ -67,8 +68,13 @@ fn elapsed(created_at: i64, finished_at: Option<i64>, now: i64) -> u64 {
     u64::try_from(finished_at.unwrap_or(now) - created_at).unwrap_or(0)
 }
 
+/// Everything on the run page, following the run live (hydrated as
+/// [`crate::islands::LiveRun`]).
 #[component]
-fn RunView(data: RunPageData) -> impl IntoView {
+pub fn RunView(
+    /// The run as stored when the page was read, with its graph.
+    data: RunPageData,
+) -> impl IntoView {
     let RunPageData { detail, graph, read_at } = data;
     let node_names: Vec<String> = graph.view.nodes.iter().map(|node| node.id.clone()).collect();
     let finished_at = RwSignal::new(detail.run.finished_at);
@@ -321,7 +327,6 @@ fn merge_patch(before: &Value, after: &Map<String, Value>) -> Value {
 fn ForkFromHere(run_id: String, step: u64, state: Value) -> impl IntoView {
     let text = RwSignal::new(serde_json::to_string_pretty(&state).unwrap_or_default());
     let problem = RwSignal::new(None::<String>);
-    let navigate = use_navigate();
     let submit = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
         let edited = match serde_json::from_str::<Value>(&text.get_untracked()) {
@@ -340,11 +345,11 @@ fn ForkFromHere(run_id: String, step: u64, state: Value) -> impl IntoView {
             state_patch: merge_patch(&state, &edited),
             graph_id: None,
         };
-        let (run_id, navigate) = (run_id.clone(), navigate.clone());
+        let run_id = run_id.clone();
         leptos::task::spawn_local(async move {
             let answer: Result<RunStarted, _> = api::post(&format!("/runs/{run_id}/fork"), &request).await;
             match answer {
-                Ok(started) => navigate(&format!("/run/{}", started.run_id), Default::default()),
+                Ok(started) => super::go_to(&format!("/run/{}", started.run_id)),
                 Err(err) => problem.set(Some(err.detail)),
             }
         });

@@ -1,0 +1,68 @@
+//! The islands: the only parts of a page that run in the browser.
+//!
+//! Every page renders completely on the server; the browser's wasm holds just these
+//! components and what they use, and Leptos hydrates each where the server placed it.
+//! Each island but [`Hydrated`] is lazy: its code is split into a chunk of its own
+//! (`cargo leptos build --split`) that a page fetches only when it holds that island, so
+//! the history never loads the run page's code, nor the run page the start form's.
+//!
+//! An island's props travel in the page as JSON, so they are wire types.
+
+// The `#[island]` macro writes undocumented items beside each island (its props as
+// serialized, its hydrate function); the islands themselves are documented.
+#![allow(missing_docs)]
+
+use leptos::prelude::*;
+
+use crate::{api::RunPageData, pages, wire::PresetInfo};
+
+/// The start page's gallery and form.
+#[island(lazy)]
+pub fn StartPanel(presets: Vec<PresetInfo>) -> impl IntoView {
+    view! { <pages::home::StartView presets/> }
+}
+
+/// The run page, following the run live.
+#[island(lazy)]
+pub fn LiveRun(data: RunPageData) -> impl IntoView {
+    view! { <pages::run::RunView data/> }
+}
+
+/// An ended run's Delete button in the history. Once the run is deleted its row is
+/// hidden (the stylesheet hides a row holding a `.deleted` mark).
+#[island(lazy)]
+pub fn DeleteRun(run_id: String) -> impl IntoView {
+    let deleted = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let delete = move |_| {
+        let path = format!("/runs/{run_id}");
+        leptos::task::spawn_local(async move {
+            match crate::api::delete(&path).await {
+                Ok(()) => deleted.set(true),
+                Err(err) => error.set(Some(err.detail)),
+            }
+        });
+    };
+    view! {
+        <span class="delete-run" class:deleted=move || deleted.get()>
+            <button class="danger" data-testid="delete-run" title="Delete this run and its events"
+                on:click=delete>"Delete"</button>
+            {move || error.get().map(|err| view! { <span class="error">{err}</span> })}
+        </span>
+    }
+}
+
+/// Says whether the page is interactive yet: effects never run while rendering on the
+/// server, so this flips only once the wasm has hydrated it. It is the last island on
+/// every page, and islands hydrate in document order, so by then every island before it
+/// is interactive too (tests wait for it).
+#[island]
+pub fn Hydrated() -> impl IntoView {
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
+    view! {
+        <span class="hydration" data-testid="hydration">
+            {move || if hydrated.get() { "interactive" } else { "server-rendered" }}
+        </span>
+    }
+}
