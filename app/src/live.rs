@@ -454,7 +454,7 @@ mod tests {
             node: "a".into(),
             text: "Hello".into(),
         };
-        assert_eq!(model.streaming, [hello.clone()]);
+        assert_eq!(model.streaming, [hello]);
         assert_eq!(model.last_seq, 0, "tokens are not numbered");
         model.apply(step(1, 1, "a", json!({"x": "Hello"})));
         assert!(model.streaming.is_empty());
