@@ -58,26 +58,41 @@ struct Inner {
 }
 
 impl Assets {
-    /// The files `output_name`.{js,wasm,css} in `pkg_dir`: hashed, compressed copies
-    /// made where missing or older than the file, and the hash file written. A site
-    /// without those files (an API-only server) is served as it is, unhashed.
+    /// Every script, wasm and stylesheet in `pkg_dir` with compressed copies, made where
+    /// missing or older than the file; `output_name`.{wasm,css} hashed, and the hash file
+    /// written. A site without those files (an API-only server) is served as it is,
+    /// unhashed.
     pub fn prepare(pkg_dir: &Path, output_name: &str) -> Self {
+        // Each file read once: compressed, and hashed when it is one of [`HASHED`].
+        let mut hashes = HashMap::new();
+        for path in site_files(pkg_dir) {
+            let content = match std::fs::read(&path) {
+                Ok(content) => content,
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), error = %err, "could not read a site file");
+                    continue;
+                }
+            };
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            if let Some(extension) = HASHED
+                .into_iter()
+                .find(|extension| name == format!("{output_name}.{extension}"))
+            {
+                hashes.insert(extension, hex::encode(&Sha256::digest(&content)[..8]));
+            }
+            if let Err(err) = compress(&path, &content) {
+                tracing::warn!(file = %path.display(), error = %err, "could not write compressed copies; serving it uncompressed");
+            }
+        }
         let mut hashed = HashMap::new();
         let mut lines = String::new();
         for extension in HASHED {
-            let file = format!("{output_name}.{extension}");
-            let Ok(content) = std::fs::read(pkg_dir.join(&file)) else {
-                continue;
-            };
-            let hash = hex::encode(&Sha256::digest(&content)[..8]);
-            lines.push_str(&format!("{extension}: {hash}\n"));
-            hashed.insert(format!("{output_name}.{hash}.{extension}"), file);
-        }
-        // Every file of the site, the wasm chunks split off for the islands too.
-        for path in site_files(pkg_dir) {
-            let written = std::fs::read(&path).and_then(|content| compress(&path, &content));
-            if let Err(err) = written {
-                tracing::warn!(file = %path.display(), error = %err, "could not write compressed copies; serving it uncompressed");
+            if let Some(hash) = hashes.get(extension) {
+                lines.push_str(&format!("{extension}: {hash}\n"));
+                hashed.insert(
+                    format!("{output_name}.{hash}.{extension}"),
+                    format!("{output_name}.{extension}"),
+                );
             }
         }
         let hash_file = (hashed.len() == HASHED.len())
