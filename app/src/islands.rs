@@ -14,18 +14,19 @@
 
 use leptos::prelude::*;
 
-use crate::{api::RunPageData, pages, wire::PresetInfo};
+use crate::pages;
 
-/// The start page's gallery and form.
+/// The start page's form, which follows the card picked in the gallery.
 #[island(lazy)]
-pub fn StartPanel(presets: Vec<PresetInfo>) -> impl IntoView {
+pub fn StartPanel(presets: Vec<pages::home::StartChoice>) -> impl IntoView {
     view! { <pages::home::StartView presets/> }
 }
 
-/// The run page, following the run live.
+/// The run page's live part: follows the run and keeps the server-rendered page current
+/// (see [`crate::follow`]).
 #[island(lazy)]
-pub fn LiveRun(data: RunPageData) -> impl IntoView {
-    view! { <pages::run::RunView data/> }
+pub fn LiveRun(run_id: String, since: u64, ended: bool, created_at: i64, step: Option<u64>) -> impl IntoView {
+    view! { <crate::follow::LiveStatus run_id since ended created_at step/> }
 }
 
 /// An ended run's Delete button in the history. Once the run is deleted its row is

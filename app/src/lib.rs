@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod components;
+pub mod follow;
 pub mod format;
 pub mod islands;
 pub mod json_lines;

@@ -1,8 +1,8 @@
-//! A run as the run page shows it, rebuilt from its events.
+//! A run as the run page shows it, rebuilt from its stored events.
 //!
-//! The page starts from the stored events (server-rendered) and applies each live event
-//! from the WebSocket as it arrives; events it already has (same or lower `seq`) are
-//! ignored, so a reconnect that replays a little too much changes nothing.
+//! The server renders the run page from this model, each time the page is read (the
+//! browser reads it again as events arrive, see [`crate::follow`]). Events it already
+//! has (same or lower `seq`) are ignored, and so are tokens, which are never stored.
 
 use std::collections::HashMap;
 
@@ -81,19 +81,6 @@ pub struct RunModel {
     pub error: Option<String>,
     /// The questions the run waits on.
     pub pending: Vec<Interrupt>,
-    /// What each node's model call has streamed so far, until its step lands.
-    pub streaming: Vec<Streaming>,
-}
-
-/// A model's answer as far as it has streamed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Streaming {
-    /// The step the answering node is.
-    pub step: u64,
-    /// The node.
-    pub node: String,
-    /// The text so far.
-    pub text: String,
 }
 
 impl RunModel {
@@ -121,7 +108,6 @@ impl RunModel {
             announced: None,
             error: run.error,
             pending: Vec::new(),
-            streaming: Vec::new(),
         };
         // Each event moves into the model: a step's state is not copied.
         for event in events {
@@ -134,12 +120,6 @@ impl RunModel {
         model
     }
 
-    /// Forgets the answers streamed so far: a new connection starts with each answer as
-    /// far as it has come.
-    pub fn connecting(&mut self) {
-        self.streaming.clear();
-    }
-
     /// Whether the run has ended.
     pub fn ended(&self) -> bool {
         self.status.is_terminal()
@@ -147,22 +127,6 @@ impl RunModel {
 
     /// Applies one event; answers whether it was new.
     pub fn apply(&mut self, event: RunEvent) -> bool {
-        if let RunEvent::Token(token) = &event {
-            // Not stored and not numbered: added as it comes.
-            match self
-                .streaming
-                .iter_mut()
-                .find(|answer| answer.step == token.step && answer.node == token.node)
-            {
-                Some(answer) => answer.text.push_str(&token.text),
-                None => self.streaming.push(Streaming {
-                    step: token.step,
-                    node: token.node.clone(),
-                    text: token.text.clone(),
-                }),
-            }
-            return true;
-        }
         let seq = match &event {
             RunEvent::RunQueued(e) => e.seq,
             RunEvent::RunStarted(e) => e.seq,
@@ -193,10 +157,6 @@ impl RunModel {
                 self.nodes.insert(e.node, NodeState::Running);
             }
             RunEvent::Step(step) => {
-                // This step's answer is whole in it (an earlier step of the same node, sent
-                // after a later answer's start on reconnecting, leaves that answer be).
-                self.streaming
-                    .retain(|answer| answer.node != step.node || answer.step > step.step);
                 let failed = step.error.is_some() || step.status == RunStatus::Failed;
                 let state = if failed {
                     NodeState::Failed
@@ -236,7 +196,6 @@ impl RunModel {
                 self.state = end.state;
                 self.error = end.error;
                 self.pending.clear();
-                self.streaming.clear();
                 for state in self.nodes.values_mut() {
                     match *state {
                         NodeState::Pending | NodeState::Waiting => *state = NodeState::Skipped,
@@ -434,52 +393,6 @@ mod tests {
             (RunStatus::Running, NodeState::Running)
         );
         assert!(model.pending.is_empty());
-    }
-
-    #[test]
-    fn tokens_grow_a_nodes_text_until_its_step_lands() {
-        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
-        let token = |text: &str| {
-            RunEvent::Token(crate::wire::TokenEvent {
-                run_id: "r".into(),
-                step: 1,
-                node: "a".into(),
-                text: text.into(),
-            })
-        };
-        assert!(model.apply(token("Hel")));
-        assert!(model.apply(token("lo")));
-        let hello = Streaming {
-            step: 1,
-            node: "a".into(),
-            text: "Hello".into(),
-        };
-        assert_eq!(model.streaming, [hello]);
-        assert_eq!(model.last_seq, 0, "tokens are not numbered");
-        model.apply(step(1, 1, "a", json!({"x": "Hello"})));
-        assert!(model.streaming.is_empty());
-        // Reconnected mid-answer: the answer so far comes first, then the stored events,
-        // among them an earlier step of the same node, which leaves the answer be.
-        let mut model = RunModel::new(detail(vec![], RunStatus::Running), &nodes());
-        model.apply(RunEvent::Token(crate::wire::TokenEvent {
-            run_id: "r".into(),
-            step: 3,
-            node: "a".into(),
-            text: "So far".into(),
-        }));
-        model.apply(step(1, 1, "a", json!({"x": "Hello"})));
-        assert_eq!(model.streaming.len(), 1);
-        assert_eq!(model.streaming[0].text, "So far");
-        model.apply(step(2, 3, "a", json!({"x": "So far, all"})));
-        assert!(model.streaming.is_empty());
-        model.apply(RunEvent::Token(crate::wire::TokenEvent {
-            run_id: "r".into(),
-            step: 5,
-            node: "a".into(),
-            text: "Next".into(),
-        }));
-        model.connecting();
-        assert!(model.streaming.is_empty(), "the new connection sends it again");
     }
 
     #[test]

@@ -893,15 +893,28 @@ async fn a_fork_from_a_timeline_step_lands_on_the_new_run_which_links_back() -> 
             .run_and_wait(&graph, serde_json::json!({"count": 0, "limit": 4}))
             .await;
         let parent_id = parent["run_id"].as_str().context("run_id")?.to_owned();
+        // Without JavaScript a step is a page of its own: the server renders it whole.
+        let html = ui
+            .app
+            .client
+            .get(ui.url(&format!("/run/{parent_id}?step=2")))
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert!(html.contains("After step #2 · count"), "{html}");
+        assert!(html.contains(r#"name="step" value="2""#), "{html}");
         let client = &ui.client;
         open(client, &ui.url(&format!("/run/{parent_id}"))).await?;
-        // The second pass of the loop: count 2.
+        // The second pass of the loop: count 2, shown in place and kept in the address.
         let steps = client.find_all(Locator::Css("[data-testid=timeline-step] button")).await?;
         steps[1].click().await?;
         wait_until("the step's detail shows step 2", || async {
             text_of(client, "[data-testid=step-detail] h2").await.starts_with("After step #2")
         })
         .await?;
+        let url = client.current_url().await?;
+        assert_eq!((url.path(), url.query()), (format!("/run/{parent_id}").as_str(), Some("step=2")));
         client
             .find(Locator::Css("[data-testid=fork] summary"))
             .await?

@@ -6,11 +6,7 @@
 use leptos::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::{
-    api,
-    format::preview,
-    wire::{Interrupt, ResumeRequest, Resumed},
-};
+use crate::{format::preview, wire::Interrupt};
 
 /// How one property of an object schema is drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,61 +122,16 @@ pub fn answer_of(fields: &[FormField], values: &Map<String, Value>) -> Result<Va
     Ok(Value::Object(answer))
 }
 
-/// A pending question with its form and Submit.
+/// A pending question with its form and Submit, as the server renders it: each control
+/// is named after its property, and the form carries the question's id and schema, from
+/// which the browser reads the answer ([`answer_of`]) and sends it
+/// (`POST /runs/{id}/resume`, see [`crate::follow`]).
 #[component]
 pub fn QuestionForm(
-    /// The waiting run.
-    run_id: String,
-    /// Its question.
+    /// The question.
     question: Interrupt,
 ) -> impl IntoView {
     let fields = form_fields(&question.input_schema);
-    let values = RwSignal::new(Map::new());
-    let json = RwSignal::new(String::from("{}"));
-    let problem = RwSignal::new(None::<String>);
-    let sent = RwSignal::new(false);
-    let interrupt_id = question.interrupt_id.clone();
-    let drawn = fields.clone();
-    let submit = move |event: leptos::ev::SubmitEvent| {
-        event.prevent_default();
-        let input = match &drawn {
-            Some(fields) => values.with_untracked(|values| answer_of(fields, values)),
-            None => serde_json::from_str::<Value>(&json.get_untracked()).map_err(|err| format!("not JSON: {err}")),
-        };
-        let input = match input {
-            Ok(input) => input,
-            Err(why) => {
-                problem.set(Some(why));
-                return;
-            }
-        };
-        let request = ResumeRequest {
-            interrupt_id: interrupt_id.clone(),
-            input,
-        };
-        let run_id = run_id.clone();
-        leptos::task::spawn_local(async move {
-            let answer: Result<Resumed, _> = api::post(&format!("/runs/{run_id}/resume"), &request).await;
-            match answer {
-                Ok(_) => {
-                    problem.set(None);
-                    sent.set(true);
-                }
-                Err(err) => {
-                    let mut why = err.detail;
-                    if !err.errors.is_empty() {
-                        why = err
-                            .errors
-                            .iter()
-                            .map(|p| format!("{}: {}", if p.path.is_empty() { "answer" } else { &p.path }, p.message))
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                    }
-                    problem.set(Some(why));
-                }
-            }
-        });
-    };
     let context = question
         .context
         .iter()
@@ -198,17 +149,11 @@ pub fn QuestionForm(
         })
         .collect_view();
     let inputs = match fields {
-        Some(fields) => fields
-            .into_iter()
-            .map(|field| field_input(field, values))
-            .collect_view()
-            .into_any(),
+        Some(fields) => fields.into_iter().map(field_input).collect_view().into_any(),
         None => view! {
             <label class="field">
                 <span>"Answer (JSON)"</span>
-                <textarea class="state-editor" rows="6" data-testid="question-json"
-                    prop:value=move || json.get()
-                    on:input=move |event| json.set(event_target_value(&event))></textarea>
+                <textarea class="state-editor" rows="6" data-testid="question-json" name="answer-json">"{}"</textarea>
             </label>
         }
         .into_any(),
@@ -219,45 +164,33 @@ pub fn QuestionForm(
             <h2>{format!("Waiting at {} for your answer", question.node)}</h2>
             <p class="prompt" data-testid="question-prompt">{question.prompt.clone()}</p>
             {context}
-            <form on:submit=submit>
+            <form data-action="answer" data-interrupt-id=question.interrupt_id.clone()
+                data-schema=question.input_schema.to_string()>
                 {inputs}
-                {move || problem.get().map(|p| view! { <p class="error-banner" data-testid="question-error">{p}</p> })}
-                <button type="submit" data-testid="question-submit" disabled=move || sent.get()>
-                    {move || if sent.get() { "Sent" } else { "Submit" }}
-                </button>
+                <p class="error-banner" data-testid="question-error" data-role="problem" hidden></p>
+                <button type="submit" data-testid="question-submit">"Submit"</button>
             </form>
         </section>
     }
 }
 
-/// One field's input, writing its value into `values`.
-fn field_input(field: FormField, values: RwSignal<Map<String, Value>>) -> impl IntoView {
-    let name = field.name.clone();
-    let set = move |value: Value| values.update(|values| drop(values.insert(name.clone(), value)));
+/// One field's input, named after its property.
+fn field_input(field: FormField) -> impl IntoView {
+    let testid = format!("field-{}", field.name);
+    let name = field.name;
     let input = match field.field {
-        Field::Boolean => view! {
-            <input type="checkbox" data-testid=format!("field-{}", field.name)
-                on:change=move |event| set(Value::Bool(event_target_checked(&event)))/>
-        }
-        .into_any(),
+        Field::Boolean => view! { <input type="checkbox" data-testid=testid name=name/> }.into_any(),
         Field::Choice(choices) => view! {
-            <select data-testid=format!("field-{}", field.name)
-                on:change=move |event| set(Value::String(event_target_value(&event)))>
+            <select data-testid=testid name=name>
                 <option value="">"—"</option>
                 {choices.into_iter().map(|choice| view! { <option value=choice.clone()>{choice.clone()}</option> }).collect_view()}
             </select>
         }
         .into_any(),
-        Field::Text { multiline: true } => view! {
-            <textarea rows="3" data-testid=format!("field-{}", field.name)
-                on:input=move |event| set(Value::String(event_target_value(&event)))></textarea>
+        Field::Text { multiline: true } => view! { <textarea rows="3" data-testid=testid name=name></textarea> }.into_any(),
+        Field::Text { multiline: false } | Field::Number { .. } => {
+            view! { <input type="text" data-testid=testid name=name/> }.into_any()
         }
-        .into_any(),
-        Field::Text { multiline: false } | Field::Number { .. } => view! {
-            <input type="text" data-testid=format!("field-{}", field.name)
-                on:input=move |event| set(Value::String(event_target_value(&event)))/>
-        }
-        .into_any(),
     };
     view! {
         <label class="field">

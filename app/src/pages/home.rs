@@ -1,6 +1,10 @@
 //! The start page: the presets gallery and the form that starts a run.
+//!
+//! The gallery, with each preset's drawing, is rendered by the server only; the form is
+//! the [`StartPanel`] island, which also picks the card clicked in the gallery.
 
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -39,6 +43,28 @@ def total(items):
 enum Choice {
     Preset(String),
     Custom,
+}
+
+/// What the start form needs of a preset (the island's props: small, since they travel
+/// in the page and the browser decodes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartChoice {
+    /// The preset's name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its example input, as the state editor shows it.
+    pub example: String,
+}
+
+impl From<&PresetInfo> for StartChoice {
+    fn from(preset: &PresetInfo) -> Self {
+        Self {
+            name: preset.name.clone(),
+            description: preset.description.clone(),
+            example: serde_json::to_string_pretty(&preset.example).unwrap_or_default(),
+        }
+    }
 }
 
 /// What validating a JSON editor's text says.
@@ -89,7 +115,10 @@ pub fn HomePage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading presets…"</p> }>
             {move || Suspend::new(async move {
                 match presets.await {
-                    Ok(presets) => view! { <StartPanel presets/> }.into_any(),
+                    Ok(presets) => {
+                        let choices: Vec<StartChoice> = presets.iter().map(StartChoice::from).collect();
+                        view! { <Gallery presets/> <StartPanel presets=choices/> }.into_any()
+                    }
                     Err(err) => view! { <p class="error-banner" data-testid="error">{err.detail}</p> }.into_any(),
                 }
             })}
@@ -97,30 +126,67 @@ pub fn HomePage() -> impl IntoView {
     }
 }
 
-/// The gallery and the start form (hydrated as [`crate::islands::StartPanel`]).
+/// The start form (hydrated as [`crate::islands::StartPanel`]), which follows the card
+/// picked in the gallery above it.
 #[component]
 pub fn StartView(
-    /// Every preset, as `GET /presets` lists them.
-    presets: Vec<PresetInfo>,
+    /// Every preset, as the form needs it.
+    presets: Vec<StartChoice>,
 ) -> impl IntoView {
     let choice = RwSignal::new(Choice::Preset("code_review".into()));
-    view! { <Gallery presets=presets.clone() choice/> <StartForm presets choice/> }
+    #[cfg(feature = "hydrate")]
+    pick_from_gallery(choice);
+    view! { <StartForm presets choice/> }
 }
 
+/// Picks the card clicked in the (server-rendered) gallery, and marks it chosen.
+#[cfg(feature = "hydrate")]
+fn pick_from_gallery(choice: RwSignal<Choice>) {
+    use leptos::{ev, wasm_bindgen::JsCast};
+
+    let clicks = window_event_listener(ev::click, move |event| {
+        let card = event
+            .target()
+            .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
+            .and_then(|target| target.closest("[data-testid=gallery] button").ok().flatten())
+            .and_then(|button| button.closest("[data-preset]").ok().flatten())
+            .and_then(|card| card.get_attribute("data-preset"));
+        match card.as_deref() {
+            Some("custom") => choice.set(Choice::Custom),
+            Some(name) => choice.set(Choice::Preset(name.to_owned())),
+            None => {}
+        }
+    });
+    on_cleanup(move || clicks.remove());
+    Effect::new(move |_| {
+        let chosen = choice.with(|choice| match choice {
+            Choice::Preset(name) => name.clone(),
+            Choice::Custom => "custom".to_owned(),
+        });
+        let Ok(cards) = document().query_selector_all("[data-testid=gallery] [data-preset]") else {
+            return;
+        };
+        for index in 0..cards.length() {
+            if let Some(card) = cards
+                .item(index)
+                .and_then(|card| card.dyn_into::<web_sys::Element>().ok())
+            {
+                let is_chosen = card.get_attribute("data-preset").as_deref() == Some(chosen.as_str());
+                let _ = card.class_list().toggle_with_force("chosen", is_chosen);
+            }
+        }
+    });
+}
+
+/// The presets, each with its drawing, and the custom graph (rendered by the server
+/// only: the form's island picks the card clicked). The Code Review is chosen first.
 #[component]
-fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView {
+fn Gallery(presets: Vec<PresetInfo>) -> impl IntoView {
     let cards = presets
         .into_iter()
         .map(|preset| {
             let name = preset.name.clone();
-            let chosen = {
-                let name = name.clone();
-                move || choice.get() == Choice::Preset(name.clone())
-            };
-            let pick = {
-                let name = name.clone();
-                move |_| choice.set(Choice::Preset(name.clone()))
-            };
+            let chosen = name == "code_review";
             let title = match preset.title.as_str() {
                 "" => preset.name.replace('_', " "),
                 title => title.to_owned(),
@@ -130,9 +196,9 @@ fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView 
             let disabled = unavailable.is_some();
             view! {
                 <li class="card" class:chosen=chosen class:unavailable=disabled data-preset=name.clone()>
-                    <button on:click=pick disabled=disabled>
+                    <button type="button" disabled=disabled>
                         <h3>{title}</h3>
-                        <GraphDiagram view=preset.view state=Signal::derive(Vec::new) compact=true/>
+                        <GraphDiagram view=preset.view state=Signal::stored(Vec::new()) compact=true/>
                         <p>{preset.description}</p>
                         {unavailable.map(|why| view! { <p class="why-unavailable" data-testid="unavailable">{why}</p> })}
                     </button>
@@ -143,8 +209,8 @@ fn Gallery(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView 
     view! {
         <ul class="gallery" data-testid="gallery">
             {cards}
-            <li class="card" class:chosen=move || choice.get() == Choice::Custom data-preset="custom">
-                <button on:click=move |_| choice.set(Choice::Custom)>
+            <li class="card" data-preset="custom">
+                <button type="button">
                     <h3>"custom graph"</h3>
                     <p>"Write a graph spec yourself: nodes (each runs a tool), edges, a step limit."</p>
                 </button>
@@ -171,7 +237,7 @@ async fn start(graph: Value, state: Value) -> Result<String, crate::wire::ApiErr
 }
 
 #[component]
-fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoView {
+fn StartForm(presets: Vec<StartChoice>, choice: RwSignal<Choice>) -> impl IntoView {
     let code = RwSignal::new(SAMPLE_CODE.to_owned());
     let language = RwSignal::new(String::new());
     let threshold = RwSignal::new("80".to_owned());
@@ -227,15 +293,7 @@ fn StartForm(presets: Vec<PresetInfo>, choice: RwSignal<Choice>) -> impl IntoVie
     let busy = RwSignal::new(false);
 
     // Picking a preset puts its example input in the state editor.
-    let examples: Vec<(String, String)> = presets
-        .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                serde_json::to_string_pretty(&p.example).unwrap_or_default(),
-            )
-        })
-        .collect();
+    let examples: Vec<(String, String)> = presets.iter().map(|p| (p.name.clone(), p.example.clone())).collect();
     Effect::new(move |_| {
         if let Choice::Preset(name) = choice.get() {
             if let Some((_, example)) = examples.iter().find(|(n, _)| *n == name) {
