@@ -148,12 +148,13 @@ mod browser {
     //! The parts that need a browser: the socket, the page reads, the DOM.
 
     use futures::{channel::mpsc, future::AbortHandle, StreamExt};
-    use gloo_net::{
-        http::Request,
-        websocket::{futures::WebSocket, Message},
-    };
+    use gloo_net::http::Request;
     use gloo_timers::future::TimeoutFuture;
-    use leptos::{ev, prelude::*, wasm_bindgen::JsCast};
+    use leptos::{
+        ev,
+        prelude::*,
+        wasm_bindgen::{closure::Closure, JsCast},
+    };
     use serde_json::Value;
     use web_sys::{
         DomParser, Element, HtmlFormElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement, SupportedType,
@@ -240,6 +241,53 @@ mod browser {
         }
     }
 
+    /// A WebSocket's text messages, as a stream that ends when the socket closes or
+    /// fails. (Straight on `web_sys`: gloo-net's socket weighed 17 KB gzipped on every
+    /// page, as its callbacks stay in the main module.)
+    struct Socket {
+        socket: web_sys::WebSocket,
+        /// Each message's text; `None` once the socket is closed.
+        messages: mpsc::UnboundedReceiver<Option<String>>,
+        _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+        _on_end: Closure<dyn FnMut(web_sys::Event)>,
+    }
+
+    impl Socket {
+        fn open(url: &str) -> Option<Self> {
+            let socket = web_sys::WebSocket::new(url).ok()?;
+            let (sender, messages) = mpsc::unbounded();
+            let on_message = {
+                let sender = sender.clone();
+                Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+                    if let Some(text) = event.data().as_string() {
+                        let _ = sender.unbounded_send(Some(text));
+                    }
+                })
+            };
+            let on_end = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+                let _ = sender.unbounded_send(None);
+            });
+            socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+            socket.set_onclose(Some(on_end.as_ref().unchecked_ref()));
+            socket.set_onerror(Some(on_end.as_ref().unchecked_ref()));
+            Some(Self {
+                socket,
+                messages,
+                _on_message: on_message,
+                _on_end: on_end,
+            })
+        }
+    }
+
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            self.socket.set_onmessage(None);
+            self.socket.set_onclose(None);
+            self.socket.set_onerror(None);
+            let _ = self.socket.close();
+        }
+    }
+
     /// Reads the socket, reconnecting after a drop, until the run's `end`.
     async fn stream(run: &Run, connection: RwSignal<Connection>, answers: RwSignal<Vec<Streaming>>) {
         let location = window().location();
@@ -254,14 +302,14 @@ mod browser {
         loop {
             let since = run.last_seq.get_untracked();
             let url = format!("{scheme}://{host}/ws/{}?since={since}", run.run_id);
-            if let Ok(mut socket) = WebSocket::open(&url) {
+            if let Some(mut socket) = Socket::open(&url) {
                 connection.set(Connection::Live);
                 // The server starts with each answer in progress as far as it has come.
                 answers.set(Vec::new());
                 if dropped {
                     let _ = run.wake.unbounded_send(());
                 }
-                while let Some(Ok(Message::Text(text))) = socket.next().await {
+                while let Some(Some(text)) = socket.messages.next().await {
                     backoff = 250;
                     let Ok(seen) = serde_json::from_str::<Seen>(&text) else {
                         continue;
@@ -417,11 +465,7 @@ mod browser {
             return;
         };
         event.prevent_default();
-        match form.get_attribute("data-action").as_deref() {
-            Some("fork") => fork(&run.run_id, form),
-            Some("answer") => answer(&run.run_id, form),
-            _ => {}
-        }
+        leptos::task::spawn_local(act(run.run_id.clone(), form));
     }
 
     /// Shows why a form's action failed in its problem line (`None` hides it).
@@ -437,7 +481,18 @@ mod browser {
 
     /// "Fork from here": starts a run from the step's state with the edits as a merge
     /// patch, and opens it.
-    fn fork(run_id: &str, form: HtmlFormElement) {
+    /// Does what a form of the page is for (its `data-action`). A chunk of its own,
+    /// fetched when first used: no part of the page's first load.
+    #[lazy]
+    async fn act(run_id: String, form: HtmlFormElement) {
+        match form.get_attribute("data-action").as_deref() {
+            Some("fork") => fork(&run_id, &form).await,
+            Some("answer") => answer(&run_id, &form).await,
+            _ => {}
+        }
+    }
+
+    async fn fork(run_id: &str, form: &HtmlFormElement) {
         let Some(step) = form.get_attribute("data-step").and_then(|step| step.parse().ok()) else {
             return;
         };
@@ -456,22 +511,19 @@ mod browser {
             .unwrap_or(Value::Null);
         let edited = match serde_json::from_str::<Value>(&editor.value()) {
             Ok(Value::Object(edited)) => edited,
-            Ok(_) => return say(&form, Some("the state must be a JSON object".into())),
-            Err(err) => return say(&form, Some(format!("not JSON: {err}"))),
+            Ok(_) => return say(form, Some("the state must be a JSON object".into())),
+            Err(err) => return say(form, Some(format!("not JSON: {err}"))),
         };
         let request = ForkRequest {
             from_step: step,
             state_patch: merge_patch(&before, &edited),
             graph_id: None,
         };
-        let path = format!("/runs/{run_id}/fork");
-        leptos::task::spawn_local(async move {
-            let answer: Result<RunStarted, _> = crate::api::post(&path, &request).await;
-            match answer {
-                Ok(started) => crate::pages::go_to(&format!("/run/{}", started.run_id)),
-                Err(err) => say(&form, Some(err.detail)),
-            }
-        });
+        let answer: Result<RunStarted, _> = crate::api::post(&format!("/runs/{run_id}/fork"), &request).await;
+        match answer {
+            Ok(started) => crate::pages::go_to(&format!("/run/{}", started.run_id)),
+            Err(err) => say(form, Some(err.detail)),
+        }
     }
 
     /// The value a question form's control holds: a checkbox's as a boolean, any
@@ -492,7 +544,7 @@ mod browser {
     }
 
     /// Answers the question a form asks (`POST /runs/{id}/resume`).
-    fn answer(run_id: &str, form: HtmlFormElement) {
+    async fn answer(run_id: &str, form: &HtmlFormElement) {
         let Some(interrupt_id) = form.get_attribute("data-interrupt-id") else {
             return;
         };
@@ -518,34 +570,31 @@ mod browser {
         };
         let input = match input {
             Ok(input) => input,
-            Err(why) => return say(&form, Some(why)),
+            Err(why) => return say(form, Some(why)),
         };
         let request = ResumeRequest { interrupt_id, input };
-        let path = format!("/runs/{run_id}/resume");
-        leptos::task::spawn_local(async move {
-            let answer: Result<Resumed, _> = crate::api::post(&path, &request).await;
-            match answer {
-                Ok(_) => {
-                    say(&form, None);
-                    if let Ok(Some(button)) = form.query_selector("button[type=submit]") {
-                        button.set_text_content(Some("Sent"));
-                        let _ = button.set_attribute("disabled", "");
-                    }
-                }
-                Err(err) => {
-                    let why = if err.errors.is_empty() {
-                        err.detail
-                    } else {
-                        err.errors
-                            .iter()
-                            .map(|p| format!("{}: {}", if p.path.is_empty() { "answer" } else { &p.path }, p.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    };
-                    say(&form, Some(why));
+        let answer: Result<Resumed, _> = crate::api::post(&format!("/runs/{run_id}/resume"), &request).await;
+        match answer {
+            Ok(_) => {
+                say(form, None);
+                if let Ok(Some(button)) = form.query_selector("button[type=submit]") {
+                    button.set_text_content(Some("Sent"));
+                    let _ = button.set_attribute("disabled", "");
                 }
             }
-        });
+            Err(err) => {
+                let why = if err.errors.is_empty() {
+                    err.detail
+                } else {
+                    err.errors
+                        .iter()
+                        .map(|p| format!("{}: {}", if p.path.is_empty() { "answer" } else { &p.path }, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                say(form, Some(why));
+            }
+        }
     }
 }
 

@@ -16,10 +16,22 @@ use leptos::prelude::*;
 
 use crate::pages;
 
-/// The start page's form, which follows the card picked in the gallery.
+/// The start page's form for a Code Review.
 #[island(lazy)]
-pub fn StartPanel(presets: Vec<pages::home::StartChoice>) -> impl IntoView {
-    view! { <pages::home::StartView presets/> }
+pub fn ReviewForm(preset: String) -> impl IntoView {
+    view! { <pages::home::ReviewView preset/> }
+}
+
+/// The start page's form for a preset that takes its initial state as JSON.
+#[island(lazy)]
+pub fn StateForm(preset: String, example: String) -> impl IntoView {
+    view! { <pages::home::StateView preset example/> }
+}
+
+/// The start page's form for a custom graph.
+#[island(lazy)]
+pub fn CustomForm() -> impl IntoView {
+    view! { <pages::home::CustomView/> }
 }
 
 /// The run page's live part: follows the run and keeps the server-rendered page current
@@ -30,8 +42,10 @@ pub fn LiveRun(run_id: String, since: u64, ended: bool, created_at: i64, step: O
 }
 
 /// An ended run's Delete button in the history. Once the run is deleted its row is
-/// hidden (the stylesheet hides a row holding a `.deleted` mark).
-#[island(lazy)]
+/// hidden (the stylesheet hides a row holding a `.deleted` mark). Not lazy: it is small,
+/// and a chunk of its own would split the code it shares with the other islands into
+/// more, smaller chunks, which weigh more on every page than it does.
+#[island]
 pub fn DeleteRun(run_id: String) -> impl IntoView {
     let deleted = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);

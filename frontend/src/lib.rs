@@ -11,6 +11,9 @@ use weft_app as _;
 /// Starts Leptos in the browser; Leptos's island script then hydrates each island.
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
+    // Panic messages in the console, in debug builds: the hook and the formatting of a
+    // panic's message and place weigh on every page's first load.
+    #[cfg(debug_assertions)]
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_islands();
 }

@@ -148,6 +148,31 @@ async fn wait_for_text(client: &Client, css: &str, expected: &str) -> anyhow::Re
     .await
 }
 
+/// Picks a card of the start page's gallery: a link to the page with that card's form.
+async fn pick(client: &Client, preset: &str) -> anyhow::Result<()> {
+    client
+        .find(Locator::Css(&format!("[data-preset={preset}] a.pick")))
+        .await?
+        .click()
+        .await?;
+    let query = format!("preset={preset}");
+    wait_until(&format!("the page with {preset} chosen opens"), || async {
+        client
+            .current_url()
+            .await
+            .is_ok_and(|url| url.path() == "/" && url.query() == Some(query.as_str()))
+    })
+    .await?;
+    wait_for_text(client, "[data-testid=hydration]", "interactive").await?;
+    assert_eq!(
+        attr_of(client, &format!("[data-preset={preset}]"), "class")
+            .await
+            .as_deref(),
+        Some("card chosen")
+    );
+    Ok(())
+}
+
 async fn open(client: &Client, url: &str) -> anyhow::Result<()> {
     tokio::time::timeout(STEP, client.goto(url)).await??;
     wait_for_text(client, "[data-testid=hydration]", "interactive").await
@@ -241,11 +266,7 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
         open(client, &ui.url("/")).await?;
         screenshot(client, "start.png").await?;
         // The custom graph's JSON editors check the text as it is typed.
-        client
-            .find(Locator::Css("[data-preset=custom] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "custom").await?;
         let state = client.find(Locator::Css("[data-testid=state-editor]")).await?;
         state.clear().await?;
         state.send_keys("{\"a\": ").await?;
@@ -262,11 +283,7 @@ async fn a_code_review_started_from_the_form_runs_to_its_report() -> anyhow::Res
             "valid JSON object (1 key(s))",
         )
         .await?;
-        client
-            .find(Locator::Css("[data-preset=code_review] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "code_review").await?;
         let threshold = client.find(Locator::Css("[data-testid=threshold]")).await?;
         threshold.clear().await?;
         threshold.send_keys("100").await?;
@@ -614,11 +631,7 @@ async fn a_version_2_graph_from_the_form_runs_its_conditional_loop() -> anyhow::
     with_ui(&[], async |ui| {
         let client = &ui.client;
         open(client, &ui.url("/")).await?;
-        client
-            .find(Locator::Css("[data-preset=custom] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "custom").await?;
         // A spec with a mistake is refused, each problem listed at its place.
         let spec = client.find(Locator::Css("[data-testid=spec-editor]")).await?;
         let sample = spec.prop("value").await?.context("the sample spec")?;
@@ -837,11 +850,7 @@ async fn a_person_signs_in_runs_signs_out_and_is_asked_to_sign_in_again() -> any
 
         // A run started from the form is alice's.
         open(client, &ui.url("/")).await?;
-        client
-            .find(Locator::Css("[data-preset=code_review] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "code_review").await?;
         client.find(Locator::Css("[data-testid=run]")).await?.click().await?;
         wait_until("the run page opens", || async {
             !text_of(client, "[data-testid=status]").await.is_empty()
@@ -1095,11 +1104,7 @@ async fn an_llm_review_streams_its_answer_on_the_run_page_then_shows_its_report(
             .find(Locator::Css("[data-preset=code_review_llm] [data-testid=unavailable]"))
             .await
             .is_err());
-        client
-            .find(Locator::Css("[data-preset=code_review_llm] button"))
-            .await?
-            .click()
-            .await?;
+        pick(&client, "code_review_llm").await?;
         let code = client.find(Locator::Css("[data-testid=code]")).await?;
         code.clear().await?;
         code.send_keys("def f(x):\n    # TODO: handle None\n    return x * 2\n")
@@ -1165,11 +1170,7 @@ async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> a
     with_ui(&[], async |ui| {
         let client = &ui.client;
         open(client, &ui.url("/")).await?;
-        client
-            .find(Locator::Css("[data-preset=custom] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "custom").await?;
         let broken = "{\n  \"start\": \"a\",\n  \"nodes\": [\n    {\"id\": \"a\", \"tool\": \"increment\"},\n    \
                       {\"id\": \"b\", \"tool\": \"teleport\"}\n  ],\n  \"edges\": [{\"from\": \"a\", \"to\": \"b\"}]\n}";
         // The API places the problem at `/nodes/1/tool`: line 5 of the text.
@@ -1213,11 +1214,7 @@ async fn a_spec_with_an_unknown_tool_is_marked_on_its_line_as_it_is_typed() -> a
         let (_, graphs) = ui.app.get("/graphs").await;
         assert_eq!(graphs["graphs"], json!([]));
         // A preset's initial state is checked against its input schema the same way.
-        client
-            .find(Locator::Css("[data-preset=summarize] button"))
-            .await?
-            .click()
-            .await?;
+        pick(client, "summarize").await?;
         let state = client.find(Locator::Css("[data-testid=state-editor]")).await?;
         state.clear().await?;
         state.send_keys("{\"text\": 5}").await?;

@@ -1,10 +1,13 @@
 //! The start page: the presets gallery and the form that starts a run.
 //!
-//! The gallery, with each preset's drawing, is rendered by the server only; the form is
-//! the [`StartPanel`] island, which also picks the card clicked in the gallery.
+//! The gallery, with each preset's drawing, is rendered by the server only. Each card is
+//! a link to the page with that card chosen (`/?preset=NAME`), and the form below is the
+//! island for that kind of input, so a page loads the code of one form: the Code
+//! Review's ([`ReviewForm`]), another preset's JSON state ([`StateForm`]), or a custom
+//! graph's spec ([`CustomForm`]).
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
+use leptos_router::hooks::use_query_map;
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -13,7 +16,7 @@ use crate::{
         graph::GraphDiagram,
         spec_editor::{LinedEditor, SpecEditor},
     },
-    islands::StartPanel,
+    islands::{CustomForm, ReviewForm, StateForm},
     wire::{GraphCreated, PresetInfo, RunStarted},
 };
 
@@ -37,35 +40,6 @@ pub const SAMPLE_CODE: &str = r##"def parse_config(path, strict, defaults, env, 
 def total(items):
     return sum(item.price for item in items)
 "##;
-
-/// The choice in the gallery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Choice {
-    Preset(String),
-    Custom,
-}
-
-/// What the start form needs of a preset (the island's props: small, since they travel
-/// in the page and the browser decodes them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StartChoice {
-    /// The preset's name.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// Its example input, as the state editor shows it.
-    pub example: String,
-}
-
-impl From<&PresetInfo> for StartChoice {
-    fn from(preset: &PresetInfo) -> Self {
-        Self {
-            name: preset.name.clone(),
-            description: preset.description.clone(),
-            example: serde_json::to_string_pretty(&preset.example).unwrap_or_default(),
-        }
-    }
-}
 
 /// What validating a JSON editor's text says.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,9 +77,45 @@ pub fn review_state(code: &str, language: &str, threshold: &str) -> Result<Value
     Ok(state)
 }
 
-/// `/`.
+/// What the start form is for: a preset, or a graph of the person's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Choice {
+    /// A Code Review: code, language and threshold.
+    Review(String),
+    /// Another preset: its initial state as JSON.
+    Preset(String),
+    /// A spec written by hand, and its initial state.
+    Custom,
+}
+
+impl Choice {
+    /// The choice `?preset=` names (the Code Review when it names none, or one this
+    /// server cannot run).
+    fn of(name: Option<String>, presets: &[PresetInfo]) -> Self {
+        let name = name.unwrap_or_else(|| "code_review".into());
+        if name == "custom" {
+            return Self::Custom;
+        }
+        match presets.iter().find(|p| p.name == name && p.unavailable.is_none()) {
+            Some(_) if takes_code(&name) => Self::Review(name),
+            Some(_) => Self::Preset(name),
+            None => Self::Review("code_review".into()),
+        }
+    }
+
+    /// The card's `data-preset`.
+    fn card(&self) -> &str {
+        match self {
+            Self::Review(name) | Self::Preset(name) => name,
+            Self::Custom => "custom",
+        }
+    }
+}
+
+/// `/`, with the card `?preset=NAME` chosen (else the Code Review).
 #[component]
 pub fn HomePage() -> impl IntoView {
+    let query = use_query_map();
     let presets = Resource::new(|| (), |()| api::presets());
     view! {
         <section class="intro">
@@ -116,8 +126,31 @@ pub fn HomePage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match presets.await {
                     Ok(presets) => {
-                        let choices: Vec<StartChoice> = presets.iter().map(StartChoice::from).collect();
-                        view! { <Gallery presets/> <StartPanel presets=choices/> }.into_any()
+                        let choice = Choice::of(query.read().get("preset"), &presets);
+                        let description = presets
+                            .iter()
+                            .find(|p| p.name == choice.card())
+                            .map(|p| p.description.clone());
+                        let form = match &choice {
+                            Choice::Review(name) => view! { <ReviewForm preset=name.clone()/> }.into_any(),
+                            Choice::Preset(name) => {
+                                let example = presets
+                                    .iter()
+                                    .find(|p| &p.name == name)
+                                    .map(|p| serde_json::to_string_pretty(&p.example).unwrap_or_default())
+                                    .unwrap_or_default();
+                                view! { <StateForm preset=name.clone() example/> }.into_any()
+                            }
+                            Choice::Custom => view! { <CustomForm/> }.into_any(),
+                        };
+                        view! {
+                            <Gallery presets chosen=choice.card().to_owned()/>
+                            <div class="start-form" data-testid="start-form">
+                                <p class="muted">{description}</p>
+                                {form}
+                            </div>
+                        }
+                        .into_any()
                     }
                     Err(err) => view! { <p class="error-banner" data-testid="error">{err.detail}</p> }.into_any(),
                 }
@@ -126,82 +159,39 @@ pub fn HomePage() -> impl IntoView {
     }
 }
 
-/// The start form (hydrated as [`crate::islands::StartPanel`]), which follows the card
-/// picked in the gallery above it.
+/// The presets, each with its drawing, and the custom graph: each card a link to the
+/// start page with that card chosen, so choosing needs no JavaScript, and each page
+/// loads the code of its own form only.
 #[component]
-pub fn StartView(
-    /// Every preset, as the form needs it.
-    presets: Vec<StartChoice>,
-) -> impl IntoView {
-    let choice = RwSignal::new(Choice::Preset("code_review".into()));
-    #[cfg(feature = "hydrate")]
-    pick_from_gallery(choice);
-    view! { <StartForm presets choice/> }
-}
-
-/// Picks the card clicked in the (server-rendered) gallery, and marks it chosen.
-#[cfg(feature = "hydrate")]
-fn pick_from_gallery(choice: RwSignal<Choice>) {
-    use leptos::{ev, wasm_bindgen::JsCast};
-
-    let clicks = window_event_listener(ev::click, move |event| {
-        let card = event
-            .target()
-            .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
-            .and_then(|target| target.closest("[data-testid=gallery] button").ok().flatten())
-            .and_then(|button| button.closest("[data-preset]").ok().flatten())
-            .and_then(|card| card.get_attribute("data-preset"));
-        match card.as_deref() {
-            Some("custom") => choice.set(Choice::Custom),
-            Some(name) => choice.set(Choice::Preset(name.to_owned())),
-            None => {}
-        }
-    });
-    on_cleanup(move || clicks.remove());
-    Effect::new(move |_| {
-        let chosen = choice.with(|choice| match choice {
-            Choice::Preset(name) => name.clone(),
-            Choice::Custom => "custom".to_owned(),
-        });
-        let Ok(cards) = document().query_selector_all("[data-testid=gallery] [data-preset]") else {
-            return;
-        };
-        for index in 0..cards.length() {
-            if let Some(card) = cards
-                .item(index)
-                .and_then(|card| card.dyn_into::<web_sys::Element>().ok())
-            {
-                let is_chosen = card.get_attribute("data-preset").as_deref() == Some(chosen.as_str());
-                let _ = card.class_list().toggle_with_force("chosen", is_chosen);
-            }
-        }
-    });
-}
-
-/// The presets, each with its drawing, and the custom graph (rendered by the server
-/// only: the form's island picks the card clicked). The Code Review is chosen first.
-#[component]
-fn Gallery(presets: Vec<PresetInfo>) -> impl IntoView {
+fn Gallery(presets: Vec<PresetInfo>, chosen: String) -> impl IntoView {
     let cards = presets
         .into_iter()
         .map(|preset| {
             let name = preset.name.clone();
-            let chosen = name == "code_review";
             let title = match preset.title.as_str() {
                 "" => preset.name.replace('_', " "),
                 title => title.to_owned(),
             };
+            let unavailable = preset.unavailable.is_some();
+            let inner = view! {
+                <h3>{title}</h3>
+                <GraphDiagram view=preset.view state=Signal::stored(Vec::new()) compact=true/>
+                <p>{preset.description}</p>
+            };
             // A preset this server cannot run is shown, not offered: the line says what to set.
-            let unavailable = preset.unavailable.clone();
-            let disabled = unavailable.is_some();
+            let pick = match preset.unavailable {
+                None => view! { <a class="pick" href=format!("/?preset={name}")>{inner}</a> }.into_any(),
+                Some(why) => view! {
+                    <div class="pick">
+                        {inner}
+                        <p class="why-unavailable" data-testid="unavailable">{why}</p>
+                    </div>
+                }
+                .into_any(),
+            };
             view! {
-                <li class="card" class:chosen=chosen class:unavailable=disabled data-preset=name.clone()>
-                    <button type="button" disabled=disabled>
-                        <h3>{title}</h3>
-                        <GraphDiagram view=preset.view state=Signal::stored(Vec::new()) compact=true/>
-                        <p>{preset.description}</p>
-                        {unavailable.map(|why| view! { <p class="why-unavailable" data-testid="unavailable">{why}</p> })}
-                    </button>
+                <li class="card" class:chosen=name == chosen class:unavailable=unavailable data-preset=name.clone()>
+                    {pick}
                 </li>
             }
         })
@@ -209,11 +199,11 @@ fn Gallery(presets: Vec<PresetInfo>) -> impl IntoView {
     view! {
         <ul class="gallery" data-testid="gallery">
             {cards}
-            <li class="card" data-preset="custom">
-                <button type="button">
+            <li class="card" class:chosen=chosen == "custom" data-preset="custom">
+                <a class="pick" href="/?preset=custom">
                     <h3>"custom graph"</h3>
                     <p>"Write a graph spec yourself: nodes (each runs a tool), edges, a step limit."</p>
-                </button>
+                </a>
             </li>
         </ul>
     }
@@ -225,7 +215,9 @@ fn takes_code(preset: &str) -> bool {
     matches!(preset, "code_review" | "code_review_approval" | "code_review_llm")
 }
 
-/// Creates the graph (from a preset or a spec), starts the run, and goes to its page.
+/// Creates the graph (from a preset or a spec) and starts the run; answers its id. A
+/// chunk of its own in the browser, fetched on the first Run: no part of the first load.
+#[lazy]
 async fn start(graph: Value, state: Value) -> Result<String, crate::wire::ApiErrorBody> {
     let created: GraphCreated = api::post("/graph/create", &graph).await?;
     let started: RunStarted = api::post(
@@ -236,91 +228,200 @@ async fn start(graph: Value, state: Value) -> Result<String, crate::wire::ApiErr
     Ok(started.run_id)
 }
 
+/// What every start form ends with: the problems found, and Run.
+#[derive(Clone, Copy)]
+struct Launch {
+    problems: RwSignal<Vec<String>>,
+    busy: RwSignal<bool>,
+}
+
+impl Launch {
+    fn new() -> Self {
+        Self {
+            problems: RwSignal::new(Vec::new()),
+            busy: RwSignal::new(false),
+        }
+    }
+
+    /// Starts the run `request` describes (graph, initial state) and opens its page, or
+    /// lists why it cannot.
+    fn submit(self, request: Result<(Value, Value), String>) {
+        let (graph, state) = match request {
+            Ok(request) => request,
+            Err(why) => return self.problems.set(vec![why]),
+        };
+        self.busy.set(true);
+        self.problems.set(Vec::new());
+        leptos::task::spawn_local(async move {
+            match start(graph, state).await {
+                Ok(run_id) => super::go_to(&format!("/run/{run_id}")),
+                Err(err) => {
+                    let mut lines = vec![err.detail];
+                    lines.extend(err.errors.into_iter().map(|p| format!("{}: {}", p.path, p.message)));
+                    self.problems.set(lines);
+                    self.busy.set(false);
+                }
+            }
+        });
+    }
+
+    fn view(self) -> impl IntoView {
+        view! {
+            <ul class="problems" data-testid="problems">
+                {move || self.problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
+            </ul>
+            <button type="submit" class="primary" data-testid="run" disabled=move || self.busy.get()>
+                {move || if self.busy.get() { "Starting…" } else { "Run" }}
+            </button>
+        }
+    }
+}
+
+/// A Code Review's form: the code, a language hint, the threshold (hydrated as
+/// [`crate::islands::ReviewForm`]).
 #[component]
-fn StartForm(presets: Vec<StartChoice>, choice: RwSignal<Choice>) -> impl IntoView {
+pub fn ReviewView(
+    /// The Code Review preset.
+    preset: String,
+) -> impl IntoView {
     let code = RwSignal::new(SAMPLE_CODE.to_owned());
     let language = RwSignal::new(String::new());
     let threshold = RwSignal::new("80".to_owned());
-    let state_text = RwSignal::new("{\n  \n}".to_owned());
-    let spec_text = RwSignal::new(
-        serde_json::to_string_pretty(&json!({
-            "name": "count to three",
-            "start": "count",
-            "nodes": [
-                {"id": "count", "tool": "increment"},
-                {"id": "wait", "tool": "sleep", "config": {"ms": 300}},
-                {"id": "report", "tool": "script", "config": {
-                    "script": "print(`counted to ${state.count}`); #{done: true}"
-                }}
-            ],
-            "edges": [
-                {"from": "count", "to": "wait"},
-                {"from": "wait", "branches": [{"when": "state.count < 3", "to": "count"}], "default": "report"}
-            ]
-        }))
-        .unwrap_or_default(),
-    );
-    let problems = RwSignal::new(Vec::<String>::new());
-    let spec_marks = RwSignal::new(Vec::new());
-    // A preset's initial state, checked against its input schema as it is typed.
-    let state_problems = RwSignal::new(Vec::<String>::new());
-    #[cfg(feature = "hydrate")]
-    crate::components::spec_editor::validate_as_typed(
-        move || {
-            let checked = match choice.get() {
-                Choice::Preset(name) if !takes_code(&name) => serde_json::from_str::<Value>(&state_text.get())
-                    .ok()
-                    .map(|state| json!({"preset": name, "initial_state": state})),
-                _ => None,
-            };
-            if checked.is_none() {
-                state_problems.set(Vec::new());
-            }
-            checked
-        },
-        move |answer| {
-            state_problems.set(match answer {
-                Ok(_) => Vec::new(),
-                Err(err) if err.errors.is_empty() => vec![err.detail],
-                Err(err) => err
-                    .errors
-                    .into_iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect(),
-            })
-        },
-    );
-    let busy = RwSignal::new(false);
-
-    // Picking a preset puts its example input in the state editor.
-    let examples: Vec<(String, String)> = presets.iter().map(|p| (p.name.clone(), p.example.clone())).collect();
-    Effect::new(move |_| {
-        if let Choice::Preset(name) = choice.get() {
-            if let Some((_, example)) = examples.iter().find(|(n, _)| *n == name) {
-                state_text.set(example.clone());
-            }
-        }
-    });
-    let is_review = move || matches!(choice.get(), Choice::Preset(name) if takes_code(&name));
-    let description = move || match choice.get() {
-        Choice::Preset(name) => presets.iter().find(|p| p.name == name).map(|p| p.description.clone()),
-        Choice::Custom => None,
-    };
-
+    let launch = Launch::new();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let request = match choice.get_untracked() {
-            Choice::Preset(name) if takes_code(&name) => review_state(
-                &code.get_untracked(),
-                &language.get_untracked(),
-                &threshold.get_untracked(),
-            )
-            .map(|state| (json!({"preset": name}), state)),
-            Choice::Preset(name) => match check_object(&state_text.get_untracked()) {
-                JsonCheck::Object(state) => Ok((json!({"preset": name}), Value::Object(state))),
-                JsonCheck::Invalid(why) => Err(format!("Initial state: {why}")),
+        let state = review_state(
+            &code.get_untracked(),
+            &language.get_untracked(),
+            &threshold.get_untracked(),
+        );
+        launch.submit(state.map(|state| (json!({"preset": preset.clone()}), state)));
+    };
+    view! {
+        <form on:submit=submit>
+            <label class="field">
+                <span>"Code"</span>
+                <LinedEditor text=code testid="code"/>
+            </label>
+            <div class="row">
+                <label class="field">
+                    <span>"Language"</span>
+                    <select data-testid="language" on:change=move |ev| language.set(event_target_value(&ev))>
+                        <option value="">"detect"</option>
+                        <option value="python">"Python"</option>
+                        <option value="rust">"Rust"</option>
+                        <option value="javascript">"JavaScript"</option>
+                        <option value="typescript">"TypeScript"</option>
+                    </select>
+                </label>
+                <label class="field">
+                    <span>"Threshold"</span>
+                    <input
+                        data-testid="threshold"
+                        type="number"
+                        min="0"
+                        max="100"
+                        prop:value=move || threshold.get()
+                        on:input=move |ev| threshold.set(event_target_value(&ev))
+                    />
+                </label>
+                <button type="button" class="secondary" on:click=move |_| code.set(SAMPLE_CODE.to_owned())>
+                    "Load sample"
+                </button>
+            </div>
+            {launch.view()}
+        </form>
+    }
+}
+
+/// Another preset's form: its initial state as JSON, checked against the preset's input
+/// schema as it is typed (hydrated as [`crate::islands::StateForm`]).
+#[component]
+pub fn StateView(
+    /// The preset.
+    preset: String,
+    /// Its example input, which the editor starts with.
+    example: String,
+) -> impl IntoView {
+    let state_text = RwSignal::new(example);
+    let state_problems = RwSignal::new(Vec::<String>::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let preset = preset.clone();
+        crate::components::spec_editor::validate_as_typed(
+            move || {
+                let checked = serde_json::from_str::<Value>(&state_text.get())
+                    .ok()
+                    .map(|state| json!({"preset": preset.clone(), "initial_state": state}));
+                if checked.is_none() {
+                    state_problems.set(Vec::new());
+                }
+                checked
             },
-            Choice::Custom => match (
+            move |answer| {
+                state_problems.set(match answer {
+                    Ok(_) => Vec::new(),
+                    Err(err) if err.errors.is_empty() => vec![err.detail],
+                    Err(err) => err
+                        .errors
+                        .into_iter()
+                        .map(|p| format!("{}: {}", p.path, p.message))
+                        .collect(),
+                })
+            },
+        );
+    }
+    let launch = Launch::new();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        launch.submit(match check_object(&state_text.get_untracked()) {
+            JsonCheck::Object(state) => Ok((json!({"preset": preset.clone()}), Value::Object(state))),
+            JsonCheck::Invalid(why) => Err(format!("Initial state: {why}")),
+        });
+    };
+    view! {
+        <form on:submit=submit>
+            <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
+            <ul class="problems" data-testid="state-problems">
+                {move || state_problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
+            </ul>
+            {launch.view()}
+        </form>
+    }
+}
+
+/// The sample spec the custom form starts with: count to three in a loop.
+fn sample_spec() -> String {
+    serde_json::to_string_pretty(&json!({
+        "name": "count to three",
+        "start": "count",
+        "nodes": [
+            {"id": "count", "tool": "increment"},
+            {"id": "wait", "tool": "sleep", "config": {"ms": 300}},
+            {"id": "report", "tool": "script", "config": {
+                "script": "print(`counted to ${state.count}`); #{done: true}"
+            }}
+        ],
+        "edges": [
+            {"from": "count", "to": "wait"},
+            {"from": "wait", "branches": [{"when": "state.count < 3", "to": "count"}], "default": "report"}
+        ]
+    }))
+    .unwrap_or_default()
+}
+
+/// The custom graph's form: its spec, checked by the server as it is typed, and its
+/// initial state (hydrated as [`crate::islands::CustomForm`]).
+#[component]
+pub fn CustomView() -> impl IntoView {
+    let spec_text = RwSignal::new(sample_spec());
+    let spec_marks = RwSignal::new(Vec::new());
+    let state_text = RwSignal::new("{\n  \n}".to_owned());
+    let launch = Launch::new();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        launch.submit(
+            match (
                 check_object(&spec_text.get_untracked()),
                 check_object(&state_text.get_untracked()),
             ) {
@@ -328,78 +429,13 @@ fn StartForm(presets: Vec<StartChoice>, choice: RwSignal<Choice>) -> impl IntoVi
                 (JsonCheck::Invalid(why), _) => Err(format!("Graph spec: {why}")),
                 (_, JsonCheck::Invalid(why)) => Err(format!("Initial state: {why}")),
             },
-        };
-        let (graph, state) = match request {
-            Ok(request) => request,
-            Err(why) => return problems.set(vec![why]),
-        };
-        busy.set(true);
-        problems.set(Vec::new());
-        leptos::task::spawn_local(async move {
-            match start(graph, state).await {
-                Ok(run_id) => super::go_to(&format!("/run/{run_id}")),
-                Err(err) => {
-                    let mut lines = vec![err.detail];
-                    lines.extend(err.errors.into_iter().map(|p| format!("{}: {}", p.path, p.message)));
-                    problems.set(lines);
-                    busy.set(false);
-                }
-            }
-        });
+        );
     };
-
     view! {
-        <form class="start-form" on:submit=submit data-testid="start-form">
-            <p class="muted">{description}</p>
-            <Show
-                when=is_review
-                fallback=move || view! {
-                    <Show when=move || choice.get() == Choice::Custom>
-                        <SpecEditor text=spec_text marks=spec_marks/>
-                    </Show>
-                    <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
-                    <ul class="problems" data-testid="state-problems">
-                        {move || state_problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
-                    </ul>
-                }
-            >
-                <label class="field">
-                    <span>"Code"</span>
-                    <LinedEditor text=code testid="code"/>
-                </label>
-                <div class="row">
-                    <label class="field">
-                        <span>"Language"</span>
-                        <select data-testid="language" on:change=move |ev| language.set(event_target_value(&ev))>
-                            <option value="">"detect"</option>
-                            <option value="python">"Python"</option>
-                            <option value="rust">"Rust"</option>
-                            <option value="javascript">"JavaScript"</option>
-                            <option value="typescript">"TypeScript"</option>
-                        </select>
-                    </label>
-                    <label class="field">
-                        <span>"Threshold"</span>
-                        <input
-                            data-testid="threshold"
-                            type="number"
-                            min="0"
-                            max="100"
-                            prop:value=move || threshold.get()
-                            on:input=move |ev| threshold.set(event_target_value(&ev))
-                        />
-                    </label>
-                    <button type="button" class="secondary" on:click=move |_| code.set(SAMPLE_CODE.to_owned())>
-                        "Load sample"
-                    </button>
-                </div>
-            </Show>
-            <ul class="problems" data-testid="problems">
-                {move || problems.get().into_iter().map(|p| view! { <li>{p}</li> }).collect_view()}
-            </ul>
-            <button type="submit" class="primary" data-testid="run" disabled=move || busy.get()>
-                {move || if busy.get() { "Starting…" } else { "Run" }}
-            </button>
+        <form on:submit=submit>
+            <SpecEditor text=spec_text marks=spec_marks/>
+            <JsonEditor label="Initial state" text=state_text testid="state-editor"/>
+            {launch.view()}
         </form>
     }
 }
