@@ -2,11 +2,13 @@
 //!
 //! Every page renders completely on the server; the browser's wasm holds just these
 //! components and what they use, and Leptos hydrates each where the server placed it.
-//! Each island but [`Hydrated`] is lazy: its code is split into a chunk of its own
+//! The big ones are lazy: each one's code is split into a chunk of its own
 //! (`cargo leptos build --split`) that a page fetches only when it holds that island, so
-//! the history never loads the run page's code, nor the run page the start form's.
+//! the history never loads the run page's code, nor the run page a start form's, nor the
+//! Code Review's start page the custom graph's editor. [`Hydrated`] and [`DeleteRun`]
+//! are small and stay in the main module.
 //!
-//! An island's props travel in the page as JSON, so they are wire types.
+//! An island's props travel in the page as JSON: they are kept few and small.
 
 // The `#[island]` macro writes undocumented items beside each island (its props as
 // serialized, its hydrate function); the islands themselves are documented.
