@@ -398,17 +398,9 @@ mod browser {
             let (Some(shown), Some(read)) = (page.get_element_by_id(id), fresh.get_element_by_id(id)) else {
                 continue;
             };
-            let open = open_details(&shown);
+            let kept = kept(&shown);
             shown.set_inner_html(&read.inner_html());
-            for (key, is_open) in open {
-                if let Ok(Some(details)) = shown.query_selector(&format!("details[data-key='{key}']")) {
-                    let _ = if is_open {
-                        details.set_attribute("open", "")
-                    } else {
-                        details.remove_attribute("open")
-                    };
-                }
-            }
+            restore(&shown, kept);
         }
         Ok(fresh
             .query_selector("[data-testid=status]")
@@ -417,15 +409,52 @@ mod browser {
             .is_some_and(|status| status.get_attribute("data-ended").as_deref() == Some("true")))
     }
 
-    /// Each keyed `<details>` in `region`, with whether it is open.
-    fn open_details(region: &Element) -> Vec<(String, bool)> {
-        let Ok(list) = region.query_selector_all("details[data-key]") else {
+    /// What a person did in a region, kept across its replacement: for each keyed
+    /// element, whether it is open (a `<details>`) and what it holds (a text box or a
+    /// checkbox: an answer half typed, a state being edited for a fork).
+    fn kept(region: &Element) -> Vec<(String, bool, Option<String>)> {
+        let Ok(list) = region.query_selector_all("[data-key]") else {
             return Vec::new();
         };
         (0..list.length())
             .filter_map(|index| list.item(index)?.dyn_into::<Element>().ok())
-            .filter_map(|details| Some((details.get_attribute("data-key")?, details.has_attribute("open"))))
+            .filter_map(|element| {
+                let held = if let Some(input) = element.dyn_ref::<HtmlInputElement>() {
+                    Some(if input.type_() == "checkbox" {
+                        input.checked().to_string()
+                    } else {
+                        input.value()
+                    })
+                } else {
+                    element.dyn_ref::<HtmlTextAreaElement>().map(HtmlTextAreaElement::value)
+                };
+                Some((element.get_attribute("data-key")?, element.has_attribute("open"), held))
+            })
             .collect()
+    }
+
+    /// Puts back what [`kept`] read, on the elements with the same keys.
+    fn restore(region: &Element, kept: Vec<(String, bool, Option<String>)>) {
+        for (key, open, held) in kept {
+            let Ok(Some(element)) = region.query_selector(&format!("[data-key='{key}']")) else {
+                continue;
+            };
+            if element.tag_name() == "DETAILS" {
+                let _ = if open {
+                    element.set_attribute("open", "")
+                } else {
+                    element.remove_attribute("open")
+                };
+            } else if let (Some(held), Some(input)) = (&held, element.dyn_ref::<HtmlInputElement>()) {
+                if input.type_() == "checkbox" {
+                    input.set_checked(held == "true");
+                } else {
+                    input.set_value(held);
+                }
+            } else if let (Some(held), Some(area)) = (&held, element.dyn_ref::<HtmlTextAreaElement>()) {
+                area.set_value(held);
+            }
+        }
     }
 
     /// The element an event happened on, if it is in the run page and matches `selector`.

@@ -1021,6 +1021,90 @@ async fn a_code_review_with_approval_is_approved_from_its_form_and_completes() -
 
 #[tokio::test]
 #[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
+async fn a_fork_edited_while_the_run_goes_on_keeps_its_edits_through_the_page_updates() -> anyhow::Result<()> {
+    with_ui(&[], async |ui| {
+        let graph = ui
+            .app
+            .create_graph(json!({
+                "nodes": {
+                    "first": "increment",
+                    "wait": {"tool": "sleep", "config": {"ms": 3000}},
+                    "second": "increment"
+                },
+                "edges": {"first": "wait", "wait": "second", "second": null}
+            }))
+            .await;
+        let run_id = ui.app.start_run(&graph, json!({"note": "as given"})).await;
+        let client = &ui.client;
+        open(client, &ui.url(&format!("/run/{run_id}"))).await?;
+        let state_of = |node: &'static str| async move {
+            attr_of(client, &format!("g.node[data-node={node}]"), "data-state").await
+        };
+        wait_until("`wait` runs", || async {
+            state_of("wait").await.as_deref() == Some("running")
+        })
+        .await?;
+        // Step 1 picked, its fork opened and edited; then the person looks elsewhere.
+        client
+            .find(Locator::Css("[data-testid=timeline-step] button"))
+            .await?
+            .click()
+            .await?;
+        wait_until("step 1 is shown", || async {
+            client
+                .current_url()
+                .await
+                .is_ok_and(|url| url.query() == Some("step=1"))
+        })
+        .await?;
+        client
+            .find(Locator::Css("[data-testid=fork] summary"))
+            .await?
+            .click()
+            .await?;
+        let editor = client.find(Locator::Css("[data-testid=fork-state]")).await?;
+        editor.clear().await?;
+        editor.send_keys(r#"{"count": 1, "note": "edited"}"#).await?;
+        client.find(Locator::Css("[data-testid=run] h1")).await?.click().await?;
+        // The run goes on: the page takes in its steps, and keeps the edits.
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        assert_eq!(state_of("second").await.as_deref(), Some("completed"));
+        assert_eq!(text_of(client, "[data-testid=step-count]").await, "3 step(s)");
+        assert!(
+            attr_of(client, "[data-testid=fork]", "open").await.is_some(),
+            "the fork stays open"
+        );
+        let editor = client.find(Locator::Css("[data-testid=fork-state]")).await?;
+        assert_eq!(
+            editor.prop("value").await?.as_deref(),
+            Some(r#"{"count": 1, "note": "edited"}"#)
+        );
+        client
+            .find(Locator::Css("[data-testid=fork-submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_until("the fork's page opens", || async {
+            client
+                .current_url()
+                .await
+                .is_ok_and(|url| url.path().starts_with("/run/") && !url.path().ends_with(&run_id))
+        })
+        .await?;
+        wait_for_text(client, "[data-testid=status]", "completed").await?;
+        let fork_id = attr_of(client, "[data-testid=run]", "data-run-id")
+            .await
+            .context("no run id")?;
+        let (_, fork) = ui.app.get(&format!("/graph/state/{fork_id}")).await;
+        // From step 1 (count 1, edited), on through `wait` and `second`.
+        assert_eq!(fork["state"], json!({"count": 2, "note": "edited"}));
+        anyhow::Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the site built by cargo-leptos and Chromium: scripts/test runs it"]
 async fn two_branches_of_a_fan_out_are_lit_at_once() -> anyhow::Result<()> {
     with_ui(&[], async |ui| {
         let graph = ui

@@ -149,11 +149,16 @@ pub fn QuestionForm(
         })
         .collect_view();
     let inputs = match fields {
-        Some(fields) => fields.into_iter().map(field_input).collect_view().into_any(),
+        Some(fields) => fields
+            .into_iter()
+            .map(|field| field_input(&question.interrupt_id, field))
+            .collect_view()
+            .into_any(),
         None => view! {
             <label class="field">
                 <span>"Answer (JSON)"</span>
-                <textarea class="state-editor" rows="6" data-testid="question-json" name="answer-json">"{}"</textarea>
+                <textarea class="state-editor" rows="6" data-testid="question-json" name="answer-json"
+                    data-key=format!("answer-{}", question.interrupt_id)>"{}"</textarea>
             </label>
         }
         .into_any(),
@@ -174,12 +179,14 @@ pub fn QuestionForm(
     }
 }
 
-/// One field's input, named after its property.
-fn field_input(field: FormField) -> impl IntoView {
+/// One field's input, named after its property, and keyed by question and property (so
+/// that what is typed in it survives the page's updates).
+fn field_input(interrupt_id: &str, field: FormField) -> impl IntoView {
     let testid = format!("field-{}", field.name);
+    let key = format!("answer-{interrupt_id}-{}", field.name);
     let name = field.name;
     let input = match field.field {
-        Field::Boolean => view! { <input type="checkbox" data-testid=testid name=name/> }.into_any(),
+        Field::Boolean => view! { <input type="checkbox" data-testid=testid name=name data-key=key/> }.into_any(),
         Field::Choice(choices) => view! {
             <select data-testid=testid name=name>
                 <option value="">"—"</option>
@@ -187,9 +194,11 @@ fn field_input(field: FormField) -> impl IntoView {
             </select>
         }
         .into_any(),
-        Field::Text { multiline: true } => view! { <textarea rows="3" data-testid=testid name=name></textarea> }.into_any(),
+        Field::Text { multiline: true } => {
+            view! { <textarea rows="3" data-testid=testid name=name data-key=key></textarea> }.into_any()
+        }
         Field::Text { multiline: false } | Field::Number { .. } => {
-            view! { <input type="text" data-testid=testid name=name/> }.into_any()
+            view! { <input type="text" data-testid=testid name=name data-key=key/> }.into_any()
         }
     };
     view! {

@@ -256,7 +256,7 @@ fn ForkFromHere(step: u64, state: String) -> impl IntoView {
             <summary>"Fork from here"</summary>
             <form data-action="fork" data-step=step.to_string()>
                 <p class="muted">"A new run from this state, going on from this node's edges. Edit the state first if you like."</p>
-                <textarea class="state-editor" rows="10" data-testid="fork-state">{state}</textarea>
+                <textarea class="state-editor" rows="10" data-testid="fork-state" data-key=format!("fork-state-{step}")>{state}</textarea>
                 <p class="error-banner" data-testid="fork-error" data-role="problem" hidden></p>
                 <button type="submit" data-testid="fork-submit">"Start the fork"</button>
             </form>
