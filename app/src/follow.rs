@@ -412,49 +412,57 @@ mod browser {
     /// What a person did in a region, kept across its replacement: for each keyed
     /// element, whether it is open (a `<details>`) and what it holds (a text box or a
     /// checkbox: an answer half typed, a state being edited for a fork).
-    fn kept(region: &Element) -> Vec<(String, bool, Option<String>)> {
-        let Ok(list) = region.query_selector_all("[data-key]") else {
-            return Vec::new();
-        };
-        (0..list.length())
-            .filter_map(|index| list.item(index)?.dyn_into::<Element>().ok())
+    fn kept(region: &Element) -> Vec<(String, bool, Option<Value>)> {
+        elements(region, "[data-key]")
+            .into_iter()
             .filter_map(|element| {
-                let held = if let Some(input) = element.dyn_ref::<HtmlInputElement>() {
-                    Some(if input.type_() == "checkbox" {
-                        input.checked().to_string()
-                    } else {
-                        input.value()
-                    })
-                } else {
-                    element.dyn_ref::<HtmlTextAreaElement>().map(HtmlTextAreaElement::value)
-                };
+                let held = value_of(&element);
                 Some((element.get_attribute("data-key")?, element.has_attribute("open"), held))
             })
             .collect()
     }
 
     /// Puts back what [`kept`] read, on the elements with the same keys.
-    fn restore(region: &Element, kept: Vec<(String, bool, Option<String>)>) {
+    fn restore(region: &Element, kept: Vec<(String, bool, Option<Value>)>) {
         for (key, open, held) in kept {
             let Ok(Some(element)) = region.query_selector(&format!("[data-key='{key}']")) else {
                 continue;
             };
-            if element.tag_name() == "DETAILS" {
-                let _ = if open {
-                    element.set_attribute("open", "")
-                } else {
-                    element.remove_attribute("open")
-                };
-            } else if let (Some(held), Some(input)) = (&held, element.dyn_ref::<HtmlInputElement>()) {
-                if input.type_() == "checkbox" {
-                    input.set_checked(held == "true");
-                } else {
-                    input.set_value(held);
+            match held {
+                _ if element.tag_name() == "DETAILS" => {
+                    let _ = if open {
+                        element.set_attribute("open", "")
+                    } else {
+                        element.remove_attribute("open")
+                    };
                 }
-            } else if let (Some(held), Some(area)) = (&held, element.dyn_ref::<HtmlTextAreaElement>()) {
-                area.set_value(held);
+                Some(Value::Bool(checked)) => {
+                    if let Some(input) = element.dyn_ref::<HtmlInputElement>() {
+                        input.set_checked(checked);
+                    }
+                }
+                Some(Value::String(text)) => {
+                    if let Some(input) = element.dyn_ref::<HtmlInputElement>() {
+                        input.set_value(&text);
+                    } else if let Some(area) = element.dyn_ref::<HtmlTextAreaElement>() {
+                        area.set_value(&text);
+                    } else if let Some(select) = element.dyn_ref::<HtmlSelectElement>() {
+                        select.set_value(&text);
+                    }
+                }
+                _ => {}
             }
         }
+    }
+
+    /// The elements under `root` that match `selector`, in document order.
+    fn elements(root: &Element, selector: &str) -> Vec<Element> {
+        let Ok(list) = root.query_selector_all(selector) else {
+            return Vec::new();
+        };
+        (0..list.length())
+            .filter_map(|index| list.item(index)?.dyn_into::<Element>().ok())
+            .collect()
     }
 
     /// The element an event happened on, if it is in the run page and matches `selector`.
@@ -555,8 +563,8 @@ mod browser {
         }
     }
 
-    /// The value a question form's control holds: a checkbox's as a boolean, any
-    /// other's as text.
+    /// The value a form control holds: a checkbox's as a boolean, any other's as text
+    /// (`None` for an element that is no control).
     fn value_of(control: &Element) -> Option<Value> {
         if let Some(input) = control.dyn_ref::<HtmlInputElement>() {
             return Some(match input.type_().as_str() {
@@ -581,15 +589,10 @@ mod browser {
             .get_attribute("data-schema")
             .and_then(|schema| serde_json::from_str(&schema).ok())
             .unwrap_or(Value::Null);
-        let controls = form.query_selector_all("[name]").ok();
-        let values: Map<String, Value> = controls
-            .map(|list| {
-                (0..list.length())
-                    .filter_map(|index| list.item(index)?.dyn_into::<Element>().ok())
-                    .filter_map(|control| Some((control.get_attribute("name")?, value_of(&control)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let values: Map<String, Value> = elements(form, "[name]")
+            .into_iter()
+            .filter_map(|control| Some((control.get_attribute("name")?, value_of(&control)?)))
+            .collect();
         let input = match form_fields(&schema) {
             Some(fields) => answer_of(&fields, &values),
             None => match values.get("answer-json") {

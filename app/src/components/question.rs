@@ -188,7 +188,7 @@ fn field_input(interrupt_id: &str, field: FormField) -> impl IntoView {
     let input = match field.field {
         Field::Boolean => view! { <input type="checkbox" data-testid=testid name=name data-key=key/> }.into_any(),
         Field::Choice(choices) => view! {
-            <select data-testid=testid name=name>
+            <select data-testid=testid name=name data-key=key>
                 <option value="">"—"</option>
                 {choices.into_iter().map(|choice| view! { <option value=choice.clone()>{choice.clone()}</option> }).collect_view()}
             </select>
