@@ -127,16 +127,12 @@ pub fn HomePage() -> impl IntoView {
                 match presets.await {
                     Ok(presets) => {
                         let choice = Choice::of(query.read().get("preset"), &presets);
-                        let description = presets
-                            .iter()
-                            .find(|p| p.name == choice.card())
-                            .map(|p| p.description.clone());
+                        let chosen = presets.iter().find(|p| p.name == choice.card());
+                        let description = chosen.map(|p| p.description.clone());
                         let form = match &choice {
                             Choice::Review(name) => view! { <ReviewForm preset=name.clone()/> }.into_any(),
                             Choice::Preset(name) => {
-                                let example = presets
-                                    .iter()
-                                    .find(|p| &p.name == name)
+                                let example = chosen
                                     .map(|p| serde_json::to_string_pretty(&p.example).unwrap_or_default())
                                     .unwrap_or_default();
                                 view! { <StateForm preset=name.clone() example/> }.into_any()
