@@ -148,6 +148,11 @@ async fn wait_for_text(client: &Client, css: &str, expected: &str) -> anyhow::Re
     .await
 }
 
+/// The state the run page's drawing gives a node (`data-state`: running, completed…).
+async fn node_state(client: &Client, node: &str) -> Option<String> {
+    attr_of(client, &format!("g.node[data-node={node}]"), "data-state").await
+}
+
 /// Picks a card of the start page's gallery: a link to the page with that card's form.
 async fn pick(client: &Client, preset: &str) -> anyhow::Result<()> {
     client
@@ -981,12 +986,7 @@ async fn a_code_review_with_approval_is_approved_from_its_form_and_completes() -
         // The question shows the revised diff, and the node that asks is lit as waiting.
         let diff = text_of(client, "[data-testid=question-context][data-key=revised_diff]").await;
         assert!(diff.contains("--- code") && diff.contains("+++ revised_code"), "{diff}");
-        assert_eq!(
-            attr_of(client, "g.node[data-node=approve]", "data-state")
-                .await
-                .as_deref(),
-            Some("waiting")
-        );
+        assert_eq!(node_state(client, "approve").await.as_deref(), Some("waiting"));
         client
             .find(Locator::Css("[data-testid=field-approved]"))
             .await?
@@ -1037,11 +1037,8 @@ async fn a_fork_edited_while_the_run_goes_on_keeps_its_edits_through_the_page_up
         let run_id = ui.app.start_run(&graph, json!({"note": "as given"})).await;
         let client = &ui.client;
         open(client, &ui.url(&format!("/run/{run_id}"))).await?;
-        let state_of = |node: &'static str| async move {
-            attr_of(client, &format!("g.node[data-node={node}]"), "data-state").await
-        };
         wait_until("`wait` runs", || async {
-            state_of("wait").await.as_deref() == Some("running")
+            node_state(client, "wait").await.as_deref() == Some("running")
         })
         .await?;
         // Step 1 picked, its fork opened and edited; then the person looks elsewhere.
@@ -1068,7 +1065,7 @@ async fn a_fork_edited_while_the_run_goes_on_keeps_its_edits_through_the_page_up
         client.find(Locator::Css("[data-testid=run] h1")).await?.click().await?;
         // The run goes on: the page takes in its steps, and keeps the edits.
         wait_for_text(client, "[data-testid=status]", "completed").await?;
-        assert_eq!(state_of("second").await.as_deref(), Some("completed"));
+        assert_eq!(node_state(client, "second").await.as_deref(), Some("completed"));
         assert_eq!(text_of(client, "[data-testid=step-count]").await, "3 step(s)");
         assert!(
             attr_of(client, "[data-testid=fork]", "open").await.is_some(),
@@ -1128,18 +1125,15 @@ async fn two_branches_of_a_fan_out_are_lit_at_once() -> anyhow::Result<()> {
         let run_id = ui.app.start_run(&graph, json!({})).await;
         let client = &ui.client;
         open(client, &ui.url(&format!("/run/{run_id}"))).await?;
-        let state_of = |node: &'static str| async move {
-            attr_of(client, &format!("g.node[data-node={node}]"), "data-state").await
-        };
         wait_until("both branches are lit at once", || async {
-            state_of("left").await.as_deref() == Some("running")
-                && state_of("right").await.as_deref() == Some("running")
+            node_state(client, "left").await.as_deref() == Some("running")
+                && node_state(client, "right").await.as_deref() == Some("running")
         })
         .await?;
         screenshot(client, "parallel.png").await?;
         wait_for_text(client, "[data-testid=status]", "completed").await?;
         for node in ["begin", "left", "right", "after"] {
-            assert_eq!(state_of(node).await.as_deref(), Some("completed"), "{node}");
+            assert_eq!(node_state(client, node).await.as_deref(), Some("completed"), "{node}");
         }
         anyhow::Ok(())
     })
